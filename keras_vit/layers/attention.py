@@ -1,0 +1,153 @@
+"""Multi-head self-attention with one fused qkv projection."""
+
+from __future__ import annotations
+
+import math
+
+import keras
+from keras import ops
+
+from keras_vit.layers._serializable import serializable
+
+
+def check_rate(value: float, name: str) -> float:
+    """Dropout-like rates must lie in [0, 1)."""
+    if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+        raise ValueError(f"`{name}` must be a float in [0, 1). Received: {name}={value!r}")
+    return float(value)
+
+
+def attention_bias_from_mask(mask, num_queries, num_keys):
+    """Turns a boolean mask (True = may attend) into an additive float32 bias of rank 4.
+
+    Accepted shapes: `(batch, keys)` (padding), `(batch, queries, keys)` or
+    `(batch, heads, queries, keys)`.
+    """
+    rank = len(mask.shape)
+    if rank not in (2, 3, 4):
+        raise ValueError(
+            "An attention mask must have rank 2 (batch, keys), 3 (batch, queries, keys) or 4 "
+            f"(batch, heads, queries, keys). Received: mask.shape={tuple(mask.shape)}"
+        )
+    if mask.shape[-1] is not None and num_keys is not None and mask.shape[-1] != num_keys:
+        raise ValueError(
+            f"The attention mask's last axis ({mask.shape[-1]}) must equal the number of keys ({num_keys}). "
+            f"Received: mask.shape={tuple(mask.shape)}"
+        )
+    if rank == 2:
+        mask = mask[:, None, None, :]
+    elif rank == 3:
+        mask = mask[:, None]
+    mask = ops.cast(mask, "bool")
+    return ops.where(mask, ops.zeros((), "float32"), ops.full((), -1e9, "float32"))
+
+
+@serializable
+class MultiHeadSelfAttention(keras.layers.Layer):
+    """Scaled dot-product self-attention over `num_heads` heads (Vaswani et al. 2017).
+
+    Queries, keys and values come from one fused `Dense(3 * dim)` (`qkv`), as
+    in ViT/timm checkpoints. Logits and softmax run in float32 even under mixed
+    precision. Optional qk-norm (LayerNorm on each head's queries and keys,
+    Dehghani et al. 2023, https://arxiv.org/abs/2302.05442).
+
+    Args:
+        num_heads: int. Number of heads; must divide the token dimension.
+        qkv_bias: bool. Bias in the qkv projection. Defaults to `True`.
+        qk_norm: bool. Normalise queries and keys per head. Defaults to `False`.
+        attention_dropout_rate: float. Dropout on attention weights. Defaults to `0`.
+        dropout_rate: float. Dropout after the output projection. Defaults to `0`.
+        layer_norm_epsilon: float. Epsilon of the qk-norm. Defaults to `1e-6`.
+
+    Call arguments:
+        tokens: `(batch, length, dim)`.
+        attention_mask: optional boolean mask, True where attention is allowed:
+            `(batch, keys)`, `(batch, queries, keys)` or `(batch, heads, queries, keys)`.
+        return_attention_scores: bool. Also return the attention weights
+            `(batch, heads, queries, keys)` (float32, rows sum to 1).
+        training: bool. Enables dropout.
+
+    Returns:
+        `(batch, length, dim)`, and the weights if asked for.
+    """
+
+    def __init__(
+        self,
+        num_heads: int,
+        qkv_bias: bool = True,
+        qk_norm: bool = False,
+        attention_dropout_rate: float = 0.0,
+        dropout_rate: float = 0.0,
+        layer_norm_epsilon: float = 1e-6,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if not isinstance(num_heads, int) or num_heads <= 0:
+            raise ValueError(f"`num_heads` must be a positive int. Received: num_heads={num_heads!r}")
+        self.num_heads = num_heads
+        self.qkv_bias = qkv_bias
+        self.qk_norm = qk_norm
+        self.attention_dropout_rate = check_rate(attention_dropout_rate, "attention_dropout_rate")
+        self.dropout_rate = check_rate(dropout_rate, "dropout_rate")
+        self.layer_norm_epsilon = layer_norm_epsilon
+
+    def build(self, input_shape):
+        dim = input_shape[-1]
+        if dim % self.num_heads:
+            raise ValueError(
+                f"The token dimension {dim} is not divisible by num_heads={self.num_heads}. "
+                "Choose a hidden dim that is a multiple of the number of heads."
+            )
+        self.head_dim = dim // self.num_heads
+        self.qkv = keras.layers.Dense(3 * dim, use_bias=self.qkv_bias, name="qkv", dtype=self.dtype_policy)
+        self.qkv.build(input_shape)
+        self.proj = keras.layers.Dense(dim, name="proj", dtype=self.dtype_policy)
+        self.proj.build(input_shape)
+        if self.qk_norm:
+            head_shape = (None, None, None, self.head_dim)
+            self.q_norm = keras.layers.LayerNormalization(
+                epsilon=self.layer_norm_epsilon, name="q_norm", dtype=self.dtype_policy
+            )
+            self.k_norm = keras.layers.LayerNormalization(
+                epsilon=self.layer_norm_epsilon, name="k_norm", dtype=self.dtype_policy
+            )
+            self.q_norm.build(head_shape)
+            self.k_norm.build(head_shape)
+        self.attention_dropout = keras.layers.Dropout(self.attention_dropout_rate, dtype=self.dtype_policy)
+        self.proj_dropout = keras.layers.Dropout(self.dropout_rate, dtype=self.dtype_policy)
+
+    def call(self, tokens, attention_mask=None, return_attention_scores=False, training=None):
+        batch, length = ops.shape(tokens)[0], ops.shape(tokens)[1]
+        qkv = ops.reshape(self.qkv(tokens), (batch, length, 3, self.num_heads, self.head_dim))
+        qkv = ops.transpose(qkv, (2, 0, 3, 1, 4))  # (3, batch, heads, length, head_dim)
+        query, key, value = qkv[0], qkv[1], qkv[2]
+        if self.qk_norm:
+            query, key = self.q_norm(query), self.k_norm(key)
+        scale = 1.0 / math.sqrt(self.head_dim)
+        logits = ops.matmul(ops.cast(query, "float32") * scale, ops.swapaxes(ops.cast(key, "float32"), -1, -2))
+        if attention_mask is not None:
+            logits = logits + attention_bias_from_mask(attention_mask, tokens.shape[1], tokens.shape[1])
+        weights = ops.softmax(logits, axis=-1)
+        mixed = ops.matmul(ops.cast(self.attention_dropout(weights, training=training), value.dtype), value)
+        mixed = ops.reshape(ops.transpose(mixed, (0, 2, 1, 3)), (batch, length, self.num_heads * self.head_dim))
+        outputs = self.proj_dropout(self.proj(mixed), training=training)
+        return (outputs, weights) if return_attention_scores else outputs
+
+    def compute_output_spec(self, tokens, attention_mask=None, return_attention_scores=False, training=None):
+        outputs = keras.KerasTensor(tokens.shape, dtype=self.compute_dtype)
+        if not return_attention_scores:
+            return outputs
+        length = tokens.shape[1]
+        return outputs, keras.KerasTensor((tokens.shape[0], self.num_heads, length, length), dtype="float32")
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            num_heads=self.num_heads,
+            qkv_bias=self.qkv_bias,
+            qk_norm=self.qk_norm,
+            attention_dropout_rate=self.attention_dropout_rate,
+            dropout_rate=self.dropout_rate,
+            layer_norm_epsilon=self.layer_norm_epsilon,
+        )
+        return config

@@ -1,0 +1,170 @@
+"""Patch embedding and prefix tokens: how an image becomes a token sequence."""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from keras_vit.layers._serializable import serializable
+
+
+def to_pair(value: int | tuple[int, int] | list[int], name: str) -> tuple[int, int]:
+    """Normalise an int or (h, w) pair, rejecting non-positive sizes."""
+    pair = (value, value) if isinstance(value, int) else tuple(value)
+    if len(pair) != 2 or not all(isinstance(v, int) and v > 0 for v in pair):
+        raise ValueError(
+            f"`{name}` must be a positive int or a pair (height, width) of positive ints. "
+            f"Received: {name}={value!r}"
+        )
+    return pair
+
+
+@serializable
+class PatchEmbedding(keras.layers.Layer):
+    """Splits images into non-overlapping patches and projects each to `hidden_dim`.
+
+    A convolution whose kernel and stride both equal the patch size is exactly a
+    linear map of each flattened patch (ViT, https://arxiv.org/abs/2010.11929).
+
+    Args:
+        patch_size: int or (int, int). Patch height and width in pixels.
+        hidden_dim: int. Size of each token.
+        use_bias: bool. Whether the projection has a bias. Defaults to `True`.
+
+    Call arguments:
+        images: `(batch, height, width, channels)`; height and width divisible
+            by the patch size.
+
+    Returns:
+        `(batch, num_patches, hidden_dim)` tokens in row-major patch order.
+    """
+
+    def __init__(self, patch_size, hidden_dim: int, use_bias: bool = True, **kwargs):
+        super().__init__(**kwargs)
+        self.patch_size = to_pair(patch_size, "patch_size")
+        if not isinstance(hidden_dim, int) or hidden_dim <= 0:
+            raise ValueError(f"`hidden_dim` must be a positive int. Received: hidden_dim={hidden_dim!r}")
+        self.hidden_dim = hidden_dim
+        self.use_bias = use_bias
+
+    def build(self, input_shape):
+        if len(input_shape) != 4:
+            raise ValueError(
+                "PatchEmbedding expects images of rank 4 (batch, height, width, channels). "
+                f"Received: input_shape={tuple(input_shape)}"
+            )
+        for size, patch, axis in zip(input_shape[1:3], self.patch_size, ("height", "width")):
+            if size is not None and size % patch:
+                raise ValueError(
+                    f"Image {axis} {size} is not divisible by patch size {patch}. "
+                    "Resize or crop the images, or choose a patch size that divides them."
+                )
+        self.projection = keras.layers.Conv2D(
+            self.hidden_dim,
+            kernel_size=self.patch_size,
+            strides=self.patch_size,
+            padding="valid",
+            use_bias=self.use_bias,
+            data_format="channels_last",
+            name="projection",
+            dtype=self.dtype_policy,
+        )
+        self.projection.build(input_shape)
+
+    def call(self, images):
+        x = self.projection(images)
+        shape = ops.shape(x)
+        return ops.reshape(x, (shape[0], shape[1] * shape[2], self.hidden_dim))
+
+    def compute_output_shape(self, input_shape):
+        h, w = input_shape[1], input_shape[2]
+        n = None if h is None or w is None else (h // self.patch_size[0]) * (w // self.patch_size[1])
+        return (input_shape[0], n, self.hidden_dim)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(patch_size=self.patch_size, hidden_dim=self.hidden_dim, use_bias=self.use_bias)
+        return config
+
+
+@serializable
+class PrefixTokens(keras.layers.Layer):
+    """Prepends learned tokens to a sequence: class, distillation and register tokens.
+
+    Order is `[class, distillation, registers..., sequence]` as in timm, so
+    checkpoint tensors map one to one. Class and distillation tokens start at
+    zero (ViT); register tokens at a small normal (Darcet et al. 2023,
+    https://arxiv.org/abs/2309.16588).
+
+    Args:
+        class_token: bool. Add a class token. Defaults to `True`.
+        distillation_token: bool. Add a DeiT distillation token
+            (https://arxiv.org/abs/2012.12877). Defaults to `False`.
+        num_register_tokens: int. Number of register tokens. Defaults to `0`.
+
+    Call arguments:
+        tokens: `(batch, length, dim)`.
+
+    Returns:
+        `(batch, num_tokens + length, dim)`.
+    """
+
+    def __init__(
+        self,
+        class_token: bool = True,
+        distillation_token: bool = False,
+        num_register_tokens: int = 0,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if not isinstance(num_register_tokens, int) or num_register_tokens < 0:
+            raise ValueError(
+                "`num_register_tokens` must be a non-negative int. "
+                f"Received: num_register_tokens={num_register_tokens!r}"
+            )
+        self.class_token = bool(class_token)
+        self.distillation_token = bool(distillation_token)
+        self.num_register_tokens = num_register_tokens
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.class_token) + int(self.distillation_token) + self.num_register_tokens
+
+    def build(self, input_shape):
+        dim = input_shape[-1]
+        self.tokens = []
+        if self.class_token:
+            self.cls_token = self.add_weight(shape=(1, 1, dim), initializer="zeros", name="cls_token")
+            self.tokens.append(self.cls_token)
+        if self.distillation_token:
+            self.dist_token = self.add_weight(shape=(1, 1, dim), initializer="zeros", name="dist_token")
+            self.tokens.append(self.dist_token)
+        if self.num_register_tokens:
+            self.reg_token = self.add_weight(
+                shape=(1, self.num_register_tokens, dim),
+                initializer=keras.initializers.RandomNormal(stddev=1e-6),
+                name="reg_token",
+            )
+            self.tokens.append(self.reg_token)
+
+    def call(self, tokens):
+        if not self.tokens:
+            return tokens
+        batch, dim = ops.shape(tokens)[0], ops.shape(tokens)[-1]
+        prefix = [
+            ops.broadcast_to(ops.cast(t, tokens.dtype), (batch, t.shape[1], dim)) for t in self.tokens
+        ]
+        return ops.concatenate(prefix + [tokens], axis=1)
+
+    def compute_output_shape(self, input_shape):
+        n = input_shape[1]
+        return (input_shape[0], None if n is None else n + self.num_tokens, input_shape[2])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            class_token=self.class_token,
+            distillation_token=self.distillation_token,
+            num_register_tokens=self.num_register_tokens,
+        )
+        return config

@@ -1,0 +1,435 @@
+"""Vision Transformer (ViT) and DeiT as functional `keras.Model` subclasses.
+
+One class covers the family through its arguments (class/distillation/register
+tokens, pooling, LayerScale, qk-norm...). Layer names follow timm so that
+published checkpoints map one to one and users can read both side by side.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import keras
+import numpy as np
+
+from keras_vit import layers as vit_layers
+from keras_vit.layers.attention import check_rate
+from keras_vit.layers.embeddings import to_pair
+from keras_vit.layers.pooling import POOLING_MODES
+
+POSITION_EMBEDDINGS = ("learned", "sincos", "none")
+
+
+@dataclasses.dataclass
+class ViTConfig:
+    """Architecture arguments of `ViT`; see `ViT` for their meaning."""
+
+    image_size: Any = 224
+    patch_size: Any = 16
+    num_channels: int = 3
+    hidden_dim: int = 768
+    depth: int = 12
+    num_heads: int = 12
+    mlp_dim: int = 3072
+    qkv_bias: bool = True
+    qk_norm: bool = False
+    dropout_rate: float = 0.0
+    attention_dropout_rate: float = 0.0
+    drop_path_rate: float = 0.0
+    layer_scale_init: float | None = None
+    class_token: bool = True
+    distillation_token: bool = False
+    num_register_tokens: int = 0
+    position_embedding: str = "learned"
+    pos_embed_prefix: bool = True
+    pooling: str = "token"
+    fc_norm: bool | None = None
+    representation_size: int | None = None
+    num_classes: int = 1000
+    layer_norm_epsilon: float = 1e-6
+
+    def __post_init__(self):
+        self.image_size = to_pair(self.image_size, "image_size")
+        self.patch_size = to_pair(self.patch_size, "patch_size")
+        self.validate()
+
+    def validate(self) -> None:
+        """Raises `ValueError` naming the bad value and the fix."""
+        for field in ("num_channels", "hidden_dim", "depth", "num_heads", "mlp_dim"):
+            value = getattr(self, field)
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"`{field}` must be a positive int. Received: {field}={value!r}")
+        if self.hidden_dim % self.num_heads:
+            raise ValueError(
+                f"`hidden_dim` ({self.hidden_dim}) must be divisible by `num_heads` ({self.num_heads}); "
+                f"each head gets hidden_dim / num_heads channels. Received: hidden_dim={self.hidden_dim}, "
+                f"num_heads={self.num_heads}"
+            )
+        for axis, size, patch in zip(("height", "width"), self.image_size, self.patch_size):
+            if size % patch:
+                raise ValueError(
+                    f"Image {axis} {size} is not divisible by patch size {patch}. Use an image size that is "
+                    f"a multiple of the patch size. Received: image_size={self.image_size}, "
+                    f"patch_size={self.patch_size}"
+                )
+        for field in ("dropout_rate", "attention_dropout_rate", "drop_path_rate"):
+            check_rate(getattr(self, field), field)
+        if self.layer_scale_init is not None and not self.layer_scale_init > 0:
+            raise ValueError(
+                f"`layer_scale_init` must be positive or None. Received: layer_scale_init={self.layer_scale_init!r}"
+            )
+        if self.pooling not in POOLING_MODES:
+            raise ValueError(f"`pooling` must be one of {POOLING_MODES}. Received: pooling={self.pooling!r}")
+        if self.pooling == "token" and not self.class_token:
+            raise ValueError("`pooling='token'` needs a class token. Set class_token=True or pooling='gap'.")
+        if self.distillation_token and (self.pooling != "token" or not self.class_token):
+            raise ValueError("A distillation token needs class_token=True and pooling='token' (DeiT).")
+        if self.position_embedding not in POSITION_EMBEDDINGS:
+            raise ValueError(
+                f"`position_embedding` must be one of {POSITION_EMBEDDINGS}. "
+                f"Received: position_embedding={self.position_embedding!r}"
+            )
+        if not isinstance(self.num_classes, int) or self.num_classes < 0:
+            raise ValueError(
+                f"`num_classes` must be an int >= 0 (0 gives the headless backbone). "
+                f"Received: num_classes={self.num_classes!r}"
+            )
+        if not isinstance(self.num_register_tokens, int) or self.num_register_tokens < 0:
+            raise ValueError(
+                f"`num_register_tokens` must be an int >= 0. Received: num_register_tokens={self.num_register_tokens!r}"
+            )
+
+    @property
+    def grid_size(self) -> tuple[int, int]:
+        return (self.image_size[0] // self.patch_size[0], self.image_size[1] // self.patch_size[1])
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        return int(self.class_token) + int(self.distillation_token) + self.num_register_tokens
+
+    @property
+    def use_fc_norm(self) -> bool:
+        return self.pooling == "gap" if self.fc_norm is None else bool(self.fc_norm)
+
+    def to_dict(self) -> dict[str, Any]:
+        config = dataclasses.asdict(self)
+        config["image_size"], config["patch_size"] = list(self.image_size), list(self.patch_size)
+        return config
+
+
+def vit_param_count(config: ViTConfig) -> int:
+    """Exact number of parameters of a `ViT` built from `config`, without building it."""
+    d, c = config.hidden_dim, config
+    ph, pw = c.patch_size
+    gh, gw = c.grid_size
+    count = ph * pw * c.num_channels * d + d  # patch projection
+    count += c.num_prefix_tokens * d
+    if c.position_embedding == "learned":
+        count += (gh * gw + (c.num_prefix_tokens if c.pos_embed_prefix else 0)) * d
+    qkv = d * 3 * d + (3 * d if c.qkv_bias else 0)
+    block = 2 * 2 * d + qkv + d * d + d + d * c.mlp_dim + c.mlp_dim + c.mlp_dim * d + d
+    block += 2 * 2 * (d // c.num_heads) if c.qk_norm else 0
+    block += 2 * d if c.layer_scale_init is not None else 0
+    count += c.depth * block + 2 * d  # blocks and the final norm (or fc_norm)
+    features = d
+    if c.representation_size:
+        count += d * c.representation_size + c.representation_size
+        features = c.representation_size
+    heads = 2 if c.distillation_token else 1
+    if c.num_classes:
+        count += heads * (features * c.num_classes + c.num_classes)
+    return count
+
+
+@keras.saving.register_keras_serializable(package="keras_vit")
+class ViT(keras.Model):
+    """Vision Transformer (Dosovitskiy et al. 2020, https://arxiv.org/abs/2010.11929).
+
+    Built by name from the model zoo or from explicit arguments; the two mix,
+    explicit arguments overriding the variant's:
+
+        keras_vit.ViT("vit_base_patch16_224", num_classes=10, image_size=384)
+        keras_vit.ViT(image_size=32, patch_size=4, hidden_dim=192, depth=9,
+                      num_heads=12, mlp_dim=384, num_classes=10)
+
+    Args:
+        variant: str or None. A registered name (see `keras_vit.list_models()`).
+        image_size: int or (int, int). Input height and width. Defaults to 224.
+        patch_size: int or (int, int). Defaults to 16.
+        num_channels: int. Image channels. Defaults to 3.
+        hidden_dim: int. Token width. Defaults to 768.
+        depth: int. Number of encoder blocks. Defaults to 12.
+        num_heads: int. Attention heads; must divide `hidden_dim`. Defaults to 12.
+        mlp_dim: int. MLP inner width. Defaults to 3072.
+        qkv_bias: bool. Bias in qkv projections. Defaults to True.
+        qk_norm: bool. LayerNorm on queries and keys. Defaults to False.
+        dropout_rate: float. Dropout after embeddings and projections. Defaults to 0.
+        attention_dropout_rate: float. Dropout on attention weights. Defaults to 0.
+        drop_path_rate: float. Stochastic depth, rising linearly to this rate in the
+            last block (DeiT). Defaults to 0.
+        layer_scale_init: float or None. LayerScale initial value. Defaults to None (off).
+        class_token: bool. Prepend a class token. Defaults to True.
+        distillation_token: bool. DeiT distillation token and second head
+            `head_dist`; the model's output is then the mean of both heads' logits
+            (DeiT inference) and `heads_model()` gives both for a distillation loss.
+        num_register_tokens: int. Register tokens (left out of pooling). Defaults to 0.
+        position_embedding: "learned", "sincos" (fixed 2D) or "none". Defaults to "learned".
+        pos_embed_prefix: bool. Whether prefix tokens get learned position entries
+            (timm's `not no_embed_class`). Defaults to True.
+        pooling: "token" (class token) or "gap" (mean of patch tokens). Defaults to "token".
+        fc_norm: bool or None. Normalise after pooling instead of before; None
+            means True for "gap" (timm). Defaults to None.
+        representation_size: int or None. Dense+tanh pre-logits layer of the
+            original ViT. Defaults to None.
+        num_classes: int. Classes of the head; 0 returns pooled features. Defaults to 1000.
+        layer_norm_epsilon: float. Defaults to 1e-6.
+        dtype: dtype policy of every layer; the logits stay float32.
+
+    Call arguments:
+        images: float `(batch, height, width, num_channels)`, already normalised
+            (see `keras_vit.model_spec(name).mean/std`).
+
+    Returns:
+        Logits `(batch, num_classes)` (float32), or features `(batch, dim)`
+        when `num_classes=0`.
+
+    Examples:
+        >>> model = keras_vit.ViT("vit_tiny_patch16_224", num_classes=10)
+        >>> outputs = model.forward_intermediates(images)  # per-block tokens and attention
+        >>> bigger = model.with_image_size(384)             # resamples position embeddings
+    """
+
+    def __init__(self, variant: str | None = None, /, *, name: str | None = None, dtype=None, **arch):
+        if variant is not None:
+            from keras_vit.models.registry import model_spec  # noqa: PLC0415 (registry imports this module)
+
+            spec = model_spec(variant)
+            if not spec.arch:
+                raise ValueError(
+                    f"{variant!r} is registered by a builder function, not as a ViT variant. "
+                    f"Use keras_vit.create_model({variant!r}) instead."
+                )
+            arch = dict(spec.arch, **arch)
+        unknown = set(arch) - {f.name for f in dataclasses.fields(ViTConfig)}
+        if unknown:
+            raise ValueError(
+                f"Unknown ViT argument(s) {sorted(unknown)}. Valid: {[f.name for f in dataclasses.fields(ViTConfig)]}"
+            )
+        config = ViTConfig(**arch)
+        inputs, outputs = _build_graph(config, dtype)
+        super().__init__(inputs=inputs, outputs=outputs, name=name or variant or "vit", dtype=dtype)
+        self.variant = variant
+        self.config = config
+
+    # ---- construction helpers -------------------------------------------------------------
+    def get_config(self) -> dict[str, Any]:
+        return dict(variant=self.variant, name=self.name, **self.config.to_dict())
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        variant = config.pop("variant", None)
+        config.pop("trainable", None)
+        return cls(variant, **config)
+
+    def call(self, inputs, training=None, mask=None):
+        check_images(inputs, self.config)
+        return super().call(inputs, training=training, mask=mask)
+
+    # ---- features and attention ------------------------------------------------------------
+    def intermediate_model(self) -> keras.Model:
+        """A model on the same layers returning every block's tokens and attention weights.
+
+        Outputs a dict: "blocks" (list of `(batch, tokens, dim)`), "attention"
+        (list of `(batch, heads, tokens, tokens)`, float32), "tokens" (final
+        normalised tokens), "pooled" (the vector the head sees) and, with a head,
+        "logits". Token order is `[class, distillation, registers..., patches]`.
+        """
+        blocks = [self.get_layer(f"block_{i}").output for i in range(self.config.depth)]
+        outputs = {
+            "blocks": [b[0] for b in blocks],
+            "attention": [b[1] for b in blocks],
+            "tokens": (self.get_layer("norm").output if not self.config.use_fc_norm else blocks[-1][0]),
+            "pooled": self.get_layer(_features_layer(self.config)).output,
+        }
+        if self.config.num_classes:
+            outputs["logits"] = self.output
+        return keras.Model(self.input, outputs, name=f"{self.name}_intermediates")
+
+    def forward_intermediates(self, images, training: bool = False) -> dict[str, Any]:
+        """Runs `intermediate_model()` on a batch; see it for the outputs."""
+        if getattr(self, "_intermediates", None) is None:
+            self._intermediates = self.intermediate_model()
+        check_images(images, self.config)
+        return self._intermediates(images, training=training)
+
+    def feature_extractor(self) -> keras.Model:
+        """A model on the same layers returning the pooled embedding the head sees."""
+        return keras.Model(self.input, self.get_layer(_features_layer(self.config)).output, name=f"{self.name}_features")
+
+    def heads_model(self) -> keras.Model:
+        """Distilled models: a model returning `{"cls": logits, "dist": logits}` for a distillation loss."""
+        if not (self.config.distillation_token and self.config.num_classes):
+            raise ValueError("heads_model() needs a model with distillation_token=True and num_classes > 0.")
+        outputs = {"cls": self.get_layer("head").output, "dist": self.get_layer("head_dist").output}
+        return keras.Model(self.input, outputs, name=f"{self.name}_heads")
+
+    # ---- resolution ------------------------------------------------------------------------
+    def with_image_size(self, image_size) -> "ViT":
+        """A copy of this model at another input size, weights copied and position embeddings resampled.
+
+        The learned position table is resampled bicubically (antialiased, as
+        timm does) with prefix-token entries kept; resizing to the current
+        size returns an identical copy.
+        """
+        config = self.get_config()
+        config["image_size"] = image_size
+        resized = type(self).from_config(config)
+        for layer in self.layers:
+            weights = layer.get_weights()
+            if not weights:
+                continue
+            if isinstance(layer, vit_layers.PositionEmbedding):
+                weights = [
+                    vit_layers.resample_position_embeddings(
+                        weights[0], layer.grid_size, resized.config.grid_size, layer.num_prefix_tokens
+                    )
+                ]
+            resized.get_layer(layer.name).set_weights(weights)
+        return resized
+
+    # ---- recipe hooks ----------------------------------------------------------------------
+    def no_weight_decay_variables(self) -> list:
+        """Variables that take no weight decay: biases, norms, tokens, position tables, LayerScale."""
+        skip = (keras.layers.LayerNormalization, vit_layers.PrefixTokens, vit_layers.PositionEmbedding,
+                vit_layers.LayerScale)
+        names = set()
+        for layer in _walk_layers(self):
+            if isinstance(layer, skip):
+                names.update(id(v) for v in layer.trainable_variables)
+        return [v for v in self.trainable_variables if id(v) in names or len(v.shape) <= 1]
+
+    def layer_groups(self) -> list[list]:
+        """Trainable variables grouped by depth for layer-wise learning-rate decay.
+
+        Group 0 holds the embeddings (patches, tokens, positions), group i+1
+        block i, and the last group the final norm, pre-logits and heads.
+        """
+        groups = [[] for _ in range(self.config.depth + 2)]
+        for layer in self.layers:
+            if layer.name.startswith("block_"):
+                index = int(layer.name.split("_")[1]) + 1
+            elif layer.name in ("patch_embed", "prefix_tokens", "pos_embed"):
+                index = 0
+            else:
+                index = self.config.depth + 1
+            groups[index].extend(layer.trainable_variables)
+        return groups
+
+
+@keras.saving.register_keras_serializable(package="keras_vit")
+class DeiT(ViT):
+    """Data-efficient image Transformer (Touvron et al. 2020, https://arxiv.org/abs/2012.12877).
+
+    A `ViT` whose default is the distilled form: class and distillation tokens,
+    two heads, and logits averaged at inference. Use `heads_model()` to train
+    both heads with `keras_vit.training` distillation losses. Takes every
+    argument of `ViT`; `keras_vit.DeiT("deit_small_patch16_224")` builds the
+    plain (non-distilled) variants too.
+    """
+
+    def __init__(self, variant: str | None = None, /, **kwargs):
+        if variant is None:
+            kwargs.setdefault("distillation_token", True)
+        super().__init__(variant, **kwargs)
+
+
+def check_images(images, config: ViTConfig) -> None:
+    """Raises a clear `ValueError` when a batch does not fit the model's input."""
+    shape = tuple(images.shape)
+    expected = (None, *config.image_size, config.num_channels)
+    if len(shape) != 4:
+        raise ValueError(
+            f"Expected images of rank 4 (batch, height, width, channels) = {expected}, received shape {shape}. "
+            "Add a batch axis with images[None] for a single image."
+        )
+    if shape[3] is not None and shape[3] != config.num_channels:
+        raise ValueError(
+            f"Expected {config.num_channels} channels (channels-last), received shape {shape}. Convert the "
+            f"images (e.g. grey to RGB) or build the model with num_channels={shape[3]}."
+        )
+    if None not in shape[1:3] and tuple(shape[1:3]) != config.image_size:
+        raise ValueError(
+            f"Expected images of size {config.image_size}, received {tuple(shape[1:3])}. Resize the images, or use "
+            f"model.with_image_size({tuple(shape[1:3])}) to resample the position embeddings."
+        )
+
+
+def _features_layer(config: ViTConfig) -> str:
+    if config.representation_size:
+        return "pre_logits"
+    return "fc_norm" if config.use_fc_norm else "pool"
+
+
+def _walk_layers(layer):
+    yield layer
+    for sub in layer._flatten_layers(include_self=False, recursive=True):
+        yield sub
+
+
+def _build_graph(c: ViTConfig, dtype) -> tuple[keras.KerasTensor, keras.KerasTensor]:
+    """Lays out the functional graph: patches -> tokens -> blocks -> pool -> head(s)."""
+    images = keras.Input((*c.image_size, c.num_channels), name="images")
+    x = vit_layers.PatchEmbedding(c.patch_size, c.hidden_dim, name="patch_embed", dtype=dtype)(images)
+    prefix = vit_layers.PrefixTokens(
+        c.class_token, c.distillation_token, c.num_register_tokens, name="prefix_tokens", dtype=dtype
+    )
+    if c.position_embedding == "learned" and c.pos_embed_prefix:
+        x = prefix(x)
+        x = vit_layers.PositionEmbedding(c.grid_size, c.num_prefix_tokens, name="pos_embed", dtype=dtype)(x)
+    else:
+        if c.position_embedding == "learned":
+            x = vit_layers.PositionEmbedding(c.grid_size, 0, name="pos_embed", dtype=dtype)(x)
+        elif c.position_embedding == "sincos":
+            x = vit_layers.SinCosPositionEmbedding2D(c.grid_size, 0, name="pos_embed", dtype=dtype)(x)
+        x = prefix(x)
+    x = keras.layers.Dropout(c.dropout_rate, name="pos_drop", dtype=dtype)(x)
+    drop_path_rates = np.linspace(0.0, c.drop_path_rate, c.depth) if c.depth > 1 else [c.drop_path_rate]
+    for i in range(c.depth):
+        x, _ = vit_layers.TransformerEncoderBlock(
+            c.num_heads,
+            c.mlp_dim,
+            qkv_bias=c.qkv_bias,
+            qk_norm=c.qk_norm,
+            dropout_rate=c.dropout_rate,
+            attention_dropout_rate=c.attention_dropout_rate,
+            drop_path_rate=float(drop_path_rates[i]),
+            layer_scale_init=c.layer_scale_init,
+            layer_norm_epsilon=c.layer_norm_epsilon,
+            name=f"block_{i}",
+            dtype=dtype,
+        )(x, return_attention_scores=True)
+
+    def norm(name):
+        return keras.layers.LayerNormalization(epsilon=c.layer_norm_epsilon, name=name, dtype=dtype)
+
+    if not c.use_fc_norm:
+        x = norm("norm")(x)
+    pooled = vit_layers.TokenPooling(c.pooling, c.num_prefix_tokens, name="pool", dtype=dtype)(x)
+    if c.use_fc_norm:
+        pooled = norm("fc_norm")(pooled)
+    if c.representation_size:
+        pooled = keras.layers.Dense(c.representation_size, activation="tanh", name="pre_logits", dtype=dtype)(pooled)
+    if not c.num_classes:
+        return images, pooled
+
+    def head(name):
+        return keras.layers.Dense(c.num_classes, kernel_initializer="zeros", name=name, dtype="float32")
+
+    logits = head("head")(pooled)
+    if not c.distillation_token:
+        return images, logits
+    dist_tokens = vit_layers.TokenPooling("token", token_index=1, name="pool_dist", dtype=dtype)(x)
+    dist_logits = head("head_dist")(dist_tokens)
+    return images, keras.layers.Average(name="head_average", dtype="float32")([logits, dist_logits])
