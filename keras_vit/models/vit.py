@@ -221,6 +221,7 @@ class ViT(keras.Model):
         super().__init__(inputs=inputs, outputs=outputs, name=name or variant or "vit", dtype=dtype)
         self.variant = variant
         self.config = config
+        self.input_spec = None  # `check_images` in `call` gives errors that name the fix
 
     # ---- construction helpers -------------------------------------------------------------
     def get_config(self) -> dict[str, Any]:
