@@ -4,6 +4,7 @@ from keras_vit import layers
 from keras_vit.models import (
     DeiT,
     ModelSpec,
+    Transformer,
     ViT,
     ViTConfig,
     create_model,
@@ -16,6 +17,7 @@ from keras_vit.version import __version__
 __all__ = [
     "DeiT",
     "ModelSpec",
+    "Transformer",
     "ViT",
     "ViTConfig",
     "__version__",

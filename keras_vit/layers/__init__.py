@@ -2,8 +2,10 @@
 
 from keras_vit.layers.attention import MultiHeadSelfAttention
 from keras_vit.layers.blocks import TransformerEncoderBlock
+from keras_vit.layers.decoder import TransformerDecoderBlock
 from keras_vit.layers.embeddings import PatchEmbedding, PrefixTokens
 from keras_vit.layers.mlp import Mlp, gelu_erf
+from keras_vit.layers.multi_head_attention import MultiHeadAttention
 from keras_vit.layers.pooling import TokenPooling
 from keras_vit.layers.position import (
     PositionEmbedding,
@@ -12,18 +14,27 @@ from keras_vit.layers.position import (
     resample_position_embeddings,
 )
 from keras_vit.layers.regularization import DropPath, LayerScale
+from keras_vit.layers.relative_position import RelativePositionBias
+from keras_vit.layers.sequence_embeddings import LearnedPositionEncoding, TokenEmbedding
+from keras_vit.layers.sequence_encoder import SequenceEncoderBlock
 
 __all__ = [
     "DropPath",
     "LayerScale",
+    "LearnedPositionEncoding",
     "Mlp",
+    "MultiHeadAttention",
     "MultiHeadSelfAttention",
     "PatchEmbedding",
     "PositionEmbedding",
     "PrefixTokens",
+    "RelativePositionBias",
+    "SequenceEncoderBlock",
     "SinCosPositionEmbedding2D",
     "SinusoidalPositionEncoding",
+    "TokenEmbedding",
     "TokenPooling",
+    "TransformerDecoderBlock",
     "TransformerEncoderBlock",
     "gelu_erf",
     "resample_position_embeddings",

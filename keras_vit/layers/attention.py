@@ -119,8 +119,11 @@ class MultiHeadSelfAttention(keras.layers.Layer):
     def call(self, tokens, attention_mask=None, return_attention_scores=False, training=None):
         batch, length = ops.shape(tokens)[0], ops.shape(tokens)[1]
         qkv = ops.reshape(self.qkv(tokens), (batch, length, 3, self.num_heads, self.head_dim))
-        qkv = ops.transpose(qkv, (2, 0, 3, 1, 4))  # (3, batch, heads, length, head_dim)
-        query, key, value = qkv[0], qkv[1], qkv[2]
+        # One transpose to (3, batch, heads, length, head_dim), then unstack rather than
+        # index: the gradient of three strided slices is three zero-padded full-size
+        # tensors summed together, that of unstack a single stack (attention forward +
+        # backward 1.5x faster without XLA; see the README, Benchmarks).
+        query, key, value = ops.unstack(ops.transpose(qkv, (2, 0, 3, 1, 4)), 3, axis=0)
         if self.qk_norm:
             query, key = self.q_norm(query), self.k_norm(key)
         scale = 1.0 / math.sqrt(self.head_dim)

@@ -2,6 +2,7 @@
 
 from keras_vit.models import variants as _variants  # noqa: F401  (registers the zoo)
 from keras_vit.models.registry import ModelSpec, create_model, list_models, model_spec, register_model
+from keras_vit.models.transformer import Transformer, TransformerConfig
 from keras_vit.models.vit import DeiT, ViT, ViTConfig
 
-__all__ = ["DeiT", "ModelSpec", "ViT", "ViTConfig", "create_model", "list_models", "model_spec", "register_model"]
+__all__ = ["DeiT", "ModelSpec", "Transformer", "TransformerConfig", "ViT", "ViTConfig", "create_model", "list_models", "model_spec", "register_model"]

@@ -200,7 +200,8 @@ class ViT(keras.Model):
         >>> bigger = model.with_image_size(384)             # resamples position embeddings
     """
 
-    def __init__(self, variant: str | None = None, /, *, name: str | None = None, dtype=None, **arch):
+    def __init__(self, variant: str | None = None, /, *, name: str | None = None, dtype=None,
+                 weights: str | None = None, **arch):
         if variant is not None:
             from keras_vit.models.registry import model_spec  # noqa: PLC0415 (registry imports this module)
 
@@ -222,6 +223,8 @@ class ViT(keras.Model):
         self.variant = variant
         self.config = config
         self.input_spec = None  # `check_images` in `call` gives errors that name the fix
+        if weights is not None:  # a checkpoint file or catalogued name; not part of get_config
+            self.load_pretrained(weights)
 
     # ---- construction helpers -------------------------------------------------------------
     def get_config(self) -> dict[str, Any]:
@@ -237,6 +240,16 @@ class ViT(keras.Model):
     def call(self, inputs, training=None, mask=None):
         check_images(inputs, self.config)
         return super().call(inputs, training=training, mask=mask)
+
+    def load_pretrained(self, path: str, sha256: str | None = None):
+        """Loads timm/HF safetensors, an original ViT `.npz`, a `.weights.h5` or a catalogued checkpoint name.
+
+        See `keras_vit.weights.load_pretrained`: all or nothing, position
+        embedding resampled, head replaced (with a warning) when classes differ.
+        """
+        from keras_vit.weights import load_pretrained  # noqa: PLC0415
+
+        return load_pretrained(self, path, sha256=sha256)
 
     # ---- features and attention ------------------------------------------------------------
     def intermediate_model(self) -> keras.Model:

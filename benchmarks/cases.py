@@ -1,0 +1,86 @@
+"""The case lists of a full run and of the seconds-long smoke run.
+
+A case is a JSON-able dict run by `benchmarks.worker` in its own process:
+`kind` ("matmul" | "infer" | "train"), `lib` ("keras_vit" | "keras_hub" |
+"timm"), `model` (registry name or architecture dict), `precision`
+("float32" | "bfloat16"), `jit` (True | False | "auto" = Keras' default,
+which is off on CPU), and the batch sizes, warm-up and repeat counts.
+"""
+
+from __future__ import annotations
+
+INFER_MODELS = ("vit_tiny_patch16_224", "vit_small_patch16_224", "vit_base_patch16_224")
+PRECISIONS = ("float32", "bfloat16")
+INFER_BATCHES = (1, 8, 32)
+CIFAR_MODEL = "vit_cifar_patch4_32"
+TI_MODEL = "vit_tiny_patch16_224"
+
+# keras_vit's inference and training settings under test (the "library" rows):
+# predict runs without XLA, training with XLA; the `xla` study cases below
+# measure the other setting so the choice is backed by the same run.
+KERAS_VIT_PREDICT_JIT = False
+KERAS_VIT_TRAIN_JIT = True
+
+SMOKE_ARCH = dict(image_size=32, patch_size=8, hidden_dim=32, depth=1, num_heads=2, mlp_dim=64, num_classes=10)
+
+
+def case_id(case: dict) -> str:
+    """A short unique name, e.g. `infer/keras_vit/vit_base_patch16_224/float32/jit=False`."""
+    if case["kind"] == "matmul":
+        return f"matmul/{case.get('tag', 'start')}"
+    model = case["model"] if isinstance(case["model"], str) else "custom"
+    setting = "eager" if case["lib"] == "timm" else f"jit={case.get('jit', 'auto')}"
+    return "/".join([case["kind"], case["lib"], model, case["precision"], setting])
+
+
+def _infer(lib: str, model, precision: str, batches=INFER_BATCHES, **extra) -> dict:
+    jit = KERAS_VIT_PREDICT_JIT if lib == "keras_vit" else ("auto" if lib == "keras_hub" else None)
+    case = dict(kind="infer", lib=lib, model=model, precision=precision, batches=list(batches), jit=jit)
+    case.update(extra)
+    return case
+
+
+def _train(lib: str, model, batch: int, precision: str = "float32", **extra) -> dict:
+    jit = KERAS_VIT_TRAIN_JIT if lib == "keras_vit" else "auto"
+    case = dict(kind="train", lib=lib, model=model, precision=precision, batch=batch, jit=jit, warmup=2, steps=5)
+    if lib == "keras_vit":
+        case["init_from"] = "keras_hub"
+    case.update(extra)
+    return case
+
+
+def full_cases() -> list[dict]:
+    """Every case of the full run, in the order they run (~15 min on 2 cores)."""
+    cases: list[dict] = [dict(kind="matmul", size=2048, dtypes=["float32", "bfloat16"], tag="start")]
+    for model in INFER_MODELS:
+        for precision in PRECISIONS:
+            for lib in ("keras_vit", "keras_hub", "timm"):
+                budget = 12.0 if "base" in model else 8.0
+                cases.append(_infer(lib, model, precision, budget_s=budget, repeats=5))
+    # The XLA study: the settings the library rows do not use, at batch 8.
+    for model in ("vit_tiny_patch16_224", "vit_base_patch16_224"):
+        for precision in PRECISIONS:
+            cases.append(_infer("keras_vit", model, precision, batches=(8,), jit=not KERAS_VIT_PREDICT_JIT,
+                                role="study"))
+    cases.append(_infer("keras_hub", "vit_base_patch16_224", "float32", batches=(8,), jit=True, role="study"))
+    # Training: the CIFAR recipe model and ViT-Ti/16 at 224 against keras-hub under default `fit`.
+    for model, batch in ((CIFAR_MODEL, 64), (TI_MODEL, 16)):
+        cases.append(_train("keras_hub", model, batch))
+        cases.append(_train("keras_vit", model, batch))
+        cases.append(_train("keras_vit", model, batch, jit=not KERAS_VIT_TRAIN_JIT))
+        cases.append(_train("keras_vit", model, batch, precision="bfloat16"))
+    cases.append(dict(kind="matmul", size=2048, dtypes=["float32"], tag="end"))
+    return cases
+
+
+def smoke_cases() -> list[dict]:
+    """Tiny shapes, one timed call or step each: checks the plumbing in seconds, measures nothing."""
+    quick = dict(warmup=1, repeats=1, min_repeats=1, budget_s=0.0)
+    return [
+        dict(kind="matmul", size=64, dtypes=["float32"], tag="start", **quick),
+        _infer("keras_vit", SMOKE_ARCH, "float32", batches=(1, 2), **quick),
+        _infer("keras_hub", SMOKE_ARCH, "float32", batches=(2,), **quick),
+        _infer("timm", SMOKE_ARCH, "float32", batches=(2,), **quick),
+        _train("keras_hub", SMOKE_ARCH, 2, warmup=1, steps=1),
+        _train("keras_vit", SMOKE_ARCH, 2, warmup=1, steps=1),
+    ]

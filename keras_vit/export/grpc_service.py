@@ -1,0 +1,152 @@
+"""TF Serving's gRPC `PredictionService` (Predict, GetModelMetadata) and `ModelService` (GetModelStatus).
+
+Built on the official protos of `tensorflow-serving-api`, so clients written
+for `tensorflow_model_server` (a `PredictionServiceStub` and a
+`PredictRequest`) work unchanged. Errors carry TF Serving's status codes.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent import futures
+
+import grpc
+import numpy as np
+from tensorflow_serving.apis import (
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
+
+from keras_vit.export.errors import ServingError, invalid
+from keras_vit.export.predict import DEFAULT_SIGNATURE, run_signature
+from keras_vit.export.repository import ModelRepository
+
+log = logging.getLogger("keras_vit.serve")
+
+
+def _abort(context: grpc.ServicerContext, error: ServingError):
+    context.abort(getattr(grpc.StatusCode, error.code), error.message)
+
+
+def _requested_version(model_spec) -> int | None:
+    if model_spec.HasField("version_label"):
+        raise ServingError("UNIMPLEMENTED", "Version labels are not served here; ask for a version number.")
+    return model_spec.version.value if model_spec.HasField("version") else None
+
+
+def _tensor_to_array(name: str, proto, expected_dtype) -> np.ndarray:
+    import tensorflow as tf
+
+    if proto.dtype != expected_dtype.as_datatype_enum:
+        got = tf.dtypes.as_dtype(proto.dtype).name if proto.dtype else "DT_INVALID"
+        raise invalid(f"Input '{name}' expects {expected_dtype.name} but {got} is provided.")
+    try:
+        return tf.make_ndarray(proto)
+    except Exception as error:
+        raise invalid(f"Input '{name}' is not a valid TensorProto: {error}") from None
+
+
+class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
+    """Predict and GetModelMetadata over a `ModelRepository`."""
+
+    def __init__(self, repository: ModelRepository):
+        self.repository = repository
+
+    def Predict(self, request, context):
+        import tensorflow as tf
+
+        try:
+            name = request.model_spec.name
+            loaded = self.repository.get(name, _requested_version(request.model_spec))
+            signature = request.model_spec.signature_name or DEFAULT_SIGNATURE
+            if signature not in loaded.signatures:
+                raise invalid(f"Serving signature name: \"{signature}\" not found in signature def. "
+                              f"Available: {sorted(loaded.signatures)}")
+            specs = loaded.input_specs(signature)
+            unknown = sorted(set(request.inputs) - set(specs))
+            if unknown:
+                raise invalid(f"Unexpected input(s) {unknown}; signature '{signature}' takes {sorted(specs)}.")
+            inputs = {key: _tensor_to_array(key, request.inputs[key], specs[key].dtype)
+                      for key in request.inputs}
+            outputs = run_signature(loaded, signature, inputs)
+            wanted = list(request.output_filter) or sorted(outputs)
+            missing = sorted(set(wanted) - set(outputs))
+            if missing:
+                raise invalid(f"output tensor alias not found in signature: {missing[0]}")
+            response = predict_pb2.PredictResponse()
+            response.model_spec.name = name
+            response.model_spec.version.value = loaded.version
+            response.model_spec.signature_name = signature
+            for key in wanted:
+                response.outputs[key].CopyFrom(tf.make_tensor_proto(outputs[key]))
+            return response
+        except ServingError as error:
+            _abort(context, error)
+        except Exception as error:
+            log.exception("gRPC Predict failed")
+            _abort(context, ServingError("INTERNAL", f"{type(error).__name__}: {error}"))
+
+    def GetModelMetadata(self, request, context):
+        try:
+            fields = list(request.metadata_field)
+            if not fields:
+                raise invalid("GetModelMetadataRequest must specify at least one metadata_field")
+            unsupported = [f for f in fields if f != "signature_def"]
+            if unsupported:
+                raise invalid(f"Metadata field {unsupported[0]} is not supported")
+            loaded = self.repository.get(request.model_spec.name, _requested_version(request.model_spec))
+            signature_map = get_model_metadata_pb2.SignatureDefMap()
+            for key, value in loaded.signature_defs.items():
+                signature_map.signature_def[key].CopyFrom(value)
+            response = get_model_metadata_pb2.GetModelMetadataResponse()
+            response.model_spec.name = loaded.name
+            response.model_spec.version.value = loaded.version
+            response.metadata["signature_def"].Pack(signature_map)
+            return response
+        except ServingError as error:
+            _abort(context, error)
+
+
+class ModelStatusServicer(model_service_pb2_grpc.ModelServiceServicer):
+    """GetModelStatus: which versions are AVAILABLE (or failed)."""
+
+    _STATES = {"AVAILABLE": get_model_status_pb2.ModelVersionStatus.AVAILABLE,
+               "END": get_model_status_pb2.ModelVersionStatus.END}
+
+    def __init__(self, repository: ModelRepository):
+        self.repository = repository
+
+    def GetModelStatus(self, request, context):
+        try:
+            version = _requested_version(request.model_spec)
+            entries = self.repository.status(request.model_spec.name, version)
+        except ServingError as error:
+            _abort(context, error)
+            return None
+        response = get_model_status_pb2.GetModelStatusResponse()
+        for entry in entries:
+            status = response.model_version_status.add()
+            status.version = int(entry["version"])
+            status.state = self._STATES[entry["state"]]
+            status.status.error_message = entry["status"]["error_message"]
+            status.status.error_code = 0 if entry["status"]["error_code"] == "OK" else 2
+        return response
+
+
+def make_grpc_server(repository: ModelRepository, host: str, port: int, max_request_bytes: int,
+                     max_workers: int = 8) -> tuple[grpc.Server, int]:
+    """A gRPC server with both services bound to `host:port` (0 picks a free port); returns it and the port."""
+    options = [("grpc.max_receive_message_length", max_request_bytes),
+               ("grpc.max_send_message_length", max(max_request_bytes, 64 << 20)),
+               ("grpc.so_reuseport", 0)]
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="keras-vit-grpc"),
+                         options=options)
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionServicer(repository), server)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelStatusServicer(repository), server)
+    bound = server.add_insecure_port(f"{host}:{port}")
+    if bound == 0:
+        raise ValueError(f"Could not bind the gRPC port {host}:{port}; is it in use? Received: port={port}")
+    return server, bound

@@ -1,0 +1,196 @@
+"""Model versions on disk, loaded and refreshed the way TF Serving does it.
+
+Each served model has a base folder of numbered versions. The highest version
+is loaded and served (TF Serving's default `latest` policy); a poller checks
+for new versions and swaps one in only after it loaded completely, so requests
+never see a partial model: in-flight requests keep the version they started with.
+A version that fails to load is reported in the status and the previous one
+stays in service.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import threading
+from typing import Any
+
+from keras_vit.export.errors import ServingError
+from keras_vit.export.saved_model import list_versions
+
+log = logging.getLogger("keras_vit.serve")
+
+
+@dataclasses.dataclass
+class LoadedVersion:
+    """One loaded version: its signatures and their `SignatureDef` protos."""
+
+    name: str
+    version: int
+    path: str
+    obj: Any
+    signatures: dict[str, Any]
+    signature_defs: dict[str, Any]  # name -> tensorflow.core.protobuf.meta_graph_pb2.SignatureDef
+
+    def input_specs(self, signature: str) -> dict[str, Any]:
+        return dict(self.signatures[signature].structured_input_signature[1])
+
+
+def load_version(name: str, version: int, path: str) -> LoadedVersion:
+    """Loads one SavedModel version with its `serve` tag and reads its SignatureDefs from `saved_model.pb`."""
+    import tensorflow as tf
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    proto = saved_model_pb2.SavedModel()
+    with open(os.path.join(path, "saved_model.pb"), "rb") as f:
+        proto.ParseFromString(f.read())
+    graphs = [g for g in proto.meta_graphs if "serve" in g.meta_info_def.tags]
+    if not graphs:
+        raise ValueError(f"{path!r} has no MetaGraph tagged 'serve'.")
+    defs = {k: v for k, v in graphs[0].signature_def.items() if not k.startswith("__")}
+    obj = tf.saved_model.load(path, tags=["serve"])
+    signatures = {k: v for k, v in obj.signatures.items() if k in defs}
+    loaded = LoadedVersion(name, version, path, obj, signatures, defs)
+    _warm_up(loaded)
+    return loaded
+
+
+def _warm_up(loaded: LoadedVersion) -> None:
+    """Replays the version's TF Serving warm-up requests; any failure fails the load."""
+    import tensorflow as tf
+
+    from keras_vit.export.predict import run_signature
+    from keras_vit.export.warmup import read_warmup_requests
+
+    for request in read_warmup_requests(loaded.path):
+        signature = request.model_spec.signature_name or "serving_default"
+        inputs = {key: tf.make_ndarray(value) for key, value in request.inputs.items()}
+        try:
+            run_signature(loaded, signature, inputs)
+        except ServingError as error:
+            raise ValueError(f"Warm-up request for signature {signature!r} failed: {error.message}") from None
+
+
+def _fingerprint(path: str) -> tuple:
+    """Names, sizes and modification times of every file under `path`."""
+    entries = []
+    for root, _, files in os.walk(path):
+        for file in files:
+            try:
+                stat = os.stat(os.path.join(root, file))
+            except OSError:
+                continue
+            entries.append((os.path.relpath(os.path.join(root, file), path), stat.st_size, stat.st_mtime_ns))
+    return tuple(sorted(entries))
+
+
+class ModelRepository:
+    """Serves the highest complete version of each model and picks up new ones.
+
+    Args:
+        models: model name -> base folder holding numbered versions.
+        poll_seconds: seconds between scans for new versions (TF Serving's
+            `--file_system_poll_wait_seconds`); 0 disables polling.
+    """
+
+    def __init__(self, models: dict[str, str], poll_seconds: float = 1.0):
+        if not models:
+            raise ValueError("Serve at least one model. Received: models={}")
+        self.models = {name: os.path.abspath(base) for name, base in models.items()}
+        self.poll_seconds = poll_seconds
+        self._lock = threading.Lock()
+        self._refresh_lock = threading.Lock()  # one scan at a time (poller and explicit calls)
+        self._current: dict[str, LoadedVersion] = {}
+        self._failed: dict[tuple[str, int], tuple[str, tuple]] = {}  # -> (message, folder fingerprint)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def refresh(self) -> None:
+        """Loads any model whose highest version on disk is newer than the one served."""
+        with self._refresh_lock:
+            for name, base in self.models.items():
+                self._refresh_model(name, base)
+
+    def _refresh_model(self, name: str, base: str) -> None:
+        """Swaps in the highest version of one model once it loaded completely."""
+        on_disk = list_versions(base)
+        versions = [v for v in on_disk if not self._still_failed(name, v, base)]
+        current = self._current.get(name)
+        if current is not None and current.version not in on_disk and versions:
+            current = None  # the served version was deleted (a rollback): serve the highest one left
+        for version in reversed(versions):  # newest first; a broken one falls back to the next
+            if current is not None and current.version >= version:
+                return
+            path = os.path.join(base, str(version))
+            try:
+                loaded = load_version(name, version, path)
+            except Exception as error:  # a broken version must not take the server down
+                log.error("Could not load %s version %d from %s: %s", name, version, path, error)
+                self._failed[(name, version)] = (f"{type(error).__name__}: {error}", _fingerprint(path))
+                continue
+            with self._lock:
+                self._current[name] = loaded
+            log.info("Serving %s version %d from %s", name, version, path)
+            return
+
+    def _still_failed(self, name: str, version: int, base: str) -> bool:
+        """A version that failed to load is retried once its files change (e.g. a copy finished)."""
+        failed = self._failed.get((name, version))
+        if failed is None:
+            return False
+        if failed[1] == _fingerprint(os.path.join(base, str(version))):
+            return True
+        del self._failed[(name, version)]
+        return False
+
+    def get(self, name: str, version: int | None = None) -> LoadedVersion:
+        """The loaded version to answer a request, or NOT_FOUND like TF Serving."""
+        with self._lock:
+            current = self._current.get(name)
+        if current is None or (version is not None and current.version != version):
+            request = f"Latest({name})" if version is None else f"Specific({name}, {version})"
+            raise ServingError("NOT_FOUND", f"Servable not found for request: {request}")
+        return current
+
+    def status(self, name: str, version: int | None = None) -> list[dict[str, Any]]:
+        """TF Serving's `model_version_status` list for a model (or one version)."""
+        if name not in self.models:
+            raise ServingError("NOT_FOUND", f"Could not find any versions of model {name}")
+        with self._lock:
+            current = self._current.get(name)
+        entries = []
+        if current is not None:
+            entries.append({"version": str(current.version), "state": "AVAILABLE",
+                            "status": {"error_code": "OK", "error_message": ""}})
+        for (model, failed), (message, _) in sorted(self._failed.items()):
+            if model == name:
+                entries.append({"version": str(failed), "state": "END",
+                                "status": {"error_code": "UNKNOWN", "error_message": message}})
+        if version is not None:
+            entries = [e for e in entries if e["version"] == str(version)]
+        if not entries:
+            target = f"version {version} of model {name}" if version is not None else f"any versions of model {name}"
+            raise ServingError("NOT_FOUND", f"Could not find {target}")
+        return entries
+
+    def start(self) -> ModelRepository:
+        """Loads what is on disk now and starts the poller."""
+        self.refresh()
+        if self.poll_seconds > 0 and self._thread is None:
+            self._thread = threading.Thread(target=self._poll, name="keras-vit-version-poller", daemon=True)
+            self._thread.start()
+        return self
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self.poll_seconds):
+            try:
+                self.refresh()
+            except Exception as error:  # keep polling whatever one scan met
+                log.error("Version scan failed: %s", error)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None

@@ -1,0 +1,125 @@
+"""The sequence Transformer's encoder block, post-norm (original) or pre-norm."""
+
+from __future__ import annotations
+
+import keras
+
+from keras_vit.layers._serializable import serializable
+from keras_vit.layers.attention import check_rate
+from keras_vit.layers.mlp import Mlp
+from keras_vit.layers.multi_head_attention import MultiHeadAttention
+
+
+def check_positive(value, name: str) -> int:
+    """Sizes must be positive ints."""
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"`{name}` must be a positive int. Received: {name}={value!r}")
+    return value
+
+
+def layer_norm(name: str, epsilon: float, dtype, shape) -> keras.layers.LayerNormalization:
+    """A built LayerNormalization named `name`."""
+    norm = keras.layers.LayerNormalization(epsilon=epsilon, name=name, dtype=dtype)
+    norm.build(shape)
+    return norm
+
+
+@serializable
+class SequenceEncoderBlock(keras.layers.Layer):
+    """Self-attention and feed-forward sublayers with residual connections (Vaswani et al. 2017).
+
+    Post-norm (`norm_first=False`, the paper, https://arxiv.org/abs/1706.03762):
+    `x = LN(x + Drop(Attn(x)))`, `x = LN(x + Drop(FFN(x)))`. Pre-norm
+    (`norm_first=True`, Xiong et al. 2020, https://arxiv.org/abs/2002.04745):
+    `x = x + Drop(Attn(LN(x)))`, `x = x + Drop(FFN(LN(x)))`. Same computation as
+    `torch.nn.TransformerEncoderLayer` with `norm_first` set alike; sublayers
+    `self_attn`, `norm1`, `mlp` (`fc1`, `fc2`), `norm2`.
+
+    Args:
+        num_heads: int. Attention heads.
+        mlp_dim: int. Inner width of the feed-forward network.
+        dropout_rate: float. Residual dropout (on each sublayer's output and
+            after the FFN activation). Defaults to `0.1`.
+        attention_dropout_rate: float. Dropout on attention weights. Defaults to `0`.
+        activation: "relu" (paper) or "gelu". Defaults to "relu".
+        norm_first: bool. Pre-norm instead of post-norm. Defaults to `False`.
+        rotary_max_wavelength: float or None. Rotary position embedding in the
+            self-attention (see `MultiHeadAttention`); None disables it.
+        layer_norm_epsilon: float. Defaults to `1e-5` (PyTorch, fairseq).
+
+    Call arguments:
+        tokens: `(batch, length, dim)`.
+        attention_mask: optional boolean mask, True where attention is allowed
+            (`(batch, length)` for padding).
+        attention_bias: optional float bias (e.g. `RelativePositionBias` output).
+        training: bool.
+
+    Returns:
+        `(batch, length, dim)`.
+    """
+
+    def __init__(
+        self,
+        num_heads: int,
+        mlp_dim: int,
+        dropout_rate: float = 0.1,
+        attention_dropout_rate: float = 0.0,
+        activation: str = "relu",
+        norm_first: bool = False,
+        rotary_max_wavelength: float | None = None,
+        layer_norm_epsilon: float = 1e-5,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.num_heads = check_positive(num_heads, "num_heads")
+        self.mlp_dim = check_positive(mlp_dim, "mlp_dim")
+        self.dropout_rate = check_rate(dropout_rate, "dropout_rate")
+        self.attention_dropout_rate = check_rate(attention_dropout_rate, "attention_dropout_rate")
+        self.activation = activation
+        self.norm_first = bool(norm_first)
+        self.rotary_max_wavelength = rotary_max_wavelength
+        self.layer_norm_epsilon = layer_norm_epsilon
+        self.self_attn = MultiHeadAttention(
+            num_heads, attention_dropout_rate=attention_dropout_rate, rotary_max_wavelength=rotary_max_wavelength,
+            name="self_attn", dtype=self.dtype_policy,
+        )
+        self.mlp = Mlp(mlp_dim, dropout_rate=dropout_rate, activation=activation, name="mlp", dtype=self.dtype_policy)
+
+    def build(self, input_shape):
+        self.self_attn.build(input_shape)
+        self.mlp.build(input_shape)
+        self.norm1 = layer_norm("norm1", self.layer_norm_epsilon, self.dtype_policy, input_shape)
+        self.norm2 = layer_norm("norm2", self.layer_norm_epsilon, self.dtype_policy, input_shape)
+        self.dropout = keras.layers.Dropout(self.dropout_rate, dtype=self.dtype_policy)
+
+    def call(self, tokens, attention_mask=None, attention_bias=None, training=None):
+        x = tokens
+        if self.norm_first:
+            x = x + self.dropout(
+                self.self_attn(self.norm1(x), attention_mask=attention_mask, attention_bias=attention_bias,
+                               training=training),
+                training=training,
+            )
+            return x + self.mlp(self.norm2(x), training=training)
+        x = self.norm1(x + self.dropout(
+            self.self_attn(x, attention_mask=attention_mask, attention_bias=attention_bias, training=training),
+            training=training,
+        ))
+        return self.norm2(x + self.mlp(x, training=training))
+
+    def compute_output_spec(self, tokens, attention_mask=None, attention_bias=None, training=None):
+        return keras.KerasTensor(tokens.shape, dtype=self.compute_dtype)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            num_heads=self.num_heads,
+            mlp_dim=self.mlp_dim,
+            dropout_rate=self.dropout_rate,
+            attention_dropout_rate=self.attention_dropout_rate,
+            activation=self.activation,
+            norm_first=self.norm_first,
+            rotary_max_wavelength=self.rotary_max_wavelength,
+            layer_norm_epsilon=self.layer_norm_epsilon,
+        )
+        return config

@@ -1,0 +1,52 @@
+"""Atomic writes: a file is either the old version or the complete new one, never half-written."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from typing import Any, Iterator
+
+
+@contextlib.contextmanager
+def atomic_path(path: str) -> Iterator[str]:
+    """Yields a temporary path beside `path` (same extension); renames it over `path` on success."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    base, ext = os.path.splitext(os.path.basename(path))
+    handle, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=f".tmp{ext}", dir=folder)
+    os.close(handle)
+    try:
+        yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes owner-only files; give the usual permissions
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_json(path: str, data: Any) -> None:
+    """Writes `data` as indented JSON, atomically."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "w") as file:
+            json.dump(data, file, indent=2, sort_keys=True, default=_plain)
+            file.write("\n")
+
+
+def save_model(model, path: str) -> None:
+    """`model.save(path)` (.keras), atomically."""
+    with atomic_path(path) as tmp:
+        model.save(tmp)
+
+
+def _plain(value):
+    if hasattr(value, "item"):
+        return value.item()
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, tuple):
+        return list(value)
+    return str(value)

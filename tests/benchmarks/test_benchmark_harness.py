@@ -1,0 +1,170 @@
+"""The benchmark harness: FLOP formula, peers built with the same dims, worker cases and the report.
+
+Runs the tiny smoke cases in this process (TensorFlow and torch are already
+imported in the right order by conftest) so the suite takes seconds; the
+subprocess plumbing is checked with a case that fails before TensorFlow loads
+and, in the slow suite, with a real `--smoke` run.
+"""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from benchmarks import cases, flops, machine, peers, report, run, worker
+
+TINY = dict(cases.SMOKE_ARCH)
+QUICK = dict(warmup=1, repeats=1, min_repeats=1, budget_s=0.0)
+
+
+def test_forward_macs_match_published_timm_counts():
+    # timm's model cards: ViT-Ti/16 1.3, ViT-S/16 4.6, ViT-B/16 17.6 GMACs at 224.
+    for name, gmacs in (("vit_tiny_patch16_224", 1.3), ("vit_small_patch16_224", 4.6),
+                        ("vit_base_patch16_224", 17.6)):
+        assert flops.vit_forward_macs(peers.resolve_arch(name)) / 1e9 == pytest.approx(gmacs, abs=0.05)
+
+
+def test_forward_flops_match_torch_flop_counter():
+    arch = peers.resolve_arch(dict(TINY, depth=2))
+    model = peers.build_timm(arch)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(torch.zeros(1, 3, 32, 32))
+    assert flops.vit_forward_flops(arch) == counter.get_total_flops()
+    assert flops.vit_train_flops(arch) == 3 * counter.get_total_flops()
+
+
+def test_forward_macs_rejects_bad_arch():
+    with pytest.raises(ValueError, match="hidden_dim"):
+        flops.vit_forward_macs(dict(TINY, hidden_dim=0))
+    with pytest.raises(ValueError, match="height, width"):
+        flops.vit_forward_macs(dict(TINY, image_size=(32, 32, 3)))
+
+
+def test_keras_hub_model_matches_keras_vit_after_weight_copy(rng):
+    arch = peers.resolve_arch(dict(TINY, depth=2))
+    hub, ours = peers.build_keras_hub(arch), peers.build_keras_vit(arch)
+    assert hub.count_params() == ours.count_params()
+    peers.copy_keras_hub_to_keras_vit(hub, ours)
+    images = rng.standard_normal((3, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(np.asarray(ours(images)), np.asarray(hub(images)), atol=2e-5)
+
+
+def test_timm_model_has_the_same_parameter_count():
+    arch = peers.resolve_arch("vit_tiny_patch16_224")
+    timm_params = sum(p.numel() for p in peers.build_timm(arch).parameters())
+    assert timm_params == peers.build_keras_vit(arch).count_params() == 5_717_416
+
+
+def test_peers_reject_what_they_cannot_build():
+    with pytest.raises(ValueError, match="num_register_tokens"):
+        peers.check_comparable(peers.resolve_arch(dict(TINY, num_register_tokens=4)))
+    with pytest.raises(ValueError, match="registry name or an architecture dict"):
+        peers.resolve_arch(42)
+
+
+@pytest.mark.parametrize("lib", ["keras_vit", "keras_hub", "timm"])
+def test_inference_case_runs_for_every_library(lib):
+    case = dict(kind="infer", lib=lib, model=TINY, precision="float32", batches=[1, 2],
+                jit=False if lib == "keras_vit" else "auto", **QUICK)
+    result = worker.run_case(case)
+    assert [row["batch"] for row in result["batches"]] == [1, 2]
+    assert all(row["images_per_s"] > 0 and len(row["seconds"]) == 1 for row in result["batches"])
+    assert result["flops_per_image"] == flops.vit_forward_flops(result["arch"])
+
+
+def test_training_cases_follow_the_same_loss_curve():
+    common = dict(kind="train", model=TINY, precision="float32", batch=4, warmup=1, steps=2)
+    hub = worker.run_case(dict(common, lib="keras_hub", jit="auto"))
+    ours = worker.run_case(dict(common, lib="keras_vit", jit=False, init_from="keras_hub"))
+    assert len(hub["losses"]) == len(ours["losses"]) == 3
+    assert hub["losses"][-1] < hub["losses"][0]  # the optimizer steps really happen
+    np.testing.assert_allclose(ours["losses"], hub["losses"], rtol=1e-4)
+    assert len(ours["seconds"]) == 2 and ours["images_per_s"] > 0
+
+
+def test_matmul_case_reports_a_rate():
+    result = worker.run_case(dict(kind="matmul", size=128, dtypes=["float32", "bfloat16"], **QUICK))
+    assert set(result["rates"]) == {"float32", "bfloat16"}
+    assert all(rate["gflops"] > 0 for rate in result["rates"].values())
+
+
+def test_worker_rejects_bad_cases():
+    with pytest.raises(ValueError, match="kind"):
+        worker.run_case(dict(kind="fly"))
+    with pytest.raises(ValueError, match="precision"):
+        worker.run_case(dict(kind="infer", lib="keras_vit", model=TINY, precision="float16", batches=[1]))
+
+
+def test_time_calls_stops_at_the_budget_but_keeps_the_minimum():
+    calls = []
+    timing = worker.time_calls(lambda: calls.append(1), warmup=2, repeats=50, min_repeats=3, budget_s=0.0)
+    assert len(timing["seconds"]) == 3 and len(calls) == 5  # first + 1 warm-up + 3 timed
+
+
+def test_step_timer_recovers_per_step_losses_from_running_means():
+    timer = worker._StepTimer()
+    for step, loss in enumerate([4.0, 2.0, 3.0]):
+        timer.means.append((timer.means[-1] * step + loss) / (step + 1) if timer.means else loss)
+    np.testing.assert_allclose(timer.losses(), [4.0, 2.0, 3.0])
+
+
+def _record(case, result, rss=100.0):
+    return dict(id=cases.case_id(case), case=case, ok=True, result=result, peak_rss_mib=rss,
+                load_before=[1.0, 1.0, 1.0], load_after=[1.0, 1.0, 1.0])
+
+
+def test_report_computes_ratios_and_targets():
+    base = "vit_base_patch16_224"
+    arch = peers.resolve_arch(base)
+    per_image = flops.vit_forward_flops(arch)
+
+    def infer(lib, rate):
+        case = dict(kind="infer", lib=lib, model=base, precision="float32", batches=[8], jit="auto")
+        row = dict(batch=8, images_per_s=rate, median_s=8 / rate, seconds=[8 / rate], first_call_s=1.0)
+        return _record(case, dict(batches=[row], flops_per_image=per_image, arch=arch))
+
+    matmul = _record(dict(kind="matmul", tag="start"), dict(size=2048, rates={"float32": dict(gflops=100.0)}))
+    results = [matmul, infer("keras_vit", 2.0), infer("keras_hub", 1.6), infer("timm", 1.0)]
+    checks = {c["target"]: c for c in report.target_checks(results)}
+    hub_check = checks["ViT-B/16 b8 fp32 >= 1.05x keras-hub"]
+    assert hub_check["measured"] == pytest.approx(1.25) and hub_check["met"]
+    timm_check = checks["ViT-B/16 b8 fp32 >= 1.8x timm"]
+    assert timm_check["measured"] == pytest.approx(2.0) and timm_check["met"]
+    fraction = checks["ViT-B/16 b8 fp32 >= 0.95 of the matmul rate"]
+    assert fraction["measured"] == pytest.approx(2.0 * per_image / 1e9 / 100.0) and not fraction["met"]
+    text = report.markdown(dict(mode="test", machine=machine.describe(), results=results))
+    assert "| vit_base_patch16_224 | float32 | 8 | 1.25 | 2.00 | 1.60 |" in text
+    assert "**no**" in text  # misses are shown, not hidden
+
+
+def test_subprocess_failure_is_recorded_not_raised():
+    record = run.run_one(dict(kind="fly", model="x", lib="keras_vit", precision="float32"), timeout_s=60)
+    assert record["ok"] is False and "kind" in record["error"]
+    assert len(record["load_before"]) == 3 and record["wall_s"] > 0
+
+
+def test_case_lists_are_well_formed():
+    full = cases.full_cases()
+    ids = [cases.case_id(c) for c in full]
+    assert len(ids) == len(set(ids))
+    for model in cases.INFER_MODELS:
+        for precision in cases.PRECISIONS:
+            for lib in ("keras_vit", "keras_hub", "timm"):
+                assert any(c["kind"] == "infer" and c["lib"] == lib and c["model"] == model
+                           and c["precision"] == precision and set(c["batches"]) == {1, 8, 32} for c in full)
+    json.dumps(full)  # every case must travel as JSON to its subprocess
+
+
+@pytest.mark.slow
+def test_smoke_run_end_to_end(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "benchmarks.run", "--smoke", "--only", "matmul", "--only",
+                           "infer/keras_vit", "--out-dir", str(tmp_path), "--name", "t"],
+                          capture_output=True, text=True, timeout=300, cwd=run.ROOT, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    record = json.loads((tmp_path / "t.json").read_text())
+    assert [r["ok"] for r in record["results"]] == [True, True]
+    assert "TensorFlow 64x64 matmul (start of the run): float32" in (tmp_path / "t.md").read_text()
