@@ -2,6 +2,7 @@
 
     python -m benchmarks.run            # the full run (~15 min on 2 cores)
     python -m benchmarks.run --smoke    # tiny shapes, one step each: checks the harness works
+    python -m benchmarks.run --accuracy # the default recipe in float32 and bfloat16: test accuracy
     python -m benchmarks.run --only infer/keras_vit --name mine
 
 Each case runs `python -m benchmarks.worker CASE_JSON` in a fresh interpreter;
@@ -55,6 +56,7 @@ def write_atomic(path: Path, text: str) -> None:
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as out:
             out.write(text)
+        os.chmod(temp, 0o644)  # mkstemp makes the file private; results are meant to be read and committed
         os.replace(temp, path)
     except BaseException:
         if os.path.exists(temp):
@@ -83,6 +85,8 @@ def run(selected: list[dict], mode: str, out_dir: Path, name: str, timeout_s: fl
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true", help="tiny shapes, one step each (seconds per case)")
+    parser.add_argument("--accuracy", action="store_true",
+                        help="train the default recipe in float32 and bfloat16 and compare test accuracy")
     parser.add_argument("--only", action="append", default=[],
                         help="run only cases whose id contains this text (repeatable)")
     parser.add_argument("--name", default=None, help="output file stem (default: 'latest' or 'smoke')")
@@ -97,7 +101,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    selected = case_lists.smoke_cases() if args.smoke else case_lists.full_cases()
+    if args.smoke and args.accuracy:
+        raise SystemExit("Choose one of --smoke and --accuracy.")
+    if args.smoke:
+        selected = case_lists.smoke_cases()
+    elif args.accuracy:
+        selected = case_lists.accuracy_cases()
+    else:
+        selected = case_lists.full_cases()
     if args.only:
         selected = [c for c in selected if any(text in case_lists.case_id(c) for text in args.only)]
         if not selected:
@@ -105,8 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.list:
         print("\n".join(case_lists.case_id(c) for c in selected))
         return 0
-    mode = "smoke" if args.smoke else ("full" if not args.only else "partial")
-    name = args.name or ("smoke" if args.smoke else "latest")
+    mode = "smoke" if args.smoke else "accuracy" if args.accuracy else "full"
+    mode += " (filtered)" if args.only else ""
+    name = args.name or ("smoke" if args.smoke else "accuracy" if args.accuracy else "latest")
     record = run(selected, mode, args.out_dir, name, args.timeout)
     print(f"wrote {args.out_dir / name}.json and .md in {record['total_s']:.0f} s")
     return 0 if all(r["ok"] for r in record["results"]) else 1

@@ -20,7 +20,7 @@ import numpy as np
 
 RESULT_PREFIX = "BENCH_RESULT "
 PRECISIONS = ("float32", "bfloat16")
-KINDS = ("matmul", "infer", "train")
+KINDS = ("matmul", "infer", "train", "recipe")
 
 
 def peak_rss_mib() -> float:
@@ -207,6 +207,26 @@ class _StepTimer:
         return getattr(self.__dict__["_callback"], name)
 
 
+def run_recipe(case: dict) -> dict:
+    """Trains a registered recipe end to end (float32 or mixed_bfloat16) and reports its test accuracy.
+
+    This is the accuracy side of the bfloat16 question: the same recipe, seed
+    and data in both precisions.
+    """
+    import tempfile  # noqa: PLC0415
+
+    from keras_vit.recipes import runner  # noqa: PLC0415
+
+    overrides = dict(case.get("overrides", {}))
+    with tempfile.TemporaryDirectory(prefix="keras_vit_bench_") as run_dir:
+        start = time.perf_counter()
+        result = runner.run(case["recipe"], mixed_precision=case["precision"] == "bfloat16", run_dir=run_dir,
+                            tensorboard=False, verbose=0, **overrides)
+        seconds = time.perf_counter() - start
+    metrics = {k: float(v) for k, v in result.metrics.items() if isinstance(v, (int, float))}
+    return dict(recipe=case["recipe"], overrides=overrides, train_and_eval_s=seconds, metrics=metrics)
+
+
 def run_case(case: dict) -> dict:
     """Dispatches on `case["kind"]`; returns the result dict (without the case itself)."""
     kind = case.get("kind")
@@ -217,6 +237,8 @@ def run_case(case: dict) -> dict:
     if case.get("precision", "float32") not in PRECISIONS:
         raise ValueError(f"`precision` must be one of {PRECISIONS}. Received: precision={case['precision']!r}")
     case.setdefault("precision", "float32")
+    if kind == "recipe":
+        return run_recipe(case)
     from benchmarks import flops, peers  # noqa: PLC0415
 
     arch = peers.resolve_arch(case["model"])

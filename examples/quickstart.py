@@ -13,7 +13,7 @@ import tempfile
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import keras_vit.recipes as recipes  # noqa: E402
+import keras_vit.recipes as recipes
 
 
 def main() -> None:
@@ -35,7 +35,8 @@ def main() -> None:
     # 2. The same recipe as parts: compiled model, tf.data pipelines and callbacks; call fit yourself.
     parts = recipes.prepare("digits_vit", run_dir=os.path.join(root, "parts"), **overrides)
     parts.train_model.fit(parts.train_data, epochs=parts.recipe.epochs, steps_per_epoch=parts.steps_per_epoch,
-                          validation_data=parts.val_data, callbacks=parts.callbacks, verbose=2)
+                          validation_data=parts.val_data, callbacks=parts.callbacks, verbose=2,
+                          shuffle=False)  # the pipeline shuffles (seeded)
     print("evaluate:", parts.train_model.evaluate(parts.test_data, return_dict=True, verbose=0))
 
     # 3. Change any setting: unknown names and bad values fail before training.

@@ -20,9 +20,9 @@ import tempfile
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-import keras_vit.recipes as recipes  # noqa: E402
+import keras_vit.recipes as recipes
 
 
 def write_synthetic_cifar10(root: str, per_file: int = 64, seed: int = 0) -> str:

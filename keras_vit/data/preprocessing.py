@@ -64,7 +64,7 @@ class Preprocessing:
                              f"Received: interpolation={self.interpolation!r}")
 
     @classmethod
-    def from_spec(cls, spec, image_size=None) -> "Preprocessing":
+    def from_spec(cls, spec, image_size=None) -> Preprocessing:
         """Settings of a `keras_vit.ModelSpec` (any object with its fields), optionally at another size."""
         interpolation = spec.interpolation if spec.interpolation in INTERPOLATIONS else "bilinear"
         return cls(image_size=image_size or tuple(spec.input_size), mean=tuple(spec.mean), std=tuple(spec.std),

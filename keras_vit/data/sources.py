@@ -9,7 +9,7 @@ images in [0, 1] (HWC) and int32 labels, plus what the pipeline needs to know
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import tensorflow as tf
@@ -126,14 +126,29 @@ def split_source(source: ImageSource, fraction: float, seed: int) -> tuple[Image
     return rest, held_out
 
 
-def subset_source(source: ImageSource, classes=None, per_class: int | None = None, seed: int = 0) -> ImageSource:
-    """Keeps some classes (relabelled 0..k-1 in the given order) and/or `per_class` examples of each.
+def subset_source(source: ImageSource, classes=None, per_class: int | None = None, seed: int = 0,
+                  part: tuple[float, float] | None = None) -> ImageSource:
+    """Keeps a part of a split, some classes (relabelled 0..k-1 in the given order) and/or `per_class` of each.
 
-    Used for transfer experiments (pretrain on some classes, fine-tune on
-    others) and small-data budgets. The examples kept are fixed by `seed`.
-    Reads the split into memory.
+    Used for transfer experiments (pretrain on one part or some classes,
+    fine-tune on another) and small-data budgets. Reads the split into memory.
+
+    Args:
+        source: the split.
+        classes: class indices to keep, or None for all.
+        per_class: examples kept per class (seeded choice), or None for all.
+        seed: fixes which examples are kept.
+        part: (start, end) fractions of a seeded shuffle of the split, applied
+            first: (0, 0.5) and (0.5, 1) are two disjoint halves.
     """
     images, labels = source.as_numpy()
+    if part is not None:
+        start, end = (float(f) for f in part)
+        if not 0.0 <= start < end <= 1.0:
+            raise ValueError(f"`part` must be (start, end) with 0 <= start < end <= 1. Received: part={part}")
+        order = np.random.default_rng(seed).permutation(len(labels))
+        keep_part = np.sort(order[int(start * len(labels)):int(end * len(labels))])
+        images, labels = images[keep_part], labels[keep_part]
     classes = tuple(range(source.num_classes)) if classes is None else tuple(int(c) for c in classes)
     bad = [c for c in classes if not 0 <= c < source.num_classes]
     if bad or len(set(classes)) != len(classes) or not classes:
@@ -153,6 +168,7 @@ def subset_source(source: ImageSource, classes=None, per_class: int | None = Non
         keep.append(index)
         new_labels.append(np.full(len(index), new))
     keep = np.concatenate(keep)
-    split = f"{source.split}[classes={list(classes)}{'' if per_class is None else f', {per_class}/class'}]"
+    split = (f"{source.split}[classes={list(classes)}{'' if per_class is None else f', {per_class}/class'}"
+             f"{'' if part is None else f', part={tuple(part)}'}]")
     names = tuple(source.class_names[c] for c in classes)
     return array_source(source.name, split, images[keep], np.concatenate(new_labels), names, scale=1.0)

@@ -24,13 +24,18 @@ def load_tfds_source(name: str, split: str = "train", data_dir: str | None = Non
     try:
         dataset, info = tfds.load(name, split=split, data_dir=data_dir, as_supervised=True, with_info=True,
                                   download=download, shuffle_files=False)
-    except Exception as error:  # noqa: BLE001 (tfds raises many types; report them as one clear error)
+    except Exception as error:
         raise ValueError(f"TFDS could not load {name!r} split {split!r}: {error}") from None
     image_feature, label_feature = info.features["image"], info.features["label"]
     names = getattr(label_feature, "names", None) or [str(i) for i in range(label_feature.num_classes)]
     shape = image_feature.shape
     size = tuple(shape[:2]) if None not in shape[:2] else None
-    num_examples = info.splits[split].num_examples
+    try:
+        num_examples = info.splits[split].num_examples
+    except KeyError:  # split metadata missing (e.g. tfds.testing.mock_data): count the examples
+        num_examples = int(dataset.cardinality())
+        if num_examples < 0:
+            num_examples = int(dataset.reduce(0, lambda count, _: count + 1))
 
     def decode(image, label):
         return tf.image.convert_image_dtype(image, tf.float32), tf.cast(label, tf.int32)

@@ -52,7 +52,7 @@ _define(flags.DEFINE_integer, "cpu_devices", 0, "Split the CPU into this many lo
 
 def parse_settings(pairs: list[str], recipe) -> dict:
     """`["lr=3e-3", "hflip=False"]` -> {"lr": 0.003, "hflip": False}, checked against the recipe's settings."""
-    defaults = recipe.field_types()
+    defaults = recipe.settings()
     settings = {}
     for pair in pairs:
         key, sep, text = pair.partition("=")

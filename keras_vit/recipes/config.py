@@ -41,6 +41,8 @@ class Recipe:
         train_split, eval_split: split names of the data set.
         classes: keep only these class indices (relabelled 0..k-1), or None.
         train_per_class: keep this many training images per class (seeded), or None.
+        train_part: (start, end) fractions of a seeded shuffle of the training
+            split to keep, e.g. (0, 0.5) and (0.5, 1) for two disjoint halves.
         val_fraction: part of the training split held out for validation,
             early stopping and the best checkpoint; with 0 the evaluation
             split is shown per epoch for the learning curve only (nothing is
@@ -83,6 +85,7 @@ class Recipe:
     eval_split: str = "test"
     classes: tuple | None = None
     train_per_class: int | None = None
+    train_part: tuple | None = None
     val_fraction: float = 0.0
     crop: str = "random_resized"
     crop_scale: tuple = (0.08, 1.0)
@@ -148,6 +151,7 @@ class Recipe:
     def validate(self) -> None:
         """Raises `ValueError` naming the bad setting and the fix; runs on every construction."""
         self._check_types()
+
         def positive_int(field, allow_none=False):
             value = getattr(self, field)
             if allow_none and value is None:
@@ -197,7 +201,7 @@ class Recipe:
                              "apply. Set layer_decay=None.")
 
     # ---- changing and saving ---------------------------------------------------------------
-    def replace(self, **overrides) -> "Recipe":
+    def replace(self, **overrides) -> Recipe:
         """A copy with `overrides` applied; unknown names fail with the closest valid ones."""
         valid = {f.name for f in dataclasses.fields(self)}
         unknown = sorted(set(overrides) - valid)
@@ -213,8 +217,8 @@ class Recipe:
         config["recipe_class"] = f"{type(self).__module__}.{type(self).__qualname__}"
         return config
 
-    def field_types(self) -> dict[str, Any]:
-        """{setting: its default value} of this recipe class (the CLI parses `--set k=v` by it)."""
+    def settings(self) -> dict[str, Any]:
+        """{setting: value} of this recipe (the CLI checks `--set key=value` types against it)."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
     # ---- hooks for recipes that train differently -------------------------------------------

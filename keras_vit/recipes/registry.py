@@ -14,7 +14,7 @@ from keras_vit.recipes.config import Recipe
 _RECIPES: dict[str, Recipe] = {}
 # Modules that register recipes on import (kept out of the package import so it stays light).
 _PROVIDERS = ("keras_vit.recipes.library",)
-_EXTRA_PROVIDERS = ("keras_vit.training.distillation", "keras_vit.training.adversarial")
+_EXTRA_PROVIDERS = ("keras_vit.recipes.distill_adversarial",)  # optional: skipped when absent
 _loaded = False
 
 
@@ -45,11 +45,12 @@ def _load() -> None:
 
     for module in _PROVIDERS:
         importlib.import_module(module)
-    for module in _EXTRA_PROVIDERS:  # modules of other parts that may register recipes
+    for module in _EXTRA_PROVIDERS:
         try:
             importlib.import_module(module)
-        except ImportError:
-            pass
+        except ModuleNotFoundError as error:
+            if error.name != module:  # a real import error inside the module: show it
+                raise
 
 
 def get_recipe(name: str) -> Recipe:

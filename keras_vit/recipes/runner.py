@@ -128,8 +128,8 @@ def load_sources(recipe: Recipe, num_channels: int | None = None):
     if recipe.dataset == "folder":
         kwargs["class_names"] = train.class_names
     test = vit_data.load_source(recipe.dataset, recipe.eval_split, recipe.data_dir, **kwargs)
-    if recipe.classes is not None or recipe.train_per_class is not None:
-        train = vit_data.subset_source(train, recipe.classes, recipe.train_per_class, recipe.seed)
+    if recipe.classes is not None or recipe.train_per_class is not None or recipe.train_part is not None:
+        train = vit_data.subset_source(train, recipe.classes, recipe.train_per_class, recipe.seed, recipe.train_part)
         test = vit_data.subset_source(test, recipe.classes, None, recipe.seed)
     val = None
     if recipe.val_fraction:
@@ -175,6 +175,7 @@ def prepare(recipe: str | Recipe, **overrides) -> Prepared:
 
     Returns:
         `Prepared`; call `prepared.train_model.fit(...)` yourself or pass it to `fit_prepared`.
+        Sets the global seed and mixed-precision policy of the recipe (`run` restores the policy after).
     """
     from keras_vit.models import model_spec
 
@@ -191,6 +192,9 @@ def prepare(recipe: str | Recipe, **overrides) -> Prepared:
     strategy = get_strategy(recipe.strategy)
     _validate_batch(recipe.batch_size, strategy)
     jit_compile = _jit_compile(recipe, strategy, "jit_compile" in overrides)
+    steps_per_execution = recipe.steps_per_execution
+    if strategy.num_replicas_in_sync > 1 and "steps_per_execution" not in overrides:
+        steps_per_execution = 1  # multi-step execution fails under MirroredStrategy here (TF 2.21, Keras 3.15)
     channels = int(spec.arch.get("num_channels", len(spec.mean)))
     train_src, val_src, test_src = load_sources(recipe, channels)
     preprocessing = vit_data.Preprocessing.from_spec(spec, recipe.image_size)
@@ -226,7 +230,7 @@ def prepare(recipe: str | Recipe, **overrides) -> Prepared:
                                     ema_momentum=recipe.ema_momentum)
         train_model = recipe.training_model(model, train_data)
         train_model.compile(optimizer=optimizer, loss=recipe.loss(), metrics=recipe.metrics(train_src.num_classes),
-                            jit_compile=jit_compile, steps_per_execution=recipe.steps_per_execution)
+                            jit_compile=jit_compile, steps_per_execution=steps_per_execution)
     os.makedirs(run_dir, exist_ok=True)  # the callbacks write there from the first epoch
     callbacks = build_callbacks(run_dir, has_validation=val_src is not None,
                                 early_stopping_patience=recipe.early_stopping_patience, ema=recipe.ema,

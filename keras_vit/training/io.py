@@ -6,7 +6,8 @@ import contextlib
 import json
 import os
 import tempfile
-from typing import Any, Iterator
+from typing import Any
+from collections.abc import Iterator
 
 
 @contextlib.contextmanager
@@ -30,10 +31,9 @@ def atomic_path(path: str) -> Iterator[str]:
 
 def write_json(path: str, data: Any) -> None:
     """Writes `data` as indented JSON, atomically."""
-    with atomic_path(path) as tmp:
-        with open(tmp, "w") as file:
-            json.dump(data, file, indent=2, sort_keys=True, default=_plain)
-            file.write("\n")
+    with atomic_path(path) as tmp, open(tmp, "w") as file:
+        json.dump(data, file, indent=2, sort_keys=True, default=_plain)
+        file.write("\n")
 
 
 def save_model(model, path: str) -> None:

@@ -31,6 +31,8 @@ def test_forward_macs_match_published_timm_counts():
 def test_forward_flops_match_torch_flop_counter():
     arch = peers.resolve_arch(dict(TINY, depth=2))
     model = peers.build_timm(arch)
+    for block in model.blocks:  # explicit matmuls: the counter misses the CPU fused-attention kernel
+        block.attn.fused_attn = False
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         model(torch.zeros(1, 3, 32, 32))
     assert flops.vit_forward_flops(arch) == counter.get_total_flops()
@@ -137,7 +139,7 @@ def test_report_computes_ratios_and_targets():
     fraction = checks["ViT-B/16 b8 fp32 >= 0.95 of the matmul rate"]
     assert fraction["measured"] == pytest.approx(2.0 * per_image / 1e9 / 100.0) and not fraction["met"]
     text = report.markdown(dict(mode="test", machine=machine.describe(), results=results))
-    assert "| vit_base_patch16_224 | float32 | 8 | 1.25 | 2.00 | 1.60 |" in text
+    assert "| vit_base_patch16_224 | float32 | 8 | 1.25 | 2.00 | 1.60 | 1.25 | 2.00 |" in text
     assert "**no**" in text  # misses are shown, not hidden
 
 
@@ -168,3 +170,15 @@ def test_smoke_run_end_to_end(tmp_path):
     record = json.loads((tmp_path / "t.json").read_text())
     assert [r["ok"] for r in record["results"]] == [True, True]
     assert "TensorFlow 64x64 matmul (start of the run): float32" in (tmp_path / "t.md").read_text()
+
+
+def test_recipe_table_compares_bfloat16_with_float32():
+    def recipe(precision, accuracy):
+        case = dict(kind="recipe", recipe="digits_vit", precision=precision, overrides={})
+        return _record(case, dict(recipe="digits_vit", overrides={}, train_and_eval_s=60.0,
+                                  metrics=dict(test_accuracy=accuracy)))
+
+    assert cases.case_id(cases.accuracy_cases()[1]) == "recipe/digits_vit/bfloat16"
+    lines = report.recipe_table([recipe("float32", 0.975), recipe("bfloat16", 0.9694)])
+    assert lines[2].startswith("| digits_vit | float32 | 97.50% | n/a |")
+    assert lines[3].startswith("| digits_vit | bfloat16 | 96.94% | -0.56 |")

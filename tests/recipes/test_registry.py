@@ -29,7 +29,7 @@ def test_deit_recipe_holds_the_paper_hyper_parameters():
 
 
 def test_unknown_names_get_suggestions():
-    with pytest.raises(ValueError, match=r"Unknown recipe 'digit_vit'\. Did you mean: digits_vit\?"):
+    with pytest.raises(ValueError, match=r"Unknown recipe 'digit_vit'\. Did you mean: digits_vit"):
         get_recipe("digit_vit")
     with pytest.raises(ValueError, match=r"'epoch': did you mean epochs"):
         get_recipe("digits_vit").replace(epoch=3)

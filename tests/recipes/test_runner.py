@@ -27,7 +27,7 @@ def test_prepare_gives_parts_to_fit_yourself(tmp_path):
 
 def test_run_writes_the_run_folder_and_evaluate_reads_it(tmp_path):
     run_dir = str(tmp_path / "run")
-    result = run("digits_vit", run_dir=run_dir, **TINY)
+    run("digits_vit", run_dir=run_dir, **TINY)
     assert sorted(os.listdir(run_dir)) == ["checkpoints", "history.csv", "learning_curve.png", "metrics.json",
                                            "model.keras", "recipe.json"]
     metrics = json.load(open(os.path.join(run_dir, "metrics.json")))

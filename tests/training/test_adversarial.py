@@ -133,3 +133,29 @@ def test_adversarial_recipe_reports_clean_and_robust_accuracy(tmp_path):
     assert {"test_accuracy", "test_robust_accuracy"} <= set(result.metrics)
     assert result.metrics["attack_epsilon"] == 0.1
     assert (tmp_path / "run" / "model.keras").exists()
+
+
+def test_adversarial_trainer_round_trips_through_a_keras_file(rng, tmp_path):
+    model, _, _ = linear_model(rng)
+    trainer = AdversarialTrainer(model, epsilon=0.05, steps=3, eval_steps=5, pixels=PixelSpace([MEAN], [STD]),
+                                 clean_weight=0.25)
+    trainer.save(tmp_path / "trainer.keras")
+    loaded = keras.saving.load_model(tmp_path / "trainer.keras")
+    assert (loaded.epsilon, loaded.steps, loaded.eval_steps, loaded.clean_weight) == (0.05, 3, 5, 0.25)
+    assert loaded.pixels.get_config() == trainer.pixels.get_config()
+    x = rng.normal(size=(2, 3, 3, 1)).astype("float32")
+    np.testing.assert_allclose(np.asarray(loaded(x)), np.asarray(model(x)), rtol=1e-6)
+
+
+@pytest.mark.slow
+def test_adversarial_example_smoke():
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", ""), "CUDA_VISIBLE_DEVICES": ""}
+    done = subprocess.run([sys.executable, os.path.join(root, "examples", "adversarial_training.py"), "--smoke"],
+                          env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "normal training:" in done.stdout and "adversarial training:" in done.stdout

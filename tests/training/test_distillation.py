@@ -179,3 +179,33 @@ def test_distill_command_trains_a_deit_student_from_a_teacher_file(tmp_path):
     assert metrics["recipe"] == "digits_deit_distill" and 0.0 <= metrics["test_accuracy"] <= 1.0
     student = keras.saving.load_model(run_dir / "model.keras")
     assert student.config.distillation_token and student.output_shape == (None, 10)
+
+
+def test_distiller_round_trips_through_a_keras_file(rng, tmp_path):
+    x, _ = _data(rng, 4)
+    teacher = keras_vit.ViT(**TINY)
+    teacher.get_layer("head").set_weights([rng.normal(size=(16, 5)).astype("float32"), np.ones(5, "float32")])
+    student = keras_vit.DeiT(**TINY)
+    student.get_layer("head_dist").set_weights([rng.normal(size=(16, 5)).astype("float32"), np.ones(5, "float32")])
+    distiller = Distiller(student, teacher, mode="soft", alpha=0.3, temperature=2.0)
+    distiller.save(tmp_path / "distiller.keras")  # what recipe checkpoints do
+    loaded = keras.saving.load_model(tmp_path / "distiller.keras")
+    assert (loaded.mode, loaded.alpha, loaded.temperature, loaded.two_heads) == ("soft", 0.3, 2.0, True)
+    np.testing.assert_allclose(np.asarray(loaded(x)), np.asarray(student(x)), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(loaded.teacher_logits(x)), np.asarray(teacher(x)), rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="teacher takes images of shape"):
+        Distiller(keras_vit.DeiT(**dict(TINY, image_size=16)), teacher)
+
+
+@pytest.mark.slow
+def test_distill_example_smoke():
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", ""), "CUDA_VISIBLE_DEVICES": ""}
+    done = subprocess.run([sys.executable, os.path.join(root, "examples", "distill_deit.py"), "--smoke"], env=env,
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "teacher (" in done.stdout and "hard distillation) test accuracy" in done.stdout
