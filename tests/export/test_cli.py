@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 import pytest
-from export_helpers import CIFAR10_NAMES, rest
+from tests.export.export_helpers import CIFAR10_NAMES, rest
 
 pytestmark = pytest.mark.slow
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -8,7 +8,7 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
-from export_helpers import EXPORT_ARGS, rest, tiny_model
+from tests.export.export_helpers import EXPORT_ARGS, rest, tiny_model
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from keras_vit import export

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 import tensorflow as tf
-from export_helpers import sample_image_bytes
+from tests.export.export_helpers import sample_image_bytes
 from PIL import Image
 
 from keras_vit.export import ServingMetadata, decode_and_preprocess, preprocess

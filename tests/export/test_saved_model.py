@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
-from export_helpers import CIFAR10_NAMES, EXPORT_ARGS, tiny_model
+from tests.export.export_helpers import CIFAR10_NAMES, EXPORT_ARGS, tiny_model
 from PIL import Image
 
 from keras_vit import export

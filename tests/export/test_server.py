@@ -10,7 +10,7 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
-from export_helpers import CIFAR10_NAMES, rest, sample_image_bytes
+from tests.export.export_helpers import CIFAR10_NAMES, rest, sample_image_bytes
 from PIL import Image
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,

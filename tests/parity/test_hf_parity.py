@@ -14,7 +14,7 @@ import pytest
 import keras_vit
 from keras_vit.weights import arch_from_hf_config
 from keras_vit.weights.cli import convert
-from vit_parity_utils import TOLERANCE, images, max_diff, randomize_, to_torch
+from tests.parity.vit_parity_utils import TOLERANCE, images, max_diff, randomize_, to_torch
 
 SIZE = 32
 HF_CONFIG = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, image_size=SIZE,

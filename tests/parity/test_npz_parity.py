@@ -12,7 +12,7 @@ import pytest
 from timm.models.vision_transformer import _load_weights
 
 import keras_vit
-from vit_parity_utils import TOLERANCE, images, max_diff, timm_forward
+from tests.parity.vit_parity_utils import TOLERANCE, images, max_diff, timm_forward
 
 DIM, HEADS, MLP, DEPTH, PATCH, SIZE, CLASSES = 64, 4, 256, 2, 8, 32, 10
 

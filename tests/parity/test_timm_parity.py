@@ -13,7 +13,7 @@ from timm.models.vision_transformer import checkpoint_filter_fn
 
 import keras_vit
 from keras_vit.weights import save_weights
-from vit_parity_utils import TOLERANCE, images, max_diff, randomize_, save_state, timm_forward
+from tests.parity.vit_parity_utils import TOLERANCE, images, max_diff, randomize_, save_state, timm_forward
 
 TINY_TIMM = dict(depth=2, embed_dim=64, num_heads=4, num_classes=7)
 TINY_OURS = dict(depth=2, hidden_dim=64, num_heads=4, mlp_dim=256, num_classes=7)

@@ -7,7 +7,7 @@ import keras_vit
 from keras_vit.cli import run
 from keras_vit.weights import CheckpointError, infer_arch, model_state_dict, save_weights
 from keras_vit.weights.cli import convert
-from conftest import TINY, randomize
+from tests.weights.conftest import TINY, randomize
 
 ARCHS = {
     "plain": dict(TINY),

@@ -11,7 +11,7 @@ import pytest
 
 import keras_vit
 from keras_vit.weights import catalog, checkpoint_info, list_checkpoints, save_weights
-from conftest import TINY
+from tests.weights.conftest import TINY
 
 HOSTS = ("https://storage.googleapis.com/vit_models/", "https://huggingface.co/timm/",
          "https://huggingface.co/google/")

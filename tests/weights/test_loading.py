@@ -17,7 +17,7 @@ from keras_vit.weights import (
     sha256_of,
     write_safetensors,
 )
-from conftest import TINY, snapshot
+from tests.weights.conftest import TINY, snapshot
 
 
 def assert_unchanged(model, before):
