@@ -17,6 +17,7 @@ import os
 import keras
 
 from keras_vit.training.io import save_model
+from keras_vit.training.resume import AtomicBackupAndRestore
 
 
 class AtomicCheckpoint(keras.callbacks.Callback):
@@ -84,7 +85,7 @@ def build_callbacks(
     checkpoints = os.path.join(run_dir, "checkpoints")
     callbacks: list[keras.callbacks.Callback] = []
     if backup:
-        callbacks.append(keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup"), delete_checkpoint=True))
+        callbacks.append(AtomicBackupAndRestore(os.path.join(run_dir, "backup"), delete_checkpoint=True))
     if ema:
         callbacks.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=False))
     callbacks.append(AtomicCheckpoint(os.path.join(checkpoints, "last.keras")))

@@ -43,7 +43,7 @@ def test_fit_with_the_run_callbacks_writes_logs_and_checkpoints(tmp_path):
     y = np.eye(3, dtype="float32")[np.arange(16) % 3]
     callbacks = build_callbacks(str(tmp_path), has_validation=True, early_stopping_patience=5, ema=True)
     kinds = {type(c).__name__ for c in callbacks}
-    assert {"BackupAndRestore", "SwapEMAWeights", "CSVLogger", "TensorBoard", "EarlyStopping"} <= kinds
+    assert {"AtomicBackupAndRestore", "SwapEMAWeights", "CSVLogger", "TensorBoard", "EarlyStopping"} <= kinds
     model.fit(x, y, validation_data=(x, y), epochs=2, batch_size=8, callbacks=callbacks, verbose=0)
     rows = list(csv.DictReader(open(tmp_path / "history.csv")))
     assert [r["epoch"] for r in rows] == ["0", "1"] and "val_accuracy" in rows[0]
