@@ -14,10 +14,21 @@ TARGET_MATMUL_FRACTION = 0.95
 TARGET_VS_HUB_TRAIN = 1.8
 
 
-def matmul_rate(results: list[dict], dtype: str = "float32") -> float | None:
-    """Mean GFLOP/s of the matmul cases (start and end of the run) in `dtype`."""
-    rates = [r["result"]["rates"][dtype]["gflops"] for r in results
-             if r["case"]["kind"] == "matmul" and r.get("ok") and dtype in r["result"]["rates"]]
+def matmul_rate(results: list[dict], dtype: str = "float32", per_cpu: bool = False) -> float | None:
+    """Mean GFLOP/s of the matmul cases (start and end of the run) in `dtype`.
+
+    `per_cpu=True` gives GFLOP per CPU-second instead (FLOPs over the process'
+    CPU time), which other processes on the cores disturb far less than the wall clock.
+    """
+    rates = []
+    for r in results:
+        if r["case"]["kind"] != "matmul" or not r.get("ok") or dtype not in r["result"]["rates"]:
+            continue
+        rate = r["result"]["rates"][dtype]
+        if not per_cpu:
+            rates.append(rate["gflops"])
+        elif rate.get("median_cpu_s"):
+            rates.append(2 * r["result"].get("size", 2048) ** 3 / rate["median_cpu_s"] / 1e9)
     return statistics.mean(rates) if rates else None
 
 
@@ -150,30 +161,38 @@ def _hub_training(results: list[dict], case: dict) -> dict | None:
 
 
 def setting_table(results: list[dict]) -> list[str]:
-    """XLA against no XLA and bfloat16 against float32 for keras_vit, from the same run."""
-    lines = ["| task | model | comparison | batch | img/s | img/s | ratio |", "|---|---|---|---:|---:|---:|---:|"]
+    """XLA against no XLA and bfloat16 against float32 for keras_vit, from the same run.
+
+    The last column is the same ratio per CPU-second, which other processes on
+    the shared cores disturb far less than the wall clock.
+    """
+    lines = ["| task | model | comparison | batch | img/s | img/s | ratio | ratio per CPU-s |",
+             "|---|---|---|---:|---:|---:|---:|---:|"]
+
+    def row(task, model, label, batch, rate, cpu_rate):
+        (on, off), (on_cpu, off_cpu) = rate, cpu_rate
+        if on and off:
+            lines.append(f"| {task} | {model} | {label} | {batch} | {on:.2f} | {off:.2f} | {on / off:.2f} | "
+                         f"{_fmt(_ratio(on_cpu, off_cpu), 2)} |")
+
+    infer_models = sorted({_model_name(r["case"]) for r in _ok(results, "infer")})
     for precision in ("float32", "bfloat16"):
-        for model in sorted({_model_name(r["case"]) for r in _ok(results, "infer")}):
-            off = infer_rate(results, "keras_vit", model, precision, 8, jit=KERAS_VIT_PREDICT_JIT)
-            on = infer_rate(results, "keras_vit", model, precision, 8, jit=not KERAS_VIT_PREDICT_JIT)
-            if off and on:
-                lines.append(f"| predict | {model} | {precision}: XLA vs no XLA | 8 | {on:.2f} | {off:.2f} | "
-                             f"{on / off:.2f} |")
-    for model in sorted({_model_name(r["case"]) for r in _ok(results, "infer")}):
+        for model in infer_models:
+            rates = [[infer_rate(results, "keras_vit", model, precision, 8, jit=jit, best=best)
+                      for jit in (not KERAS_VIT_PREDICT_JIT, KERAS_VIT_PREDICT_JIT)] for best in (False, "cpu")]
+            row("predict", model, f"{precision}: XLA vs no XLA", 8, *rates)
+    for model in infer_models:
         for lib in ("keras_vit", "keras_hub", "timm"):
-            fp32, bf16 = (infer_rate(results, lib, model, p, 8) for p in ("float32", "bfloat16"))
-            if fp32 and bf16:
-                lines.append(f"| predict | {model} | {lib}: bfloat16 vs float32 | 8 | {bf16:.2f} | {fp32:.2f} | "
-                             f"{bf16 / fp32:.2f} |")
+            rates = [[infer_rate(results, lib, model, p, 8, best=best) for p in ("bfloat16", "float32")]
+                     for best in (False, "cpu")]
+            row("predict", model, f"{lib}: bfloat16 vs float32", 8, *rates)
     for model in sorted({_model_name(r["case"]) for r in _ok(results, "train")}):
-        off = training_rate(results, "keras_vit", model, "float32", KERAS_VIT_TRAIN_JIT)
-        on = training_rate(results, "keras_vit", model, "float32", not KERAS_VIT_TRAIN_JIT)
-        bf16 = training_rate(results, "keras_vit", model, "bfloat16", KERAS_VIT_TRAIN_JIT)
-        if off and on:
-            lines.append(f"| train | {model} | float32: XLA vs no XLA | | {on:.2f} | {off:.2f} | {on / off:.2f} |")
-        if off and bf16:
-            lines.append(f"| train | {model} | no XLA: bfloat16 vs float32 | | {bf16:.2f} | {off:.2f} | "
-                         f"{bf16 / off:.2f} |")
+        xla = [[training_rate(results, "keras_vit", model, "float32", jit, best)
+                for jit in (not KERAS_VIT_TRAIN_JIT, KERAS_VIT_TRAIN_JIT)] for best in (False, "cpu")]
+        row("train", model, "float32: XLA vs no XLA", "", *xla)
+        bf16 = [[training_rate(results, "keras_vit", model, p, KERAS_VIT_TRAIN_JIT, best)
+                 for p in ("bfloat16", "float32")] for best in (False, "cpu")]
+        row("train", model, "no XLA: bfloat16 vs float32", "", *bf16)
     return lines
 
 
@@ -202,7 +221,8 @@ def target_checks(results: list[dict], train_jit: Any = None) -> list[dict]:
     for best in (False, True, "cpu"):
         ours, hub, timm = (infer_rate(results, lib, base, "float32", 8, best=best)
                            for lib in ("keras_vit", "keras_hub", "timm"))
-        fraction = _ratio(ours * arch_flops / 1e9, peak) if ours and arch_flops and best != "cpu" else None
+        reference = matmul_rate(results, per_cpu=True) if best == "cpu" else peak
+        fraction = _ratio(ours * arch_flops / 1e9, reference) if ours and arch_flops else None
         measured[best] = [_ratio(ours, hub), _ratio(ours, timm), fraction]
         for model in ("vit_cifar_patch4_32", "vit_tiny_patch16_224"):
             measured[best].append(_ratio(training_rate(results, "keras_vit", model, "float32", train_jit, best),
@@ -216,25 +236,44 @@ def target_checks(results: list[dict], train_jit: Any = None) -> list[dict]:
         checks.append(dict(target=target, needed=needed, measured=measured[False][i], best=measured[True][i],
                            per_cpu_second=measured["cpu"][i]))
     for check in checks:
-        check["met"] = None if check["measured"] is None else check["measured"] >= check["needed"]
+        # Met only when the wall-clock median AND the per-CPU-second ratio reach the target: on shared
+        # cores a wall-clock win alone can be nothing but a larger share of the CPUs.
+        per_cpu = check["per_cpu_second"]
+        check["met"] = None if check["measured"] is None else (
+            check["measured"] >= check["needed"] and (per_cpu is None or per_cpu >= check["needed"]))
     return checks
 
 
 def recipe_table(results: list[dict]) -> list[str]:
-    """Test accuracy and time of the recipe runs, bfloat16 against float32."""
-    runs = {r["case"]["precision"]: r for r in _ok(results, "recipe")}
+    """Test accuracy and time of the recipe runs, bfloat16 against float32 of the same seed, and the means."""
+    runs = _ok(results, "recipe")
     if not runs:
         return []
-    lines = ["| recipe | precision | test accuracy | vs float32 (points) | train + eval s | load 1m |",
-             "|---|---|---:|---:|---:|---:|"]
-    reference = runs.get("float32")
-    for precision, r in runs.items():
+    lines = ["| recipe | seed | precision | test accuracy | vs float32 (points) | train + eval s | load 1m |",
+             "|---|---:|---|---:|---:|---:|---:|"]
+
+    def seed_of(r):
+        return r["case"].get("overrides", {}).get("seed", "default")
+
+    reference = {seed_of(r): r["result"]["metrics"].get("test_accuracy") for r in runs
+                 if r["case"]["precision"] == "float32"}
+    by_precision: dict[str, list[float]] = {}
+    for r in runs:
+        precision, seed = r["case"]["precision"], seed_of(r)
         accuracy = r["result"]["metrics"].get("test_accuracy")
         delta = None
-        if reference and accuracy is not None and precision != "float32":
-            delta = 100 * (accuracy - reference["result"]["metrics"]["test_accuracy"])
-        lines.append(f"| {r['result']['recipe']} | {precision} | {_fmt(accuracy and 100 * accuracy, 2)}% | "
+        if precision != "float32" and accuracy is not None and reference.get(seed) is not None:
+            delta = 100 * (accuracy - reference[seed])
+        if accuracy is not None:
+            by_precision.setdefault(precision, []).append(accuracy)
+        lines.append(f"| {r['result']['recipe']} | {seed} | {precision} | {_fmt(accuracy and 100 * accuracy, 2)}% | "
                      f"{_fmt(delta, 2)} | {r['result']['train_and_eval_s']:.0f} | {r['load_before'][0]:.1f} |")
+    if len(by_precision.get("float32", [])) > 1:
+        fp32 = statistics.mean(by_precision["float32"])
+        for precision, values in by_precision.items():
+            mean = statistics.mean(values)
+            delta = None if precision == "float32" else 100 * (mean - fp32)
+            lines.append(f"| mean of {len(values)} | | {precision} | {100 * mean:.2f}% | {_fmt(delta, 2)} | | |")
     return lines
 
 
@@ -253,7 +292,9 @@ def markdown(run: dict) -> str:
     for r in _ok(results, "matmul"):
         size, rate_map = r["result"].get("size", 2048), r["result"]["rates"]
         lines.append(f"TensorFlow {size}x{size} matmul ({r['case'].get('tag', '')} of the run): " + ", ".join(
-            f"{dtype} {rate['gflops']:.1f} GFLOP/s" for dtype, rate in rate_map.items()) + ".")
+            f"{dtype} {rate['gflops']:.1f} GFLOP/s" + (
+                f" ({2 * size ** 3 / rate['median_cpu_s'] / 1e9:.1f} per CPU-second)" if rate.get("median_cpu_s")
+                else "") for dtype, rate in rate_map.items()) + ".")
     recipes = recipe_table(results)
     if recipes:
         lines += ["", "**Default recipe, float32 vs mixed bfloat16** (same seed and data):", ""] + recipes
@@ -268,7 +309,8 @@ def markdown(run: dict) -> str:
     lines += ["", "**Settings** (keras_vit, same run; first img/s is the named setting, second the baseline):", ""]
     lines += setting_table(results)
     checks = target_checks(results)
-    lines += ["", "**Targets of the issue** (met is judged on the medians):", "",
+    lines += ["", "**Targets of the issue** (met: the wall-clock median and the per-CPU-second ratio both reach "
+              "the target):", "",
               "| target | measured (median) | measured (best repeat) | per CPU-second | met |",
               "|---|---:|---:|---:|---|"]
     for check in checks:

@@ -87,6 +87,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--smoke", action="store_true", help="tiny shapes, one step each (seconds per case)")
     parser.add_argument("--accuracy", action="store_true",
                         help="train the default recipe in float32 and bfloat16 and compare test accuracy")
+    parser.add_argument("--seeds", default=None,
+                        help="with --accuracy: comma-separated recipe seeds, each run in both precisions")
     parser.add_argument("--only", action="append", default=[],
                         help="run only cases whose id contains this text (repeatable)")
     parser.add_argument("--name", default=None, help="output file stem (default: 'latest' or 'smoke')")
@@ -106,7 +108,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         selected = case_lists.smoke_cases()
     elif args.accuracy:
-        selected = case_lists.accuracy_cases()
+        try:
+            seeds = None if args.seeds is None else tuple(int(v) for v in args.seeds.split(","))
+        except ValueError:
+            raise SystemExit(f"--seeds must be comma-separated integers. Received: --seeds={args.seeds}") from None
+        selected = case_lists.accuracy_cases(seeds=seeds)
     else:
         selected = case_lists.full_cases()
     if args.only:

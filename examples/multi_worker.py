@@ -3,11 +3,12 @@
 Run two workers on this machine (the script starts itself twice with TF_CONFIG):
 
     python examples/multi_worker.py --launch 2 --out /tmp/mw/weights.npz
-    python examples/multi_worker.py --smoke             # 2 workers, 2 short epochs
+    python examples/multi_worker.py --smoke             # 2 workers, 2 short epochs, checks itself
 
 On a real cluster set TF_CONFIG on each host and run the same command without
 --launch. A killed job rerun with the same --checkpoint_dir resumes from its
-last finished epoch.
+last finished epoch. The launcher's last line says whether every worker
+exited with 0 and the chief wrote its weights; its exit status is 1 if not.
 """
 
 from __future__ import annotations
@@ -97,6 +98,8 @@ def main(argv=None) -> int:
     from keras_vit.training.multi_worker import launch_local_workers
 
     checkpoint_dir = args.checkpoint_dir or tempfile.mkdtemp(prefix="keras_vit_mw_")
+    if args.smoke and not args.out:
+        args.out = os.path.join(checkpoint_dir, "weights.npz")
     worker = [sys.executable, os.path.abspath(__file__), "--launch", "0", "--strategy", args.strategy,
               "--epochs", str(args.epochs), "--global_batch", str(args.global_batch), "--examples",
               str(args.examples), "--seed", str(args.seed), "--lr", str(args.lr), "--checkpoint_dir", checkpoint_dir]
@@ -104,7 +107,11 @@ def main(argv=None) -> int:
     worker += ["--out", args.out] if args.out else []
     codes = launch_local_workers(worker, args.launch, timeout=args.timeout, env={"CUDA_VISIBLE_DEVICES": ""})
     print(f"workers exited with {codes}; checkpoints in {checkpoint_dir}")
-    return max(codes, key=abs)
+    # The script's own check: every worker succeeded and the chief wrote the trained weights.
+    passed = all(code == 0 for code in codes) and (not args.out or os.path.isfile(args.out))
+    wrote = f" and the chief wrote {args.out}" if args.out else ""
+    print(f"check: {len(codes)} workers exited with 0{wrote}: {passed}")
+    return 0 if passed else (max(codes, key=abs) or 1)
 
 
 if __name__ == "__main__":

@@ -9,12 +9,16 @@
 in seconds. Without `--data_dir` it writes a few SYNTHETIC random images in the
 official CIFAR-10 binary layout to a temporary folder, so it runs offline; its
 accuracy means nothing. The full recipe takes hours on a GPU (100 epochs).
+The last line says whether the run folder holds `model.keras` and
+`metrics.json` with a finite test loss (and, outside --smoke, accuracy above
+chance); the exit status is 1 if not.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -37,7 +41,7 @@ def write_synthetic_cifar10(root: str, per_file: int = 64, seed: int = 0) -> str
     return root
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data_dir", default=None, help="local CIFAR-10 copy (default: download through Keras)")
     parser.add_argument("--epochs", type=int, default=None)
@@ -63,7 +67,17 @@ def main() -> None:
                          run_dir=args.run_dir or tempfile.mkdtemp(prefix="cifar10_smoke_run_"))
     result = recipes.run("cifar10_vit_scratch", verbose=2, **overrides)
     print({k: v for k, v in result.metrics.items() if k.startswith("test_")}, "->", result.run_dir)
+    # The script's own check: the run folder holds the trained model and its metrics, and the loss is finite
+    # (after the two --smoke steps accuracy means nothing, so it is not checked there).
+    written = {name: os.path.isfile(os.path.join(result.run_dir, name)) for name in ("model.keras", "metrics.json")}
+    passed = all(written.values()) and bool(np.isfinite(result.metrics["test_loss"]))
+    real_run = not args.smoke  # a full run on real CIFAR-10 must also beat chance
+    if real_run:
+        passed = passed and result.metrics["test_accuracy"] > 0.1
+    print(f"check: wrote {', '.join(n for n, ok in written.items() if ok)} in {result.run_dir}; finite test loss"
+          f"{' and accuracy above chance (0.10)' if real_run else ''}: {passed}")
+    return 0 if passed else 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

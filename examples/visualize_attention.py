@@ -1,14 +1,14 @@
 """Attention pictures of trained ViTs on real images: digits and photographs, offline.
 
     python examples/visualize_attention.py --out docs/images           # the README's pictures
-    python examples/visualize_attention.py --model runs/<run>/checkpoints/best.keras
+    python examples/visualize_attention.py --model runs/<run>/model.keras
     python examples/visualize_attention.py --smoke --out /tmp/vis      # seconds, for CI
 
 Two trained models, nothing downloaded:
 
 * digits: the default recipe's model (`keras-vit train`, a `vit_digits_patch2_8` on
   scikit-learn's 8x8 digits). Given with --model, or found as the newest
-  `runs/*/checkpoints/best.keras`; otherwise the same architecture is trained
+  `runs/digits_vit-*/model.keras`; otherwise the same architecture is trained
   here for a few epochs (with a CSVLogger, whose log is plotted).
 * photographs: the photographs that ship with scikit-learn (china, flower) and
   scikit-image (astronaut, chelsea the cat, coffee). A small ViT with 2 register
@@ -16,6 +16,9 @@ Two trained models, nothing downloaded:
   epochs, a few minutes on a CPU) to tell the five photographs apart; its
   attention is then drawn at 96x144 (position embeddings resampled by
   `with_image_size`).
+
+The last line says whether every picture was written; the exit status is 1 if
+not. `--smoke` trains a narrower photo model on fewer crops (pictures only).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from __future__ import annotations
 import argparse
 import glob
 import os
+import sys
 import tempfile
 import time
 
@@ -70,19 +74,23 @@ def recipe_run(model_flag: str | None) -> tuple[str, str | None] | None:
     if model_flag:
         path = model_flag
     else:
-        found = sorted(glob.glob(os.path.join("runs", "*", "checkpoints", "best.keras")), key=os.path.getmtime)
+        found = sorted(glob.glob(os.path.join("runs", "digits_vit-*", "model.keras")), key=os.path.getmtime)
         if not found:
             return None
         path = found[-1]
-    history = os.path.join(os.path.dirname(os.path.dirname(path)), "history.csv")
-    return path, history if os.path.isfile(history) else None
+    # The run folder holds history.csv; a checkpoint sits one level deeper (checkpoints/).
+    folder = os.path.dirname(os.path.abspath(path))
+    for history in (os.path.join(folder, "history.csv"), os.path.join(os.path.dirname(folder), "history.csv")):
+        if os.path.isfile(history):
+            return path, history
+    return path, None
 
 
 def digits_model(args, workdir: str) -> tuple[keras.Model, str, str]:
     """The recipe's trained digits model, or one trained here; returns (model, training log, where from)."""
     run = recipe_run(args.model)
     if run is not None:
-        model = keras.saving.load_model(run[0])
+        model = keras.saving.load_model(run[0], compile=False)
         if getattr(model, "config", None) is not None and tuple(model.config.image_size) == (8, 8):
             print(f"digits model: {run[0]} (default recipe)")
             return model, run[1], run[0]
@@ -134,12 +142,13 @@ def random_crops(photos: list[np.ndarray], count: int, size: tuple[int, int], se
 def photo_model(photos: list[np.ndarray], smoke: bool) -> keras.Model:
     """A small ViT with register tokens, trained to tell the photographs apart."""
     keras.utils.set_random_seed(0)
+    width = 32 if smoke else 96  # --smoke: a narrow model (the figures need 4 blocks), fewer crops
     model = compile_model(
-        keras_vit.ViT(image_size=PHOTO_SIZE, patch_size=6, hidden_dim=96, depth=4, num_heads=4, mlp_dim=192,
+        keras_vit.ViT(image_size=PHOTO_SIZE, patch_size=6, hidden_dim=width, depth=4, num_heads=4, mlp_dim=2 * width,
                       num_register_tokens=2, num_classes=len(photos)),
         1e-3,
     )
-    images, labels = random_crops(photos, 256 if smoke else 2000, PHOTO_SIZE)
+    images, labels = random_crops(photos, 128 if smoke else 2000, PHOTO_SIZE)
     inputs, _ = visualize.prepare_images(list(images), PHOTO_SIZE)  # mean = std = 0.5
     start = time.time()
     history = model.fit(inputs, labels, epochs=1 if smoke else 6, batch_size=64, verbose=0)
@@ -158,7 +167,7 @@ def compact_png(path: str) -> None:
     publish(temporary, path)
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="docs/images", help="folder for the PNG files")
     parser.add_argument("--model", default=None, help="the default recipe's digits model (.keras)")
@@ -211,7 +220,12 @@ def main() -> None:
     for path in written:
         compact_png(path)
         print(f"{path}  {os.path.getsize(path) / 1024:.0f} KB")
+    # The script's own check: every picture was written as a non-empty PNG.
+    pictures = [path for path in written if os.path.isfile(path) and os.path.getsize(path) > 0]
+    passed = len(pictures) == len(written) and len(written) >= 8
+    print(f"check: wrote {len(pictures)} of {len(written)} pictures to {args.out}: {passed}")
+    return 0 if passed else 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -14,6 +14,11 @@ from keras_vit.models import (
 )
 from keras_vit.version import __version__
 
+# Registers the optimizers, schedules and sequence losses/metrics that saved
+# runs reference, so `keras.saving.load_model("runs/<run>/model.keras")` works
+# after a plain `import keras_vit`.
+from keras_vit.training import optimizers as _optimizers, schedules as _schedules, sequence as _sequence  # noqa: E402,F401
+
 __all__ = [
     "DeiT",
     "ModelSpec",

@@ -6,7 +6,10 @@ them and switches between mixup and cutmix per batch as timm's `Mixup` does:
 with probability `mix_prob` a batch is mixed, by cutmix with probability
 `switch_prob` and by mixup otherwise. Labels are one-hot and mixed with the
 same weights as the pixels (cutmix: the pasted pixel count, which Keras's
-own CutMix label weights do not match exactly; see `_apply_cutmix`).
+own CutMix label weights do not match exactly; see `_apply_cutmix`). The
+layers compute in float32 whatever the global mixed-precision policy: they
+are input processing, and a bfloat16 policy would make MixUp mix a bfloat16
+batch with float32 weights (a dtype error).
 """
 
 from __future__ import annotations
@@ -17,9 +20,30 @@ import keras
 import tensorflow as tf
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class AugmentSettings:
+    """The augmentation fields, declared once for `Augment` and `keras_vit.recipes.Recipe`.
+
+    Keyword-only, so a dataclass that inherits them keeps its own positional order.
+    See `Augment` for their meaning.
+    """
+
+    randaugment_ops: int = 0
+    randaugment_magnitude: float = 0.9
+    random_erasing: float = 0.0
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
+    mix_prob: float = 1.0
+    switch_prob: float = 0.5
+
+    def augment_settings(self) -> dict:
+        """{field: value} of the augmentation fields, e.g. for `Augment(**settings)`."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(AugmentSettings)}
+
+
 @dataclasses.dataclass(frozen=True)
-class Augment:
-    """Augmentation settings of a recipe.
+class Augment(AugmentSettings):
+    """Augmentation settings of a recipe (keyword arguments), checked on construction.
 
     Args:
         randaugment_ops: ops per image of RandAugment (0: off). DeiT: 2.
@@ -30,14 +54,6 @@ class Augment:
         mix_prob: probability that a batch is mixed at all. Defaults to 1.0.
         switch_prob: probability of cutmix rather than mixup when both are on. DeiT: 0.5.
     """
-
-    randaugment_ops: int = 0
-    randaugment_magnitude: float = 0.9
-    random_erasing: float = 0.0
-    mixup_alpha: float = 0.0
-    cutmix_alpha: float = 0.0
-    mix_prob: float = 1.0
-    switch_prob: float = 0.5
 
     def __post_init__(self):
         for name in ("random_erasing", "mix_prob", "switch_prob", "randaugment_magnitude"):
@@ -78,9 +94,10 @@ class MixupCutmix:
         Augment(mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha, mix_prob=mix_prob, switch_prob=switch_prob)
         self.mix_prob = mix_prob
         self.switch_prob = switch_prob if (mixup_alpha > 0 and cutmix_alpha > 0) else float(cutmix_alpha > 0)
-        self.mixup = keras.layers.MixUp(alpha=mixup_alpha, seed=seed) if mixup_alpha > 0 else None
+        self.mixup = keras.layers.MixUp(alpha=mixup_alpha, seed=seed, dtype="float32") if mixup_alpha > 0 else None
         # Keras draws CutMix's alpha from U(factor); a point range gives timm's fixed alpha.
-        self.cutmix = keras.layers.CutMix(factor=(cutmix_alpha, cutmix_alpha), seed=seed) if cutmix_alpha > 0 else None
+        self.cutmix = keras.layers.CutMix(factor=(cutmix_alpha, cutmix_alpha), seed=seed,
+                                          dtype="float32") if cutmix_alpha > 0 else None
 
     def _apply(self, layer, images, labels):
         out = layer({"images": images, "labels": labels}, training=True)
@@ -118,7 +135,7 @@ def rand_augment(augment: Augment, seed: int | None = None):
     if not augment.randaugment_ops:
         return None
     return keras.layers.RandAugment(value_range=(0, 1), num_ops=augment.randaugment_ops,
-                                    factor=augment.randaugment_magnitude, seed=seed)
+                                    factor=augment.randaugment_magnitude, seed=seed, dtype="float32")
 
 
 def random_erasing(augment: Augment, seed: int | None = None):
@@ -126,4 +143,4 @@ def random_erasing(augment: Augment, seed: int | None = None):
     if not augment.random_erasing:
         return None
     p = augment.random_erasing
-    return keras.layers.RandomErasing(factor=(p, p), value_range=(0, 1), seed=seed)
+    return keras.layers.RandomErasing(factor=(p, p), value_range=(0, 1), seed=seed, dtype="float32")

@@ -75,10 +75,11 @@ def make_pipeline(
 
         def train_example(element, example_seed):
             image, label = element
-            image = crop(image, example_seed, preprocessing)
+            # static shape first: RandAugment's colour ops need to see the channel count
+            image = tf.ensure_shape(crop(image, example_seed, preprocessing), [height, width, preprocessing.num_channels])
             if randaug is not None:
                 image = tf.clip_by_value(tf.cast(randaug(image, training=True), tf.float32), 0.0, 1.0)
-            return tf.ensure_shape(image, [height, width, preprocessing.num_channels]), label
+            return image, label
 
         ds = tf.data.Dataset.zip((ds, _seeds(seed, 1))).map(train_example, num_parallel_calls=AUTOTUNE)
     else:

@@ -10,6 +10,7 @@ SavedModel (`assets.extra/keras_vit.json`) so tools can read it back.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import math
 from collections.abc import Sequence
@@ -164,6 +165,18 @@ def metadata_for_model(
         num_classes=num_classes,
         model_name=name or getattr(model, "variant", None) or model.name,
     )
+
+
+def check_options(options: dict[str, Any], function, caller: str, exclude: Sequence[str] = ()) -> None:
+    """Rejects keyword options that `function` does not take, as a call of `caller` would.
+
+    Raises:
+        TypeError: naming the unknown options and the valid ones.
+    """
+    valid = [name for name in inspect.signature(function).parameters if name not in exclude]
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise TypeError(f"{caller}() got unexpected keyword argument(s) {unknown}. Valid: {valid}")
 
 
 def _registered_spec(model):

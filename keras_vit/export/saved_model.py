@@ -11,13 +11,12 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import Sequence
 from typing import Any
 
 import keras
 import numpy as np
 
-from keras_vit.export.metadata import METADATA_FILE, ServingMetadata, metadata_for_model
+from keras_vit.export.metadata import METADATA_FILE, ServingMetadata, check_options, metadata_for_model
 from keras_vit.export.signatures import DEFAULT_SIGNATURE, FEATURES_SIGNATURE, build_archive
 from keras_vit.export.warmup import write_warmup_requests
 
@@ -50,16 +49,10 @@ def saved_model(
     model: keras.Model,
     path: str,
     *,
-    mean: Sequence[float] | None = None,
-    std: Sequence[float] | None = None,
-    crop_pct: float | None = None,
-    interpolation: str | None = None,
-    pixel_scale: float = 255.0,
-    class_names: Sequence[str] | None = None,
-    top_k: int = 5,
     overwrite: bool = False,
     verify: bool = False,
     warmup: bool = True,
+    **metadata_options: Any,
 ) -> str:
     """Exports `model` as a TF Serving SavedModel with preprocessing and top-k in the graph.
 
@@ -67,20 +60,21 @@ def saved_model(
         model: a keras_vit model (or any Keras image model with a static input size).
         path: `saved_models/<name>/<version>`; without a trailing version number the
             next free version under `path` is used.
-        mean, std, crop_pct, interpolation: preprocessing overrides; required
-            (`mean`, `std`) for models not built from the registry.
-        pixel_scale: value of a white pixel in client inputs. Defaults to 255.
-        class_names: one name per class, returned as the `labels` output.
-        top_k: classes returned by the `classes`/`scores`/`labels` outputs. Defaults to 5.
         overwrite: replace an existing version folder. Defaults to False.
         verify: reload the written model and compare it with `model` (see `verify_saved_model`).
         warmup: write TF Serving warm-up requests (`assets.extra/tf_serving_warmup_requests`).
+        **metadata_options: the preprocessing and output settings of
+            `metadata_for_model`: `mean`, `std`, `crop_pct`, `interpolation`
+            (overrides; `mean` and `std` required for models not built from the
+            registry), `pixel_scale` (value of a white pixel in client inputs,
+            255), `class_names` (one per class, the `labels` output) and `top_k`
+            (classes in the `classes`/`scores`/`labels` outputs, 5).
 
     Returns:
         The absolute path of the version folder written.
     """
-    meta = metadata_for_model(model, mean=mean, std=std, crop_pct=crop_pct, interpolation=interpolation,
-                              pixel_scale=pixel_scale, class_names=class_names, top_k=top_k)
+    check_options(metadata_options, metadata_for_model, "saved_model", exclude=("model", "name"))
+    meta = metadata_for_model(model, **metadata_options)
     base, version = resolve_export_path(path)
     final = os.path.join(base, str(version))
     if os.path.exists(final) and not overwrite:
@@ -127,13 +121,19 @@ def load_metadata(version_path: str) -> ServingMetadata:
 
 
 def verify_saved_model(
-    model: keras.Model, path: str, meta: ServingMetadata | None = None, *, atol: float = 1e-5, batch_size: int = 3
+    model: keras.Model, path: str, meta: ServingMetadata | None = None, *, atol: float | None = None,
+    batch_size: int = 3,
 ) -> dict[str, Any]:
     """Reloads a written SavedModel and checks its signatures against the Keras model.
 
     Feeds random pixels larger than the model's input (so the graph resizes and
     crops) and compares `serving_default` logits (or features) and `features`
     with the Keras model run on the same batch preprocessed eagerly.
+
+    `atol=None` picks the tolerance from the model's compute dtype: 1e-5 in
+    float32; under a mixed policy, where graph and eager runs may round one
+    value to neighbouring bf16/fp16 numbers, four units of rounding of the
+    largest output (`low_precision_atol`).
 
     Returns:
         {"max_abs_diff": {output: float}, "batch_size": int}.
@@ -153,11 +153,32 @@ def verify_saved_model(
     loaded = tf.saved_model.load(path)
     served = loaded.signatures[DEFAULT_SIGNATURE](images=tf.constant(pixels))
     key = "logits" if meta.num_classes else "features"
-    diffs = {key: float(np.max(np.abs(served[key].numpy() - np.asarray(model(normalised, training=False)))))}
+    pairs = {key: (served[key].numpy(), np.asarray(model(normalised, training=False), "float32"))}
     if FEATURES_SIGNATURE in loaded.signatures and hasattr(model, "feature_extractor"):
         features = loaded.signatures[FEATURES_SIGNATURE](images=tf.constant(pixels))["features"].numpy()
-        diffs["features"] = float(np.max(np.abs(features - np.asarray(model.feature_extractor()(normalised)))))
-    bad = {k: v for k, v in diffs.items() if not v <= atol}
+        pairs["features"] = (features, np.asarray(model.feature_extractor()(normalised), "float32"))
+    diffs = {name: float(np.max(np.abs(got - want))) for name, (got, want) in pairs.items()}
+    compute_dtype = lowest_compute_dtype(model)
+    limits = {name: low_precision_atol(want, compute_dtype) if atol is None else atol
+              for name, (_, want) in pairs.items()}
+    bad = {name: (diffs[name], limits[name]) for name in diffs if not diffs[name] <= limits[name]}
     if bad:
-        raise ValueError(f"Exported model at {path!r} differs from the Keras model: max abs diff {bad} > atol={atol}.")
-    return {"max_abs_diff": diffs, "batch_size": batch_size}
+        raise ValueError(f"Exported model at {path!r} differs from the Keras model: {{output: (max abs diff, atol)}} "
+                         f"{bad}.")
+    return {"max_abs_diff": diffs, "atol": limits, "batch_size": batch_size}
+
+
+_UNIT_ROUNDOFF = {"bfloat16": 2.0**-7, "float16": 2.0**-10}
+
+
+def lowest_compute_dtype(model: keras.Model) -> str:
+    """The least precise compute dtype of `model` and its layers (a loaded mixed model keeps it per layer)."""
+    dtypes = {model.dtype_policy.compute_dtype} | {layer.dtype_policy.compute_dtype for layer in model.layers}
+    return max(dtypes, key=lambda dtype: _UNIT_ROUNDOFF.get(dtype, 0.0))
+
+
+def low_precision_atol(reference: np.ndarray, compute_dtype: str) -> float:
+    """1e-5 for float32 compute; else 4 bf16/fp16 rounding units of `reference`'s largest magnitude."""
+    if compute_dtype not in _UNIT_ROUNDOFF:
+        return 1e-5
+    return 4.0 * _UNIT_ROUNDOFF[compute_dtype] * max(1.0, float(np.max(np.abs(reference))))

@@ -5,14 +5,11 @@ from __future__ import annotations
 import keras
 
 from keras_vit.layers._serializable import serializable
-from keras_vit.layers.attention import check_rate
-from keras_vit.layers.mlp import Mlp
-from keras_vit.layers.multi_head_attention import MultiHeadAttention
-from keras_vit.layers.sequence_encoder import check_positive, layer_norm
+from keras_vit.layers.sequence_encoder import SequenceBlock
 
 
 @serializable
-class TransformerDecoderBlock(keras.layers.Layer):
+class TransformerDecoderBlock(SequenceBlock):
     """Decoder layer of Vaswani et al. 2017 (https://arxiv.org/abs/1706.03762), section 3.1.
 
     Three sublayers, each with a residual connection: causal self-attention over
@@ -55,46 +52,18 @@ class TransformerDecoderBlock(keras.layers.Layer):
         `(batch, target_length, dim)`, and the updated self-attention cache when one was given.
     """
 
-    def __init__(
-        self,
-        num_heads: int,
-        mlp_dim: int,
-        dropout_rate: float = 0.1,
-        attention_dropout_rate: float = 0.0,
-        activation: str = "relu",
-        norm_first: bool = False,
-        rotary_max_wavelength: float | None = None,
-        layer_norm_epsilon: float = 1e-5,
-        **kwargs,
-    ):
-        super().__init__(**kwargs)
-        self.num_heads = check_positive(num_heads, "num_heads")
-        self.mlp_dim = check_positive(mlp_dim, "mlp_dim")
-        self.dropout_rate = check_rate(dropout_rate, "dropout_rate")
-        self.attention_dropout_rate = check_rate(attention_dropout_rate, "attention_dropout_rate")
-        self.activation = activation
-        self.norm_first = bool(norm_first)
-        self.rotary_max_wavelength = rotary_max_wavelength
-        self.layer_norm_epsilon = layer_norm_epsilon
-
-        def attention(name, rotary=None):
-            return MultiHeadAttention(
-                num_heads, attention_dropout_rate=attention_dropout_rate, rotary_max_wavelength=rotary, name=name,
-                dtype=self.dtype_policy,
-            )
-
+    def _make_sublayers(self) -> None:
         # Rotary positions apply to self-attention only (queries and keys share one position axis).
-        self.self_attn, self.cross_attn = attention("self_attn", rotary_max_wavelength), attention("cross_attn")
-        self.mlp = Mlp(mlp_dim, dropout_rate=dropout_rate, activation=activation, name="mlp", dtype=self.dtype_policy)
+        self.self_attn = self._attention("self_attn", self.rotary_max_wavelength)
+        self.cross_attn = self._attention("cross_attn")
+        self.mlp = self._mlp()
 
     def build(self, tokens_shape, memory_shape=None):
         memory_shape = tokens_shape if memory_shape is None else memory_shape
         self.self_attn.build(tokens_shape)
         self.cross_attn.build(tokens_shape, memory_shape)
         self.mlp.build(tokens_shape)
-        for i in (1, 2, 3):
-            setattr(self, f"norm{i}", layer_norm(f"norm{i}", self.layer_norm_epsilon, self.dtype_policy, tokens_shape))
-        self.dropout = keras.layers.Dropout(self.dropout_rate, dtype=self.dtype_policy)
+        self._build_norms(3, tokens_shape)
 
     def call(
         self,
@@ -119,21 +88,10 @@ class TransformerDecoderBlock(keras.layers.Layer):
                 x, memory, attention_mask=memory_mask, cache=cross_attention_cache, training=training
             )
 
-        def residual(x, sublayer, norm):
-            if self.norm_first:
-                result = sublayer(norm(x))
-                branch, extra = (result if isinstance(result, tuple) else (result, None))
-                return x + self.dropout(branch, training=training), extra
-            result = sublayer(x)
-            branch, extra = (result if isinstance(result, tuple) else (result, None))
-            return norm(x + self.dropout(branch, training=training)), extra
-
-        x, new_cache = residual(tokens, self_attention, self.norm1)
-        x, _ = residual(x, cross_attention, self.norm2)
-        if self.norm_first:
-            x = x + self.mlp(self.norm3(x), training=training)
-        else:
-            x = self.norm3(x + self.mlp(x, training=training))
+        x, new_cache = self._residual(tokens, self_attention, self.norm1, training)
+        x, _ = self._residual(x, cross_attention, self.norm2, training)
+        # the MLP applies its own dropout after `fc2`
+        x, _ = self._residual(x, lambda h: self.mlp(h, training=training), self.norm3, training, dropout=False)
         return x if self_attention_cache is None else (x, new_cache)
 
     def compute_output_spec(self, tokens, memory=None, self_attention_cache=None, **kwargs):
@@ -141,17 +99,3 @@ class TransformerDecoderBlock(keras.layers.Layer):
         if self_attention_cache is None:
             return outputs
         return outputs, keras.KerasTensor(self_attention_cache.shape, dtype=self_attention_cache.dtype)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            num_heads=self.num_heads,
-            mlp_dim=self.mlp_dim,
-            dropout_rate=self.dropout_rate,
-            attention_dropout_rate=self.attention_dropout_rate,
-            activation=self.activation,
-            norm_first=self.norm_first,
-            rotary_max_wavelength=self.rotary_max_wavelength,
-            layer_norm_epsilon=self.layer_norm_epsilon,
-        )
-        return config

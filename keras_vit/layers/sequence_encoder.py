@@ -24,8 +24,86 @@ def layer_norm(name: str, epsilon: float, dtype, shape) -> keras.layers.LayerNor
     return norm
 
 
+class SequenceBlock(keras.layers.Layer):
+    """Settings, sublayers and residual wiring shared by the sequence encoder and decoder blocks.
+
+    Not used on its own: `SequenceEncoderBlock` and `TransformerDecoderBlock`
+    say which sublayers they have (`_make_sublayers`) and how they chain them
+    (`call`, through `_residual`). The arguments are those of both blocks.
+    """
+
+    def __init__(
+        self,
+        num_heads: int,
+        mlp_dim: int,
+        dropout_rate: float = 0.1,
+        attention_dropout_rate: float = 0.0,
+        activation: str = "relu",
+        norm_first: bool = False,
+        rotary_max_wavelength: float | None = None,
+        layer_norm_epsilon: float = 1e-5,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.num_heads = check_positive(num_heads, "num_heads")
+        self.mlp_dim = check_positive(mlp_dim, "mlp_dim")
+        self.dropout_rate = check_rate(dropout_rate, "dropout_rate")
+        self.attention_dropout_rate = check_rate(attention_dropout_rate, "attention_dropout_rate")
+        self.activation = activation
+        self.norm_first = bool(norm_first)
+        self.rotary_max_wavelength = rotary_max_wavelength
+        self.layer_norm_epsilon = layer_norm_epsilon
+        self._make_sublayers()
+
+    def _make_sublayers(self) -> None:
+        """Creates the attention and feed-forward sublayers (in weight order)."""
+        raise NotImplementedError
+
+    def _attention(self, name: str, rotary_max_wavelength: float | None = None) -> MultiHeadAttention:
+        return MultiHeadAttention(
+            self.num_heads, attention_dropout_rate=self.attention_dropout_rate,
+            rotary_max_wavelength=rotary_max_wavelength, name=name, dtype=self.dtype_policy,
+        )
+
+    def _mlp(self) -> Mlp:
+        return Mlp(self.mlp_dim, dropout_rate=self.dropout_rate, activation=self.activation, name="mlp",
+                   dtype=self.dtype_policy)
+
+    def _build_norms(self, count: int, shape) -> None:
+        for i in range(1, count + 1):
+            setattr(self, f"norm{i}", layer_norm(f"norm{i}", self.layer_norm_epsilon, self.dtype_policy, shape))
+        self.dropout = keras.layers.Dropout(self.dropout_rate, dtype=self.dtype_policy)
+
+    def _residual(self, x, sublayer, norm, training=None, dropout: bool = True):
+        """`x + Drop(f(LN(x)))` (pre-norm) or `LN(x + Drop(f(x)))` (post-norm).
+
+        Returns:
+            `(output, extra)`: `extra` is the second item when `sublayer`
+            returns a pair (an updated attention cache), else None.
+        """
+        result = sublayer(norm(x) if self.norm_first else x)
+        branch, extra = result if isinstance(result, tuple) else (result, None)
+        if dropout:
+            branch = self.dropout(branch, training=training)
+        return (x + branch if self.norm_first else norm(x + branch)), extra
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            num_heads=self.num_heads,
+            mlp_dim=self.mlp_dim,
+            dropout_rate=self.dropout_rate,
+            attention_dropout_rate=self.attention_dropout_rate,
+            activation=self.activation,
+            norm_first=self.norm_first,
+            rotary_max_wavelength=self.rotary_max_wavelength,
+            layer_norm_epsilon=self.layer_norm_epsilon,
+        )
+        return config
+
+
 @serializable
-class SequenceEncoderBlock(keras.layers.Layer):
+class SequenceEncoderBlock(SequenceBlock):
     """Self-attention and feed-forward sublayers with residual connections (Vaswani et al. 2017).
 
     Post-norm (`norm_first=False`, the paper, https://arxiv.org/abs/1706.03762):
@@ -58,68 +136,23 @@ class SequenceEncoderBlock(keras.layers.Layer):
         `(batch, length, dim)`.
     """
 
-    def __init__(
-        self,
-        num_heads: int,
-        mlp_dim: int,
-        dropout_rate: float = 0.1,
-        attention_dropout_rate: float = 0.0,
-        activation: str = "relu",
-        norm_first: bool = False,
-        rotary_max_wavelength: float | None = None,
-        layer_norm_epsilon: float = 1e-5,
-        **kwargs,
-    ):
-        super().__init__(**kwargs)
-        self.num_heads = check_positive(num_heads, "num_heads")
-        self.mlp_dim = check_positive(mlp_dim, "mlp_dim")
-        self.dropout_rate = check_rate(dropout_rate, "dropout_rate")
-        self.attention_dropout_rate = check_rate(attention_dropout_rate, "attention_dropout_rate")
-        self.activation = activation
-        self.norm_first = bool(norm_first)
-        self.rotary_max_wavelength = rotary_max_wavelength
-        self.layer_norm_epsilon = layer_norm_epsilon
-        self.self_attn = MultiHeadAttention(
-            num_heads, attention_dropout_rate=attention_dropout_rate, rotary_max_wavelength=rotary_max_wavelength,
-            name="self_attn", dtype=self.dtype_policy,
-        )
-        self.mlp = Mlp(mlp_dim, dropout_rate=dropout_rate, activation=activation, name="mlp", dtype=self.dtype_policy)
+    def _make_sublayers(self) -> None:
+        self.self_attn = self._attention("self_attn", self.rotary_max_wavelength)
+        self.mlp = self._mlp()
 
     def build(self, input_shape):
         self.self_attn.build(input_shape)
         self.mlp.build(input_shape)
-        self.norm1 = layer_norm("norm1", self.layer_norm_epsilon, self.dtype_policy, input_shape)
-        self.norm2 = layer_norm("norm2", self.layer_norm_epsilon, self.dtype_policy, input_shape)
-        self.dropout = keras.layers.Dropout(self.dropout_rate, dtype=self.dtype_policy)
+        self._build_norms(2, input_shape)
 
     def call(self, tokens, attention_mask=None, attention_bias=None, training=None):
-        x = tokens
-        if self.norm_first:
-            x = x + self.dropout(
-                self.self_attn(self.norm1(x), attention_mask=attention_mask, attention_bias=attention_bias,
-                               training=training),
-                training=training,
-            )
-            return x + self.mlp(self.norm2(x), training=training)
-        x = self.norm1(x + self.dropout(
-            self.self_attn(x, attention_mask=attention_mask, attention_bias=attention_bias, training=training),
-            training=training,
-        ))
-        return self.norm2(x + self.mlp(x, training=training))
+        def self_attention(x):
+            return self.self_attn(x, attention_mask=attention_mask, attention_bias=attention_bias, training=training)
+
+        x, _ = self._residual(tokens, self_attention, self.norm1, training)
+        # the MLP applies its own dropout after `fc2`
+        x, _ = self._residual(x, lambda h: self.mlp(h, training=training), self.norm2, training, dropout=False)
+        return x
 
     def compute_output_spec(self, tokens, attention_mask=None, attention_bias=None, training=None):
         return keras.KerasTensor(tokens.shape, dtype=self.compute_dtype)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            num_heads=self.num_heads,
-            mlp_dim=self.mlp_dim,
-            dropout_rate=self.dropout_rate,
-            attention_dropout_rate=self.attention_dropout_rate,
-            activation=self.activation,
-            norm_first=self.norm_first,
-            rotary_max_wavelength=self.rotary_max_wavelength,
-            layer_norm_epsilon=self.layer_norm_epsilon,
-        )
-        return config

@@ -41,6 +41,11 @@ class ModelSpec:
         source: paper or code the variant comes from.
         license: license of the published weights, when there are some.
         num_params: parameter count with `num_classes` classes (computed).
+
+    Examples:
+        >>> spec = keras_vit.model_spec("deit_small_patch16_224")
+        >>> spec.family, spec.input_size, spec.crop_pct
+        ('deit', (224, 224), 0.875)
     """
 
     name: str
@@ -77,8 +82,23 @@ def register_model(fn: Callable | None = None, *, name: str | None = None, spec:
     (`@register_model(spec=dict(input_size=(32, 32), source="..."))`).
     Registering a taken name warns and replaces the old entry.
 
+    Args:
+        fn: the builder, a callable taking keyword overrides and returning a
+            model (given when used bare).
+        name: str or None. Registry name. Defaults to `fn.__name__`.
+        spec: `ModelSpec`, dict of its fields, or None: input size, mean/std,
+            source and so on, shown by `model_spec(name)`.
+
     Returns:
         The function, unchanged.
+
+    Examples:
+        >>> @keras_vit.register_model(spec=dict(input_size=(32, 32), source="my lab"))
+        ... def my_vit(**overrides):
+        ...     return keras_vit.ViT(**dict(dict(image_size=32, patch_size=4, hidden_dim=64, depth=2, num_heads=2,
+        ...                                      mlp_dim=128, num_classes=10), **overrides))
+        >>> keras_vit.create_model("my_vit", num_classes=3).output_shape
+        (None, 3)
     """
 
     def decorate(builder):
@@ -136,13 +156,41 @@ def _entry(name: str) -> _Entry:
 
 
 def list_models(pattern: str = "*") -> list[str]:
-    """Sorted names of registered models matching an fnmatch `pattern` (e.g. "deit_*")."""
+    """Sorted names of registered models matching an fnmatch `pattern`.
+
+    Args:
+        pattern: str. Shell-style wildcards (`fnmatch`, case-sensitive), e.g.
+            "deit_*" or "*patch14*". Defaults to "*" (every model).
+
+    Returns:
+        list[str] of names, including models added by plugins (the
+        "keras_vit.models" entry-point group).
+
+    Examples:
+        >>> keras_vit.list_models("deit_tiny*")
+        ['deit_tiny_distilled_patch16_224', 'deit_tiny_patch16_224']
+    """
     _load_plugins()
     return sorted(n for n in _REGISTRY if fnmatch.fnmatchcase(n, pattern))
 
 
 def create_model(name: str, **overrides) -> Any:
-    """Builds the registered model `name`; keyword arguments override its defaults."""
+    """Builds the registered model `name`; keyword arguments override its defaults.
+
+    Args:
+        name: str. A registered name (`keras_vit.list_models()`); an unknown
+            name raises a ValueError listing close matches.
+        **overrides: arguments of the model's builder, e.g. `num_classes=10`,
+            `image_size=384`, `drop_path_rate=0.1`, `weights="model.safetensors"`.
+
+    Returns:
+        A new Keras model (`ViT`, `DeiT`, `Transformer` or a plugin's class).
+
+    Examples:
+        >>> model = keras_vit.create_model("deit_tiny_distilled_patch16_224", num_classes=100)
+        >>> model.output_shape
+        (None, 100)
+    """
     return _entry(name).builder(**overrides)
 
 
@@ -151,6 +199,18 @@ def model_spec(name: str) -> ModelSpec:
 
     Counted from the architecture when the family knows how (no model is
     built); otherwise by building the model once.
+
+    Args:
+        name: str. A registered name (`keras_vit.list_models()`).
+
+    Returns:
+        `ModelSpec`: architecture, input size, normalisation, crop, source and
+        parameter count.
+
+    Examples:
+        >>> spec = keras_vit.model_spec("vit_base_patch16_224")
+        >>> spec.input_size, spec.mean, spec.num_params
+        ((224, 224), (0.5, 0.5, 0.5), 86567656)
     """
     spec = _entry(name).spec
     if spec.num_params is None:

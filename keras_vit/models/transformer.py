@@ -22,6 +22,7 @@ from keras_vit.layers.relative_position import RelativePositionBias
 from keras_vit.layers.sequence_embeddings import LearnedPositionEncoding, TokenEmbedding
 from keras_vit.layers.sequence_encoder import SequenceEncoderBlock
 from keras_vit.models import decoding
+from keras_vit.models._arch import check_arch_names, from_variant_config
 
 POSITION_ENCODINGS = ("sinusoidal", "learned", "relative", "rotary")
 ABSOLUTE_ENCODINGS = ("sinusoidal", "learned")
@@ -214,10 +215,7 @@ class Transformer(keras.Model):
                     f"See keras_vit.list_models('transformer*')."
                 )
             arch = dict(spec.arch, **arch)
-        fields = [f.name for f in dataclasses.fields(TransformerConfig)]
-        unknown = set(arch) - set(fields)
-        if unknown:
-            raise ValueError(f"Unknown Transformer argument(s) {sorted(unknown)}. Valid: {fields}")
+        check_arch_names(arch, TransformerConfig, "Transformer")
         config = TransformerConfig(**arch)
         inputs, outputs = _build_graph(config, dtype)
         super().__init__(inputs=inputs, outputs=outputs, name=name or variant or "transformer", dtype=dtype)
@@ -230,10 +228,7 @@ class Transformer(keras.Model):
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
-        config = dict(config)
-        variant = config.pop("variant", None)
-        config.pop("trainable", None)
-        return cls(variant, **config)
+        return from_variant_config(cls, config)
 
     def call(self, inputs, training=None, mask=None):
         return super().call(self.prepare_inputs(inputs), training=training, mask=mask)
@@ -246,6 +241,9 @@ class Transformer(keras.Model):
             ValueError: unknown or missing keys, token ids that are not integers
                 of rank 2 or (when their values are known) outside the
                 vocabulary, or masks whose shape differs from their tokens'.
+            tf.errors.InvalidArgumentError: at run time, for traced ids (in a
+                `tf.function`, `fit`, a SavedModel) outside the vocabulary, on
+                the TensorFlow backend without XLA (XLA drops the assertion).
         """
         return prepare_inputs(inputs, self.config)
 
@@ -444,16 +442,37 @@ def _check_token_ids(name: str, tokens, vocab_size: int) -> Any:
     dtype = keras.backend.standardize_dtype(tokens.dtype)
     if "int" not in dtype:
         raise ValueError(f"`{name}` must hold integer token ids. Received dtype {dtype}; cast with astype('int32').")
+    fix = "Check that the tokenizer's vocabulary matches the model's (vocab_size / target_vocab_size)."
     values = _concrete(tokens)
-    if values is not None and values.size:
+    if values is None:
+        return _assert_in_vocabulary(name, tokens, vocab_size, fix)
+    if values.size:
         low, high = int(values.min()), int(values.max())
         if low < 0 or high >= vocab_size:
             bad = low if low < 0 else high
-            raise ValueError(
-                f"`{name}` holds token id {bad}, outside the vocabulary [0, {vocab_size}). Check that the "
-                "tokenizer's vocabulary matches the model's (vocab_size / target_vocab_size)."
-            )
+            raise ValueError(f"`{name}` holds token id {bad}, outside the vocabulary [0, {vocab_size}). {fix}")
     return tokens
+
+
+def _assert_in_vocabulary(name: str, tokens, vocab_size: int, fix: str) -> Any:
+    """Traced ids (`tf.function`, `fit`, SavedModel): a run-time check that fails with the same words.
+
+    Without it an id out of range is silently wrong: `keras.ops.take` wraps
+    negative ids around, and TensorFlow's GPU gather returns zeros for ids past
+    the end. The check is a TensorFlow assertion (`InvalidArgumentError` when it
+    fails), so it runs on the TensorFlow backend only, and not inside XLA
+    (`jit_compile=True`), which drops assertions; other backends and symbolic
+    Keras inputs pass through unchecked.
+    """
+    if keras.backend.backend() != "tensorflow" or isinstance(tokens, keras.KerasTensor):
+        return tokens
+    import tensorflow as tf  # noqa: PLC0415 (TensorFlow backend only)
+
+    message = f"`{name}` holds a token id outside the vocabulary [0, {vocab_size}). {fix}"
+    checks = [tf.debugging.assert_non_negative(tokens, message=message),
+              tf.debugging.assert_less(tokens, tf.cast(vocab_size, tokens.dtype), message=message)]
+    with tf.control_dependencies(checks):
+        return tf.identity(tokens)
 
 
 def _check_mask(name: str, mask, tokens_name: str, tokens) -> Any:

@@ -17,13 +17,30 @@ from keras_vit import layers as vit_layers
 from keras_vit.layers.attention import check_rate
 from keras_vit.layers.embeddings import to_pair
 from keras_vit.layers.pooling import POOLING_MODES
+from keras_vit.models._arch import from_variant_config
 
 POSITION_EMBEDDINGS = ("learned", "sincos", "none")
 
 
 @dataclasses.dataclass
 class ViTConfig:
-    """Architecture arguments of `ViT`; see `ViT` for their meaning."""
+    """Architecture arguments of `ViT`; see `ViT` for their meaning.
+
+    `model.config` holds the one a model was built with; validated on creation.
+
+    Attributes:
+        image_size, patch_size, num_channels, hidden_dim, depth, num_heads,
+        mlp_dim, qkv_bias, qk_norm, dropout_rate, attention_dropout_rate,
+        drop_path_rate, layer_scale_init, class_token, distillation_token,
+        num_register_tokens, position_embedding, pos_embed_prefix, pooling,
+        fc_norm, representation_size, num_classes, layer_norm_epsilon: the
+        `ViT` arguments of the same names.
+
+    Examples:
+        >>> config = keras_vit.ViT("vit_tiny_patch16_224", num_classes=10).config
+        >>> config.hidden_dim, config.depth, config.num_classes
+        (192, 12, 10)
+    """
 
     image_size: Any = 224
     patch_size: Any = 16
@@ -184,7 +201,14 @@ class ViT(keras.Model):
             original ViT. Defaults to None.
         num_classes: int. Classes of the head; 0 returns pooled features. Defaults to 1000.
         layer_norm_epsilon: float. Defaults to 1e-6.
+        name: str or None. Keras model name. Defaults to the variant's name, or "vit".
         dtype: dtype policy of every layer; the logits stay float32.
+        weights: str or None. A checkpoint to load after building: a file (timm
+            or Hugging Face `.safetensors`, the original ViT `.npz`, a keras_vit
+            `.weights.h5`) or a name from `keras_vit.weights.list_checkpoints()`
+            (downloaded once). The position embedding is resampled to
+            `image_size`, and a head with another class count is left freshly
+            initialised (with a warning) for fine-tuning. Defaults to None.
 
     Call arguments:
         images: float `(batch, height, width, num_channels)`, already normalised
@@ -196,6 +220,9 @@ class ViT(keras.Model):
 
     Examples:
         >>> model = keras_vit.ViT("vit_tiny_patch16_224", num_classes=10)
+        >>> model(np.zeros((2, 224, 224, 3), "float32")).shape
+        TensorShape([2, 10])
+        >>> finetune = keras_vit.ViT("vit_base_patch16_224", weights="ViT-B_16.npz", image_size=384, num_classes=10)
         >>> outputs = model.forward_intermediates(images)  # per-block tokens and attention
         >>> bigger = model.with_image_size(384)             # resamples position embeddings
     """
@@ -228,14 +255,17 @@ class ViT(keras.Model):
 
     # ---- construction helpers -------------------------------------------------------------
     def get_config(self) -> dict[str, Any]:
-        return dict(variant=self.variant, name=self.name, **self.config.to_dict())
+        config = dict(variant=self.variant, name=self.name, **self.config.to_dict())
+        # The blocks' policy (e.g. mixed_bfloat16 from a recipe's global policy), so a saved
+        # model reloads with the precision it was trained in; float32 stays implicit.
+        policy = self.get_layer("patch_embed").dtype_policy.name
+        if policy != "float32":
+            config["dtype"] = policy
+        return config
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
-        config = dict(config)
-        variant = config.pop("variant", None)
-        config.pop("trainable", None)
-        return cls(variant, **config)
+        return from_variant_config(cls, config)
 
     def call(self, inputs, training=None, mask=None):
         check_images(inputs, self.config)
@@ -351,6 +381,20 @@ class DeiT(ViT):
     both heads with `keras_vit.training` distillation losses. Takes every
     argument of `ViT`; `keras_vit.DeiT("deit_small_patch16_224")` builds the
     plain (non-distilled) variants too.
+
+    Args:
+        variant: str or None. A registered name such as
+            "deit_tiny_distilled_patch16_224"; None builds from the keyword
+            arguments with `distillation_token=True` unless given.
+        **kwargs: every `ViT` argument (architecture, `name`, `dtype`, `weights`).
+
+    Returns:
+        Like `ViT`; a distilled model outputs the mean of its two heads' logits.
+
+    Examples:
+        >>> student = keras_vit.DeiT(image_size=32, patch_size=4, hidden_dim=64, depth=2, num_heads=2,
+        ...                          mlp_dim=128, num_classes=10)
+        >>> heads = student.heads_model()   # {"cls", "dist"} logits for a distillation loss
     """
 
     def __init__(self, variant: str | None = None, /, **kwargs):

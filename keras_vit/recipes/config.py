@@ -16,12 +16,14 @@ from typing import Any
 
 import keras
 
+from keras_vit.data.augment import Augment, AugmentSettings
+
 STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker", "tpu")
 CROPS = ("random_resized", "pad_crop", "resize")
 
 
 @dataclasses.dataclass(frozen=True)
-class Recipe:
+class Recipe(AugmentSettings):
     """Settings of a training run.
 
     Model:
@@ -59,7 +61,8 @@ class Recipe:
         ema_momentum (weight averaging), early_stopping_patience.
     System:
         seed, strategy (auto|default|one_device|mirrored|multi_worker|tpu),
-        mixed_precision, jit_compile (True, False or "auto": XLA),
+        mixed_precision (True, False or "auto": mixed bfloat16 where the CPU/GPU has
+        native bfloat16, see `keras_vit.training.precision`), jit_compile (True, False or "auto": XLA),
         steps_per_execution (steps per compiled call: fewer Python round trips
         for small models; callbacks see every N-th batch), run_dir
         (None: runs/<name>-<timestamp>), tensorboard, verbose.
@@ -91,13 +94,8 @@ class Recipe:
     crop_scale: tuple = (0.08, 1.0)
     pad: int = 4
     hflip: bool = True
-    randaugment_ops: int = 0
-    randaugment_magnitude: float = 0.9
-    random_erasing: float = 0.0
-    mixup_alpha: float = 0.0
-    cutmix_alpha: float = 0.0
-    mix_prob: float = 1.0
-    switch_prob: float = 0.5
+    # randaugment_ops, randaugment_magnitude, random_erasing, mixup_alpha, cutmix_alpha, mix_prob and
+    # switch_prob come from `AugmentSettings` (keyword-only, declared once with `keras_vit.data.Augment`)
     # optimisation
     epochs: int = 10
     batch_size: int = 64
@@ -119,7 +117,7 @@ class Recipe:
     # system
     seed: int = 0
     strategy: str = "auto"
-    mixed_precision: bool = False
+    mixed_precision: Any = "auto"
     jit_compile: Any = "auto"
     steps_per_execution: int = 1
     run_dir: str | None = None
@@ -169,20 +167,22 @@ class Recipe:
         for field in ("weight_decay", "warmup_epochs", "warmup_start_lr", "min_lr"):
             if getattr(self, field) < 0:
                 raise ValueError(f"`{field}` must be >= 0. Received: {field}={getattr(self, field)!r}")
-        for field, closed in (("label_smoothing", False), ("val_fraction", False), ("random_erasing", False),
-                              ("mix_prob", True), ("switch_prob", True), ("randaugment_magnitude", True)):
+        for field in ("label_smoothing", "val_fraction", "random_erasing"):
             value = getattr(self, field)
-            if not (0.0 <= value <= 1.0 if closed else 0.0 <= value < 1.0):
-                raise ValueError(f"`{field}` must be in [0, 1{']' if closed else ')'}. Received: {field}={value!r}")
-        for field in ("mixup_alpha", "cutmix_alpha", "randaugment_ops", "pad"):
-            if getattr(self, field) < 0:
-                raise ValueError(f"`{field}` must be >= 0 (0 turns it off). Received: {field}={getattr(self, field)!r}")
+            if not 0.0 <= value < 1.0:
+                raise ValueError(f"`{field}` must be in [0, 1). Received: {field}={value!r}")
+        self.augment()  # checks the other augmentation settings
+        if self.pad < 0:
+            raise ValueError(f"`pad` must be >= 0 (0 turns it off). Received: pad={self.pad!r}")
         if self.optimizer not in ("adamw", "sgd"):
             raise ValueError(f"`optimizer` must be 'adamw' or 'sgd'. Received: optimizer={self.optimizer!r}")
         if self.strategy not in STRATEGIES:
             raise ValueError(f"Unknown strategy {self.strategy!r}. Expected one of {STRATEGIES}.")
         if self.crop not in CROPS:
             raise ValueError(f"`crop` must be one of {CROPS}. Received: crop={self.crop!r}")
+        if not (isinstance(self.mixed_precision, bool) or self.mixed_precision == "auto"):
+            raise ValueError("`mixed_precision` must be True, False or 'auto' (bfloat16 where the hardware has it). "
+                             f"Received: mixed_precision={self.mixed_precision!r}")
         if self.jit_compile not in (True, False, "auto"):
             raise ValueError(f"`jit_compile` must be True, False or 'auto'. Received: jit_compile={self.jit_compile!r}")
         if self.layer_decay is not None and not 0.0 < self.layer_decay <= 1.0:
@@ -220,6 +220,10 @@ class Recipe:
     def settings(self) -> dict[str, Any]:
         """{setting: value} of this recipe (the CLI checks `--set key=value` types against it)."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    def augment(self) -> Augment:
+        """The batch augmentation of this recipe (`keras_vit.data.Augment`)."""
+        return Augment(**self.augment_settings())
 
     # ---- hooks for recipes that train differently -------------------------------------------
     def training_model(self, model: keras.Model, train_data=None) -> keras.Model:

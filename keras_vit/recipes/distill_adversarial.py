@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from typing import Any  # noqa: F401 (Recipe's inherited `Any` field annotations resolve in this module)
 
 import keras
 
 from keras_vit.recipes.config import Recipe
+from keras_vit.recipes.library import DEIT_TRAINING
 from keras_vit.recipes.registry import register_recipe
 from keras_vit.training.adversarial import (
     AdversarialTrainer,
@@ -105,12 +107,7 @@ DEIT_DISTILL = register_recipe(DistillRecipe(
     source=DEIT_SOURCE + "; section 5.2 and Table 9: hard distillation from a RegNetY-16GF teacher, tau 1, lambda "
            "0.5, same AdamW/augmentation settings as without distillation (DeiT-S distilled: 81.2% top-1)",
     model="deit_small_distilled_patch16_224",
-    dataset="folder", train_split="train", eval_split="val",
-    crop="random_resized", crop_scale=(0.08, 1.0), hflip=True,
-    randaugment_ops=2, randaugment_magnitude=0.9, random_erasing=0.25,
-    mixup_alpha=0.8, cutmix_alpha=1.0, switch_prob=0.5,
-    epochs=300, batch_size=1024, optimizer="adamw", lr=5e-4, base_batch_size=512, weight_decay=0.05,
-    warmup_epochs=5, warmup_start_lr=1e-6, min_lr=1e-5, label_smoothing=0.1, drop_path_rate=0.1,
+    **DEIT_TRAINING,
     distill_mode="hard",
 ))
 

@@ -34,6 +34,16 @@ CIFAR10_VIT_SCRATCH = register_recipe(Recipe(
     warmup_epochs=10, label_smoothing=0.1, drop_path_rate=0.1,
 ))
 
+# The DeiT ImageNet training settings (Touvron et al. 2020, Table 9), shared with the distillation recipe.
+DEIT_TRAINING = dict(
+    dataset="folder", train_split="train", eval_split="val",
+    crop="random_resized", crop_scale=(0.08, 1.0), hflip=True,
+    randaugment_ops=2, randaugment_magnitude=0.9, random_erasing=0.25,
+    mixup_alpha=0.8, cutmix_alpha=1.0, switch_prob=0.5,
+    epochs=300, batch_size=1024, optimizer="adamw", lr=5e-4, base_batch_size=512, weight_decay=0.05,
+    warmup_epochs=5, warmup_start_lr=1e-6, min_lr=1e-5, label_smoothing=0.1, drop_path_rate=0.1,
+)
+
 DEIT_PRETRAIN = register_recipe(Recipe(
     name="deit_pretrain",
     description="The DeiT ImageNet-1k recipe (no distillation) on an image folder in the ImageNet layout "
@@ -42,12 +52,7 @@ DEIT_PRETRAIN = register_recipe(Recipe(
            "Table 9: AdamW lr 5e-4 x batch/512, wd 0.05, 300 epochs, 5 warmup, cosine, label smoothing 0.1, "
            "mixup 0.8, cutmix 1.0, RandAugment m9, random erasing 0.25, stochastic depth 0.1",
     model="deit_small_patch16_224",
-    dataset="folder", train_split="train", eval_split="val",
-    crop="random_resized", crop_scale=(0.08, 1.0), hflip=True,
-    randaugment_ops=2, randaugment_magnitude=0.9, random_erasing=0.25,
-    mixup_alpha=0.8, cutmix_alpha=1.0, switch_prob=0.5,
-    epochs=300, batch_size=1024, optimizer="adamw", lr=5e-4, base_batch_size=512, weight_decay=0.05,
-    warmup_epochs=5, warmup_start_lr=1e-6, min_lr=1e-5, label_smoothing=0.1, drop_path_rate=0.1,
+    **DEIT_TRAINING,
 ))
 
 VIT_FINETUNE = register_recipe(Recipe(

@@ -15,12 +15,14 @@ import dataclasses
 import datetime
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 import keras
 import tensorflow as tf
 
 from keras_vit import data as vit_data
+from keras_vit.recipes import distributed
 from keras_vit.recipes.config import Recipe
 from keras_vit.recipes.registry import get_recipe
 from keras_vit.training.callbacks import build_callbacks
@@ -28,7 +30,9 @@ from keras_vit.training.finetune import freeze_backbone, transfer_weights
 from keras_vit.training.io import save_model, write_json
 from keras_vit.training.optimizers import build_optimizer
 from keras_vit.training.reporting import plot_learning_curves
+from keras_vit.training.precision import resolve_policy
 from keras_vit.training.schedules import WarmupCosine, scale_lr
+from keras_vit.training.strategy import check_jit_compile, get_strategy, is_chief, validate_global_batch
 
 
 @dataclasses.dataclass
@@ -43,12 +47,15 @@ class Prepared:
         train_data, val_data, test_data: batched `tf.data` pipelines; `val_data`
             is the validation split, or the evaluation split when
             `val_fraction` is 0 (monitoring only).
-        callbacks: checkpoints, logs, early stopping, BackupAndRestore.
+        callbacks: checkpoints, logs, early stopping, BackupAndRestore (none
+            under "multi_worker", whose custom loop checkpoints and logs itself).
         strategy: the `tf.distribute.Strategy` the model lives in.
         run_dir: the run folder.
         steps_per_epoch: optimizer steps per epoch.
         preprocessing: resize/normalise settings used for every split.
         class_names: classes of the training data.
+        train_data_for_epoch: epoch -> training pipeline seeded for that epoch
+            (the multi-worker loop uses it so a restarted job replays its batches).
     """
 
     recipe: Recipe
@@ -63,6 +70,7 @@ class Prepared:
     steps_per_epoch: int
     preprocessing: vit_data.Preprocessing
     class_names: tuple
+    train_data_for_epoch: Callable[[int], tf.data.Dataset] | None = None
 
 
 @dataclasses.dataclass
@@ -83,34 +91,7 @@ def resolve(recipe: str | Recipe, **overrides) -> Recipe:
     return base.replace(**overrides) if overrides else base
 
 
-def get_strategy(name: str):
-    """`keras_vit.training.strategy.get_strategy(name)`, or the default strategy where that module is absent."""
-    try:
-        from keras_vit.training.strategy import get_strategy as strategy_by_name
-    except ImportError:
-        if name not in ("auto", "default"):
-            raise ValueError(f"Strategy {name!r} needs keras_vit.training.strategy, which is not installed.") from None
-        return tf.distribute.get_strategy()
-    return strategy_by_name(name)
-
-
-def _validate_batch(batch_size: int, strategy) -> None:
-    try:
-        from keras_vit.training.strategy import validate_global_batch
-    except ImportError:
-        replicas = strategy.num_replicas_in_sync
-        if batch_size % replicas:
-            raise ValueError(f"The global batch size {batch_size} does not divide across {replicas} replicas. Use a "
-                             f"multiple of {replicas}. Received: batch_size={batch_size}") from None
-        return
-    validate_global_batch(batch_size, strategy)
-
-
 def _jit_compile(recipe: Recipe, strategy, user_set: bool):
-    try:
-        from keras_vit.training.strategy import check_jit_compile
-    except ImportError:
-        return recipe.jit_compile
     if not user_set and recipe.jit_compile is True:  # a recipe default, not the user's demand: drop XLA quietly
         return check_jit_compile("auto", strategy) is not False
     return check_jit_compile(recipe.jit_compile, strategy)
@@ -142,10 +123,8 @@ def default_run_dir(recipe: Recipe) -> str:
     return os.path.join("runs", f"{recipe.name}-{stamp}")
 
 
-def _policy(mixed_precision: bool) -> str:
-    if not mixed_precision:
-        return "float32"
-    return "mixed_float16" if tf.config.list_logical_devices("GPU") else "mixed_bfloat16"
+def _policy(mixed_precision) -> str:
+    return resolve_policy(mixed_precision)
 
 
 def build_model(recipe: Recipe, num_classes: int) -> keras.Model:
@@ -186,11 +165,10 @@ def prepare(recipe: str | Recipe, **overrides) -> Prepared:
     if recipe.init_from is not None and not os.path.isfile(recipe.init_from):
         raise ValueError(f"init_from {recipe.init_from!r} does not exist. Pass the path of a saved '.keras' model.")
     if recipe.strategy == "multi_worker":
-        raise ValueError("model.fit fails under MultiWorkerMirroredStrategy in Keras 3.15 (keras-team/keras#20585); "
-                         "train multi-worker jobs with keras_vit.training.multi_worker.DistributedTrainer instead.")
+        distributed.check_recipe(recipe)
     spec = model_spec(recipe.model)
     strategy = get_strategy(recipe.strategy)
-    _validate_batch(recipe.batch_size, strategy)
+    validate_global_batch(recipe.batch_size, strategy)
     jit_compile = _jit_compile(recipe, strategy, "jit_compile" in overrides)
     steps_per_execution = recipe.steps_per_execution
     if strategy.num_replicas_in_sync > 1 and "steps_per_execution" not in overrides:
@@ -204,16 +182,21 @@ def prepare(recipe: str | Recipe, **overrides) -> Prepared:
                          "Use a smaller batch_size.")
     if recipe.steps_per_epoch:
         steps = min(steps, recipe.steps_per_epoch)
+    # `fit` runs whole executions, so an epoch of 5 steps at 11 per execution would run 11: use a divisor
+    steps_per_execution = max(d for d in range(1, min(steps_per_execution, steps) + 1) if steps % d == 0)
     run_dir = recipe.run_dir or default_run_dir(recipe)
     recipe = recipe.replace(run_dir=run_dir)
 
     keras.utils.set_random_seed(recipe.seed)
     keras.mixed_precision.set_global_policy(_policy(recipe.mixed_precision))
     crop = vit_data.TrainCrop(recipe.crop, recipe.crop_scale, pad=recipe.pad, hflip=recipe.hflip)
-    augment = vit_data.Augment(recipe.randaugment_ops, recipe.randaugment_magnitude, recipe.random_erasing,
-                               recipe.mixup_alpha, recipe.cutmix_alpha, recipe.mix_prob, recipe.switch_prob)
-    train_data = vit_data.make_pipeline(train_src, preprocessing, recipe.batch_size, training=True, crop=crop,
-                                        augment=augment, seed=recipe.seed)
+    augment = recipe.augment()
+
+    def train_data_for_epoch(epoch: int) -> tf.data.Dataset:
+        return vit_data.make_pipeline(train_src, preprocessing, recipe.batch_size, training=True, crop=crop,
+                                      augment=augment, seed=recipe.seed + epoch)
+
+    train_data = train_data_for_epoch(0)
     test_data = vit_data.make_pipeline(test_src, preprocessing, recipe.batch_size, training=False)
     val_data = (vit_data.make_pipeline(val_src, preprocessing, recipe.batch_size, training=False)
                 if val_src is not None else test_data)
@@ -232,11 +215,11 @@ def prepare(recipe: str | Recipe, **overrides) -> Prepared:
         train_model.compile(optimizer=optimizer, loss=recipe.loss(), metrics=recipe.metrics(train_src.num_classes),
                             jit_compile=jit_compile, steps_per_execution=steps_per_execution)
     os.makedirs(run_dir, exist_ok=True)  # the callbacks write there from the first epoch
-    callbacks = build_callbacks(run_dir, has_validation=val_src is not None,
-                                early_stopping_patience=recipe.early_stopping_patience, ema=recipe.ema,
-                                tensorboard=recipe.tensorboard)
+    callbacks = [] if distributed.is_multi_worker(strategy) else build_callbacks(
+        run_dir, has_validation=val_src is not None, early_stopping_patience=recipe.early_stopping_patience,
+        ema=recipe.ema, tensorboard=recipe.tensorboard)
     return Prepared(recipe, model, train_model, train_data, val_data, test_data, callbacks, strategy, run_dir,
-                    steps, preprocessing, train_src.class_names)
+                    steps, preprocessing, train_src.class_names, train_data_for_epoch)
 
 
 def _read_history(path: str) -> dict[str, list[float]]:
@@ -260,17 +243,26 @@ def fit_prepared(parts: Prepared) -> RunResult:
     """Trains prepared parts, evaluates on the evaluation split and writes the run folder.
 
     Writes `model.keras`, `history.csv`, `metrics.json`, `learning_curve.png`,
-    `recipe.json` and checkpoints under `parts.run_dir`.
+    `recipe.json` and checkpoints under `parts.run_dir`. Under
+    `MultiWorkerMirroredStrategy` every worker trains and evaluates with the
+    custom loop (`keras_vit.recipes.distributed`) and only the chief writes.
     """
     recipe, run_dir = parts.recipe, parts.run_dir
+    chief = is_chief(parts.strategy)
     os.makedirs(run_dir, exist_ok=True)
-    write_json(os.path.join(run_dir, "recipe.json"), recipe.to_dict())
+    if chief:
+        write_json(os.path.join(run_dir, "recipe.json"), recipe.to_dict())
     start = time.perf_counter()
-    parts.train_model.fit(parts.train_data, epochs=recipe.epochs, steps_per_epoch=parts.steps_per_epoch,
-                          validation_data=parts.val_data, callbacks=parts.callbacks, verbose=recipe.verbose,
-                          shuffle=False)  # the pipeline shuffles
-    train_seconds = time.perf_counter() - start
-    evaluation = parts.train_model.evaluate(parts.test_data, verbose=0, return_dict=True)
+    if distributed.is_multi_worker(parts.strategy):
+        trainer = distributed.train(parts, parts.train_data_for_epoch)
+        train_seconds = time.perf_counter() - start
+        evaluation = trainer.evaluate(parts.test_data, batched=True)
+    else:
+        parts.train_model.fit(parts.train_data, epochs=recipe.epochs, steps_per_epoch=parts.steps_per_epoch,
+                              validation_data=parts.val_data, callbacks=parts.callbacks, verbose=recipe.verbose,
+                              shuffle=False)  # the pipeline shuffles
+        train_seconds = time.perf_counter() - start
+        evaluation = parts.train_model.evaluate(parts.test_data, verbose=0, return_dict=True)
     metrics = {f"test_{k}": float(v) for k, v in evaluation.items()}
     metrics.update(parts.recipe.extra_metrics(parts.model, parts.test_data))
     history = _read_history(os.path.join(run_dir, "history.csv"))
@@ -278,8 +270,12 @@ def fit_prepared(parts: Prepared) -> RunResult:
         "recipe": recipe.name, "model": recipe.model, "dataset": recipe.dataset, "eval_split": recipe.eval_split,
         "epochs": len(history.get("loss", [])) or recipe.epochs, "train_seconds": round(train_seconds, 2),
         "num_params": int(parts.model.count_params()), "num_replicas": parts.strategy.num_replicas_in_sync,
+        # what mixed_precision="auto" chose: the policy of the first layer with weights
+        "precision": next((layer.dtype_policy.name for layer in parts.model.layers if layer.weights), "float32"),
         "preprocessing": dataclasses.asdict(parts.preprocessing), "class_names": list(parts.class_names),
     })
+    if not chief:  # the chief writes the run folder; the other workers only took part in training
+        return RunResult(run_dir, metrics, history, parts.model)
     save_model(parts.model, os.path.join(run_dir, "model.keras"))
     write_json(os.path.join(run_dir, "metrics.json"), metrics)
     if history:

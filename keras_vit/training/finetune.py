@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import keras
 
 HEAD_LAYERS = ("head", "head_dist")
@@ -16,7 +18,12 @@ def transfer_weights(source: keras.Model, target: keras.Model, skip: tuple[str, 
     (`ViT.with_image_size`).
 
     Returns:
-        Names of the target layers left untouched.
+        Names of the target layers left untouched. Body layers (not a head or
+        in `skip`) left untouched are also named in a `UserWarning`.
+
+    Raises:
+        ValueError: when no layer's weights fit (another architecture), which
+            would otherwise leave `target` silently at its random start.
     """
     source_size = getattr(getattr(source, "config", None), "image_size", None)
     target_size = getattr(getattr(target, "config", None), "image_size", None)
@@ -34,6 +41,14 @@ def transfer_weights(source: keras.Model, target: keras.Model, skip: tuple[str, 
             untouched.append(layer.name)
             continue
         layer.set_weights(new)
+    if untouched and len(untouched) == sum(1 for layer in target.layers if layer.get_weights()):
+        raise ValueError(f"No weights of {source.name!r} fit {target.name!r}: the layer names or shapes all differ "
+                         f"(another architecture). Start from a model of the same variant, or pick the variant "
+                         f"of the source model.")
+    body = [name for name in untouched if name not in HEAD_LAYERS and name not in skip]
+    if body:
+        warnings.warn(f"transfer_weights: these layers of {target.name!r} kept their initial weights, their "
+                      f"names or shapes differ in {source.name!r}: {body}", stacklevel=2)
     return untouched
 
 

@@ -11,6 +11,8 @@ with `strategy.reduce`, and a `tf.train.Checkpoint` written by every worker
 Every worker reads the same example stream (seeded), batches it by the global
 batch and keeps its own replicas' rows, so a step sees exactly the global batch
 a single-device run would: the trained weights match `fit` on one device.
+Labels may be sparse class ids or one-hot / mixed (mixup, cutmix) rows; the
+loss decides how they are read, and accuracy compares against their argmax.
 
 `launch_local_workers` starts N workers on 127.0.0.1 with `TF_CONFIG` set, for
 trying a multi-worker job on one machine.
@@ -33,19 +35,50 @@ import tensorflow as tf
 from keras_vit.training.strategy import is_chief, validate_global_batch
 
 
+def _weighted_global_batches(dataset: tf.data.Dataset, global_batch_size: int, *, batched: bool,
+                             pad_remainder: bool) -> tf.data.Dataset:
+    """Global batches `(*element, weights)`: weight 1 for real rows, 0 for padding rows.
+
+    Training drops a last partial batch (every replica needs equal rows);
+    evaluation pads it with zero-weight rows so that every example counts once.
+    """
+    batches = dataset if batched else dataset.batch(global_batch_size, drop_remainder=not pad_remainder)
+
+    def weigh(*batch):
+        rows = tf.shape(tf.nest.flatten(batch)[0])[0]
+        missing = global_batch_size - rows
+
+        def pad(tensor):
+            tensor = tf.pad(tensor, [[0, missing]] + [[0, 0]] * (len(tensor.shape) - 1))
+            return tf.ensure_shape(tensor, [global_batch_size, *tensor.shape[1:]])
+
+        weights = tf.concat([tf.ones([rows]), tf.zeros([missing])], axis=0)
+        return (*tf.nest.map_structure(pad, batch), tf.ensure_shape(weights, [global_batch_size]))
+
+    if not pad_remainder:  # a batched source may end in a partial batch: drop it as `drop_remainder` would
+        batches = batches.filter(lambda *batch: tf.shape(tf.nest.flatten(batch)[0])[0] == global_batch_size)
+    return batches.map(weigh)
+
+
 def distribute_global_batches(strategy: tf.distribute.Strategy, dataset: tf.data.Dataset,
-                              global_batch_size: int) -> tf.distribute.DistributedDataset:
-    """Batches an example dataset by the global batch and gives each replica its slice.
+                              global_batch_size: int, *, batched: bool = False,
+                              pad_remainder: bool = False) -> tf.distribute.DistributedDataset:
+    """Gives each replica its slice of every global batch, plus per-row weights.
 
     Args:
         strategy: the strategy whose replicas consume the batches.
-        dataset: `tf.data.Dataset` of single examples `(x, y)`, in the same
-            order on every worker (seed any shuffle).
-        global_batch_size: int. Examples per step over all replicas; the last
-            partial batch is dropped so that every replica gets equal rows.
+        dataset: `tf.data.Dataset` of single examples `(x, y)` (or, with
+            `batched=True`, of batches of at most `global_batch_size` rows), in
+            the same order on every worker (seed any shuffle).
+        global_batch_size: int. Examples per step over all replicas.
+        batched: bool. `dataset` already yields global batches (e.g. a recipe
+            pipeline whose mixup mixes across the global batch). Defaults to False.
+        pad_remainder: bool. Keep a last partial batch, padded with zero-weight
+            rows (evaluation); otherwise it is dropped (training). Defaults to False.
 
     Returns:
-        A distributed dataset whose step `k` holds exactly global batch `k`.
+        A distributed dataset whose step `k` holds exactly global batch `k`
+        as `(x, y, weights)` per replica.
     """
     per_replica = validate_global_batch(global_batch_size, strategy)
 
@@ -60,11 +93,18 @@ def distribute_global_batches(strategy: tf.distribute.Strategy, dataset: tf.data
 
             return tf.data.Dataset.from_tensor_slices(tf.nest.map_structure(rows, batch))
 
-        batches = dataset.batch(global_batch_size, drop_remainder=True)
+        batches = _weighted_global_batches(dataset, global_batch_size, batched=batched, pad_remainder=pad_remainder)
         return batches.flat_map(split).prefetch(tf.data.AUTOTUNE)
 
     options = tf.distribute.InputOptions(experimental_fetch_to_device=True)
     return strategy.distribute_datasets_from_function(dataset_fn, options)
+
+
+def _class_ids(labels: tf.Tensor) -> tf.Tensor:
+    """Sparse ids `(b,)`/`(b, 1)` as they are; one-hot or mixed rows `(b, classes)` by their argmax."""
+    if labels.shape.rank == 2 and labels.shape[-1] != 1:
+        return tf.argmax(labels, axis=-1, output_type=tf.int32)
+    return tf.cast(tf.reshape(labels, [-1]), tf.int32)
 
 
 class DistributedTrainer:
@@ -73,12 +113,16 @@ class DistributedTrainer:
     Build the model and optimizer inside `strategy.scope()` first. The loss
     is the mean over the global batch of `loss(y_true, y_pred)` per example
     (plus the model's regularisation losses), exactly what `fit` minimises.
+    Global-norm clipping (`optimizer.global_clipnorm`) is applied to the
+    gradient of the whole global batch, as on one device (the Keras optimizer
+    alone would clip each replica's part before summing them).
 
     Args:
         model: keras.Model, built, its variables created in `strategy.scope()`.
         optimizer: keras.optimizers.Optimizer, created in `strategy.scope()`.
-        loss: keras.losses.Loss (its unreduced `call` is used) or a callable
-            `(y_true, y_pred) -> (batch,)` per-example losses.
+        loss: keras.losses.Loss (its unreduced `call` is used, so e.g.
+            `CategoricalCrossentropy(label_smoothing=0.1)` on one-hot or mixed
+            labels works) or a callable `(y_true, y_pred) -> (batch,)` per-example losses.
         global_batch_size: int. Examples per step over all replicas.
         strategy: tf.distribute.Strategy or None. Defaults to the current one.
         checkpoint_dir: str or None. Where epoch checkpoints go; a restarted job
@@ -86,6 +130,7 @@ class DistributedTrainer:
             from it, so on a real cluster use storage all workers see (GCS,
             NFS). Defaults to None (no checkpoints).
         max_to_keep: int. Checkpoints kept. Defaults to 2.
+        top_k: ints k for extra "top{k}_accuracy" metrics. Defaults to ().
 
     Examples:
         >>> strategy = keras_vit.training.strategy.get_strategy("multi_worker")
@@ -99,7 +144,7 @@ class DistributedTrainer:
 
     def __init__(self, model: keras.Model, optimizer: keras.optimizers.Optimizer, loss, *, global_batch_size: int,
                  strategy: tf.distribute.Strategy | None = None, checkpoint_dir: str | None = None,
-                 max_to_keep: int = 2):
+                 max_to_keep: int = 2, top_k: Sequence[int] = ()):
         self.strategy = strategy or tf.distribute.get_strategy()
         self.global_batch_size = global_batch_size
         validate_global_batch(global_batch_size, self.strategy)
@@ -111,7 +156,14 @@ class DistributedTrainer:
         if outside:
             raise ValueError(f"The model's variables were not created in this strategy's scope (e.g. {outside[0]}); "
                              "build the model and optimizer inside `with strategy.scope():`.")
+        if any(not isinstance(k, int) or isinstance(k, bool) or k < 1 for k in top_k):
+            raise ValueError(f"`top_k` must hold ints >= 1. Received: top_k={tuple(top_k)!r}")
+        if isinstance(optimizer, keras.optimizers.LossScaleOptimizer) and optimizer.inner_optimizer.global_clipnorm:
+            raise ValueError("Global-norm clipping with loss scaling (mixed_float16) is not supported by the custom "
+                             "loop; use bfloat16 mixed precision or clip_norm=None. "
+                             f"Received: global_clipnorm={optimizer.inner_optimizer.global_clipnorm}")
         self.model, self.optimizer = model, optimizer
+        self.top_k = tuple(top_k)
         self.loss_fn = loss.call if isinstance(loss, keras.losses.Loss) else loss
         with self.strategy.scope():
             self.optimizer.build(self.model.trainable_variables)
@@ -151,50 +203,79 @@ class DistributedTrainer:
         return path
 
     # ---- steps -----------------------------------------------------------------------------
+    def _gradients(self, tape: tf.GradientTape, scaled_loss, variables) -> list:
+        """The replica's gradients; with global-norm clipping, the clipped global gradient's share of it."""
+        gradients = tape.gradient(scaled_loss, variables)
+        clip = getattr(self.optimizer, "global_clipnorm", None)
+        replicas = self.strategy.num_replicas_in_sync
+        if not clip or replicas == 1:
+            return gradients
+        # The optimizer clips before it sums replicas: clip the summed gradient here, then hand each replica
+        # 1/replicas of it, whose norm is below the threshold, so the optimizer's own clip is a no-op.
+        context = tf.distribute.get_replica_context()
+        present = [i for i, g in enumerate(gradients) if g is not None]
+        summed = context.all_reduce(tf.distribute.ReduceOp.SUM, [gradients[i] for i in present])
+        clipped, _ = tf.clip_by_global_norm(summed, clip)
+        for i, gradient in zip(present, clipped):
+            gradients[i] = gradient / replicas
+        return gradients
+
     def _make_step(self, training: bool) -> Callable:
         model, optimizer, loss_fn, strategy = self.model, self.optimizer, self.loss_fn, self.strategy
-        global_batch = self.global_batch_size
+        global_batch, top_k = self.global_batch_size, self.top_k
 
-        def replica_step(x, y):
+        def replica_step(x, y, weights):
             with tf.GradientTape() as tape:
                 logits = model(x, training=training)
                 per_example = tf.cast(loss_fn(y, logits), tf.float32)
-                loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
+                loss = tf.nn.compute_average_loss(per_example, sample_weight=weights, global_batch_size=global_batch)
+                regularization = tf.constant(0.0)
                 if training and model.losses:
-                    loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
+                    regularization = tf.nn.scale_regularization_loss(tf.add_n(model.losses))
+                    loss += regularization
                 scaled = optimizer.scale_loss(loss) if training else loss
             if training:
                 variables = model.trainable_variables
-                optimizer.apply_gradients(zip(tape.gradient(scaled, variables), variables))
-            hits = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32),
-                                                  tf.cast(tf.reshape(y, [-1]), tf.int32)), tf.float32))
-            return loss, hits
+                optimizer.apply_gradients(zip(self._gradients(tape, scaled, variables), variables))
+            ids = _class_ids(y)
+            logits = tf.cast(logits, tf.float32)
+            sums = {"loss": tf.reduce_sum(per_example * weights), "regularization": regularization,
+                    "accuracy": tf.reduce_sum(weights * tf.cast(
+                        tf.equal(tf.argmax(logits, -1, output_type=tf.int32), ids), tf.float32)),
+                    "count": tf.reduce_sum(weights)}
+            for k in top_k:
+                sums[f"top{k}_accuracy"] = tf.reduce_sum(weights * tf.cast(tf.math.in_top_k(ids, logits, k), tf.float32))
+            return sums
 
         @tf.function
         def step(batch):
-            loss, hits = strategy.run(replica_step, args=batch)
-            return (strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None),
-                    strategy.reduce(tf.distribute.ReduceOp.SUM, hits, axis=None))
+            sums = strategy.run(replica_step, args=batch)
+            return {key: strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None) for key, value in sums.items()}
 
         return step
 
     def _run_epoch(self, dataset, step, max_steps: int | None) -> dict[str, float]:
-        total_loss = total_hits = 0.0
+        totals: dict[str, float] = {}
         steps = 0
         for batch in dataset:
-            loss, hits = step(batch)
-            total_loss, total_hits, steps = total_loss + float(loss), total_hits + float(hits), steps + 1
+            for key, value in step(batch).items():
+                totals[key] = totals.get(key, 0.0) + float(value)
+            steps += 1
             if max_steps is not None and steps >= max_steps:
                 break
         if not steps:
             raise ValueError(f"The dataset gave no full global batch of {self.global_batch_size} examples; use "
                              "more data or a smaller global batch.")
-        return {"loss": total_loss / steps, "accuracy": total_hits / (steps * self.global_batch_size)}
+        count, regularization = totals.pop("count"), totals.pop("regularization")
+        logs = {key: value / count for key, value in totals.items()}
+        logs["loss"] += regularization / steps  # like `fit`: each step's loss includes the regularisation
+        return logs
 
     # ---- public loop -----------------------------------------------------------------------
     def fit(self, dataset: tf.data.Dataset | Callable[[int], tf.data.Dataset], *, epochs: int,
             steps_per_epoch: int | None = None, validation_data: tf.data.Dataset | None = None,
-            verbose: bool = True) -> dict[str, list[float]]:
+            verbose: bool = True, batched: bool = False,
+            on_epoch_end: Callable[[int, dict[str, float]], None] | None = None) -> dict[str, list[float]]:
         """Trains for `epochs`, resuming from `checkpoint_dir` when it holds a checkpoint.
 
         Args:
@@ -203,21 +284,28 @@ class DistributedTrainer:
                 replays exactly after a restart).
             epochs: int. Total epochs, counting those already checkpointed.
             steps_per_epoch: int or None. Cap on steps per epoch. Defaults to None (whole dataset).
-            validation_data: example dataset evaluated after each epoch, or None.
+            validation_data: example dataset evaluated after each epoch (every
+                example counts once), or None.
             verbose: bool. Print one line per epoch (chief only). Defaults to True.
+            batched: bool. The datasets already yield global batches (see
+                `distribute_global_batches`). Defaults to False.
+            on_epoch_end: called as `on_epoch_end(epoch, logs)` on every worker
+                after each epoch's checkpoint (epoch counts from 0). Defaults to None.
 
         Returns:
-            History dict of per-epoch "loss", "accuracy" (and "val_*").
+            History dict of per-epoch "loss", "accuracy" (and "val_*") of the epochs run now.
         """
         if not isinstance(epochs, int) or epochs < 1:
             raise ValueError(f"`epochs` must be an int >= 1. Received: epochs={epochs!r}")
         history: dict[str, list[float]] = {}
         start = self.restore()
-        validation = (distribute_global_batches(self.strategy, validation_data, self.global_batch_size)
+        validation = (distribute_global_batches(self.strategy, validation_data, self.global_batch_size,
+                                                batched=batched, pad_remainder=True)
                       if validation_data is not None else None)
         for epoch in range(start, epochs):
             examples = dataset(epoch) if callable(dataset) else dataset
-            logs = self._run_epoch(distribute_global_batches(self.strategy, examples, self.global_batch_size),
+            logs = self._run_epoch(distribute_global_batches(self.strategy, examples, self.global_batch_size,
+                                                             batched=batched),
                                    self._train_function, steps_per_epoch)
             if validation is not None:
                 logs.update({f"val_{k}": v for k, v in self._run_epoch(validation, self._eval_function, None).items()})
@@ -227,11 +315,14 @@ class DistributedTrainer:
                 history.setdefault(key, []).append(value)
             if verbose and is_chief(self.strategy):
                 print(f"epoch {epoch + 1}/{epochs} " + " ".join(f"{k}={v:.4f}" for k, v in logs.items()), flush=True)
+            if on_epoch_end is not None:
+                on_epoch_end(epoch, logs)
         return history
 
-    def evaluate(self, dataset: tf.data.Dataset) -> dict[str, float]:
-        """Mean loss and accuracy over an example dataset (full global batches only)."""
-        return self._run_epoch(distribute_global_batches(self.strategy, dataset, self.global_batch_size),
+    def evaluate(self, dataset: tf.data.Dataset, *, batched: bool = False) -> dict[str, float]:
+        """Mean loss and accuracy over an example dataset; a last partial batch counts too (zero-weight padding)."""
+        return self._run_epoch(distribute_global_batches(self.strategy, dataset, self.global_batch_size,
+                                                         batched=batched, pad_remainder=True),
                                self._eval_function, None)
 
 

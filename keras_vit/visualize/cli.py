@@ -48,7 +48,7 @@ def load_model(path_or_name: str) -> Any:
     if path_or_name.endswith(".keras"):
         if not os.path.isfile(path_or_name):
             raise ValueError(f"Model file not found. Received: --model={path_or_name!r}")
-        return keras.saving.load_model(path_or_name)
+        return keras.saving.load_model(path_or_name, compile=False)  # plotting needs no optimizer
     if path_or_name not in list_models("*"):
         raise ValueError(
             f"--model must be a .keras file or a registered model name (see `keras-vit list`). "

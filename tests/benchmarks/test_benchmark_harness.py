@@ -126,10 +126,13 @@ def test_report_computes_ratios_and_targets():
 
     def infer(lib, rate):
         case = dict(kind="infer", lib=lib, model=base, precision="float32", batches=[8], jit="auto")
-        row = dict(batch=8, images_per_s=rate, median_s=8 / rate, seconds=[8 / rate], first_call_s=1.0)
+        row = dict(batch=8, images_per_s=rate, median_s=8 / rate, seconds=[8 / rate], first_call_s=1.0,
+                   median_cpu_s=8 / rate * 2)  # both cores busy: twice the wall time in CPU time
         return _record(case, dict(batches=[row], flops_per_image=per_image, arch=arch))
 
-    matmul = _record(dict(kind="matmul", tag="start"), dict(size=2048, rates={"float32": dict(gflops=100.0)}))
+    matmul_cpu_s = 2 * 2048**3 / 100e9 * 1.6  # the matmul kept 1.6 cores busy
+    matmul = _record(dict(kind="matmul", tag="start"),
+                     dict(size=2048, rates={"float32": dict(gflops=100.0, median_cpu_s=matmul_cpu_s)}))
     results = [matmul, infer("keras_vit", 2.0), infer("keras_hub", 1.6), infer("timm", 1.0)]
     checks = {c["target"]: c for c in report.target_checks(results)}
     hub_check = checks["ViT-B/16 b8 fp32 >= 1.05x keras-hub"]
@@ -138,9 +141,20 @@ def test_report_computes_ratios_and_targets():
     assert timm_check["measured"] == pytest.approx(2.0) and timm_check["met"]
     fraction = checks["ViT-B/16 b8 fp32 >= 0.95 of the matmul rate"]
     assert fraction["measured"] == pytest.approx(2.0 * per_image / 1e9 / 100.0) and not fraction["met"]
+    # Per CPU-second: (1 img/CPU-s x FLOPs) over the matmul's 100 / 1.6 GFLOP per CPU-second.
+    assert fraction["per_cpu_second"] == pytest.approx(1.0 * per_image / 1e9 / (100.0 / 1.6))
     text = report.markdown(dict(mode="test", machine=machine.describe(), results=results))
     assert "| vit_base_patch16_224 | float32 | 8 | 1.25 | 2.00 | 1.60 | 1.25 | 2.00 |" in text
     assert "**no**" in text  # misses are shown, not hidden
+    # A wall-clock win that the CPU time does not back (a bigger share of shared cores) is not "met".
+    slow_cpu = infer("keras_vit", 2.0)
+    slow_cpu["result"]["batches"][0]["median_cpu_s"] = 8.0  # 1 img/CPU-s against keras-hub's 0.8 -> 1.25x ...
+    hub = infer("keras_hub", 1.6)
+    hub["result"]["batches"][0]["median_cpu_s"] = 8 / 1.6 / 1.0  # ... now 1.6 img/CPU-s -> 0.625x
+    check = {c["target"]: c for c in report.target_checks([matmul, slow_cpu, hub])}[
+        "ViT-B/16 b8 fp32 >= 1.05x keras-hub"]
+    assert check["measured"] == pytest.approx(1.25) and check["per_cpu_second"] == pytest.approx(0.625)
+    assert check["met"] is False
 
 
 def test_subprocess_failure_is_recorded_not_raised():
@@ -173,12 +187,32 @@ def test_smoke_run_end_to_end(tmp_path):
 
 
 def test_recipe_table_compares_bfloat16_with_float32():
-    def recipe(precision, accuracy):
-        case = dict(kind="recipe", recipe="digits_vit", precision=precision, overrides={})
-        return _record(case, dict(recipe="digits_vit", overrides={}, train_and_eval_s=60.0,
+    def recipe(precision, accuracy, seed=None):
+        overrides = {} if seed is None else dict(seed=seed)
+        case = dict(kind="recipe", recipe="digits_vit", precision=precision, overrides=overrides)
+        return _record(case, dict(recipe="digits_vit", overrides=overrides, train_and_eval_s=60.0,
                                   metrics=dict(test_accuracy=accuracy)))
 
     assert cases.case_id(cases.accuracy_cases()[1]) == "recipe/digits_vit/bfloat16"
     lines = report.recipe_table([recipe("float32", 0.975), recipe("bfloat16", 0.9694)])
-    assert lines[2].startswith("| digits_vit | float32 | 97.50% | n/a |")
-    assert lines[3].startswith("| digits_vit | bfloat16 | 96.94% | -0.56 |")
+    assert lines[2].startswith("| digits_vit | default | float32 | 97.50% | n/a |")
+    assert lines[3].startswith("| digits_vit | default | bfloat16 | 96.94% | -0.56 |")
+    assert [cases.case_id(c) for c in cases.accuracy_cases(seeds=(1,))] == [
+        "recipe/digits_vit/float32/seed=1", "recipe/digits_vit/bfloat16/seed=1"]
+    # Per seed, bf16 is compared with float32 of the same seed; the means close the table.
+    lines = report.recipe_table([recipe("float32", 0.98, 1), recipe("bfloat16", 0.97, 1),
+                                 recipe("float32", 0.96, 2), recipe("bfloat16", 0.99, 2)])
+    assert lines[3].startswith("| digits_vit | 1 | bfloat16 | 97.00% | -1.00 |")
+    assert lines[5].startswith("| digits_vit | 2 | bfloat16 | 99.00% | 3.00 |")
+    assert lines[6] == "| mean of 2 | | float32 | 97.00% | n/a | | |"
+    assert lines[7] == "| mean of 2 | | bfloat16 | 98.00% | 1.00 | | |"
+
+
+def test_ab_summary_reports_medians_against_the_first_case():
+    from benchmarks import ab
+
+    text = ab.summarize({"a": [(1.0, 2.0), (3.0, 4.0), (2.0, 3.0)], "b": [(4.0, 3.0), (4.0, 9.0), (5.0, 6.0)]})
+    assert "| a | 3 | 2.00 (1.00-3.00) | 3.00 (2.00-4.00) | 1.00 | 1.00 |" in text
+    assert "| b | 3 | 4.00 (4.00-5.00) | 6.00 (3.00-9.00) | 2.00 | 2.00 |" in text
+    assert ab.rates(dict(batches=[dict(batch=8, median_s=2.0, median_cpu_s=4.0)])) == (4.0, 2.0)
+    assert ab.rates(dict(batch=32, median_s=1.0, median_cpu_s=2.0)) == (32.0, 16.0)

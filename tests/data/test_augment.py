@@ -74,6 +74,19 @@ def test_pipeline_batches_are_repeatable_and_mixed():
     assert not np.allclose(x1.numpy(), x3.numpy())
 
 
+def test_augmentation_stays_float32_under_a_mixed_precision_policy():
+    """Mixed bfloat16 (a recipe's "auto" precision on bfloat16 CPUs) must not leak into the input pipeline."""
+    import keras
+
+    source = load_source("digits", "test")
+    prep = Preprocessing.from_spec(keras_vit.model_spec("vit_digits_patch2_8"))
+    augment = Augment(randaugment_ops=2, mixup_alpha=0.8, cutmix_alpha=1.0, random_erasing=0.25)
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")  # conftest restores float32
+    images, labels = next(iter(make_pipeline(source, prep, 32, training=True, augment=augment, seed=1)))
+    assert images.dtype == tf.float32 and labels.dtype == tf.float32
+    np.testing.assert_allclose(labels.numpy().sum(axis=1), 1.0, atol=1e-5)
+
+
 def test_eval_pipeline_keeps_every_example_in_order():
     source = load_source("digits", "test")
     prep = Preprocessing.from_spec(keras_vit.model_spec("vit_digits_patch2_8"))

@@ -56,3 +56,13 @@ def test_json_round_trip_and_resize_size():
     assert meta.resize_size == 256  # timm: floor(224 / 0.875)
     assert ServingMetadata(input_size=(32, 48), crop_pct=0.9).resize_size == (35, 53)
     assert np.isclose(ServingMetadata(input_size=(8, 8)).crop_pct, 1.0)
+
+
+def test_unknown_export_options_are_named():
+    from keras_vit.export.metadata import check_options, metadata_for_model
+
+    check_options({"mean": (0.5,), "top_k": 3}, metadata_for_model, "saved_model", exclude=("model", "name"))
+    with pytest.raises(TypeError, match=r"saved_model\(\) got unexpected keyword argument\(s\) \['mena'\]. "
+                                        r"Valid: \['mean', 'std', 'crop_pct', 'interpolation', 'pixel_scale', "
+                                        r"'class_names', 'top_k'\]"):
+        check_options({"mena": (0.5,)}, metadata_for_model, "saved_model", exclude=("model", "name"))

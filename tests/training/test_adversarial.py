@@ -146,16 +146,3 @@ def test_adversarial_trainer_round_trips_through_a_keras_file(rng, tmp_path):
     x = rng.normal(size=(2, 3, 3, 1)).astype("float32")
     np.testing.assert_allclose(np.asarray(loaded(x)), np.asarray(model(x)), rtol=1e-6)
 
-
-@pytest.mark.slow
-def test_adversarial_example_smoke():
-    import os
-    import subprocess
-    import sys
-
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", ""), "CUDA_VISIBLE_DEVICES": ""}
-    done = subprocess.run([sys.executable, os.path.join(root, "examples", "adversarial_training.py"), "--smoke"],
-                          env=env, capture_output=True, text=True, timeout=300, check=False)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "normal training:" in done.stdout and "adversarial training:" in done.stdout

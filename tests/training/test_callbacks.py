@@ -81,3 +81,7 @@ def test_transfer_weights_and_linear_probe_freezing():
     assert transfer_weights(source, bigger) == []  # position embeddings resampled to the new grid
     with pytest.raises(ValueError, match="needs a head"):
         freeze_backbone(_tiny(num_classes=0))
+    with pytest.raises(ValueError, match="another architecture"):
+        transfer_weights(source, _tiny(num_classes=5, hidden_dim=24, num_heads=2, mlp_dim=48))
+    with pytest.warns(UserWarning, match="block_1"):
+        transfer_weights(source, _tiny(num_classes=5, depth=2))

@@ -148,6 +148,28 @@ def test_token_id_errors(rng):
         model.generate(np.full((1, 4), 20, "int32"), max_length=3)
 
 
+def test_token_id_errors_in_graph_mode(rng):
+    """Traced ids have no values to check up front: a run-time assertion fails with the same words."""
+    import tensorflow as tf
+
+    model = Transformer(**dict(TINY, target_vocab_size=9))
+    forward = tf.function(lambda batch: model(batch))
+    good = _batch(rng, vocab=9)
+    assert tuple(forward(good).shape) == (2, 5, 9)
+    for key, bad_id, vocab in (("decoder_tokens", 11, 9), ("encoder_tokens", 13, 13), ("encoder_tokens", -1, 13)):
+        batch = _batch(rng, vocab=9)
+        batch[key][1, 2] = bad_id
+        with pytest.raises(tf.errors.InvalidArgumentError,
+                           match=rf"`{key}` holds a token id outside the vocabulary \[0, {vocab}\)"):
+            forward(batch)
+    # fit traces the model too: an out-of-range target id stops training instead of training on a wrong row
+    model.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    batch = _batch(rng, vocab=9)
+    batch["decoder_tokens"][0, 0] = 9
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"`decoder_tokens` holds a token id outside"):
+        model.fit(batch, batch["decoder_tokens"], epochs=1, verbose=0)
+
+
 def test_mask_and_key_errors(rng):
     model = Transformer(**TINY)
     batch = _batch(rng)
