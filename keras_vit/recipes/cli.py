@@ -12,7 +12,6 @@ file) runs before training starts; a bad value exits with a one-line error.
 
 from __future__ import annotations
 
-import ast
 import json
 import os
 
@@ -51,29 +50,10 @@ _define(flags.DEFINE_integer, "cpu_devices", 0, "Split the CPU into this many lo
         "without GPUs); 0 leaves it alone.")
 
 
-def parse_settings(pairs: list[str], recipe) -> dict:
-    """`["lr=3e-3", "hflip=False"]` -> {"lr": 0.003, "hflip": False}, checked against the recipe's settings."""
-    defaults = recipe.settings()
-    settings = {}
-    for pair in pairs:
-        key, sep, text = pair.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise ValueError(f"--set takes key=value. Received: --set {pair!r}")
-        if key not in defaults:
-            recipe.replace(**{key: None})  # raises with the closest valid names
-        try:
-            value = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            value = text  # a bare string such as dataset=cifar10
-        if isinstance(defaults[key], float) and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        settings[key] = value
-    return settings
-
-
 def overrides_from_flags(command: str, recipe) -> dict:
     """Recipe overrides given by the flags of `command`."""
+    from keras_vit.recipes.config import parse_settings  # noqa: PLC0415 (keeps `--help` free of TensorFlow)
+
     overrides = parse_settings(FLAGS.set, recipe)
     for flag, field in (("epochs", "epochs"), ("batch_size", "batch_size"), ("strategy", "strategy"),
                         ("mixed_precision", "mixed_precision"), ("data_dir", "data_dir"), ("dataset", "dataset"),

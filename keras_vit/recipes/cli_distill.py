@@ -3,6 +3,7 @@
     keras-vit train --run_dir runs/teacher                       # any trained model can teach
     keras-vit distill --teacher runs/teacher/model.keras         # digits_deit_distill, offline
     keras-vit distill --recipe deit_distill --data_dir /data/imagenet --teacher /models/regnet_savedmodel
+    keras-vit distill --teacher runs/teacher/model.keras --set lr=1e-3 --set mixup_alpha=0.2   # any setting
 
 Writes the usual run folder (model.keras = the student, metrics.json, history,
 learning curve) and prints it.
@@ -31,16 +32,19 @@ _define("integer", "batch_size", None, "Global batch size (default: the recipe's
 _define("string", "strategy", None, "auto|default|one_device|mirrored|tpu (default: the recipe's).")
 _define("string", "data_dir", None, "Local copy of the data set (required for image folders).")
 _define("string", "run_dir", None, "Run folder (default: runs/<recipe>-<time>).")
+_define("multi_string", "set", [], "Any recipe setting as key=value (Python literal), repeatable.")
 
 DEFAULT_RECIPE = "digits_deit_distill"
 
 
-def overrides_from_flags() -> dict:
-    """The recipe settings given on the command line."""
+def overrides_from_flags(recipe) -> dict:
+    """The recipe settings given on the command line: `--set key=value` pairs, then the named flags."""
+    from keras_vit.recipes.config import parse_settings  # noqa: PLC0415 (keeps `--help` free of TensorFlow)
+
     pairs = {"teacher": FLAGS.teacher, "distill_mode": FLAGS.mode, "distill_alpha": FLAGS.alpha,
              "distill_temperature": FLAGS.temperature, "epochs": FLAGS.epochs, "batch_size": FLAGS.batch_size,
              "strategy": FLAGS.strategy, "data_dir": FLAGS.data_dir, "run_dir": FLAGS.run_dir}
-    return {key: value for key, value in pairs.items() if value is not None}
+    return {**parse_settings(FLAGS.set, recipe), **{key: value for key, value in pairs.items() if value is not None}}
 
 
 def main(argv: list[str]) -> None:
@@ -56,7 +60,7 @@ def main(argv: list[str]) -> None:
         distill = [n for n in recipes.list_recipes() if isinstance(recipes.get_recipe(n), DistillRecipe)]
         raise ValueError(f"Recipe {name!r} is not a distillation recipe; use one of {distill}. "
                          f"Received: --recipe={name}")
-    overrides = overrides_from_flags()
+    overrides = overrides_from_flags(recipe)
     if "teacher" not in overrides:
         raise ValueError("keras-vit distill needs --teacher: a .keras model (e.g. runs/<run>/model.keras from "
                          "`keras-vit train`) or a SavedModel directory.")

@@ -10,6 +10,7 @@ training) subclass `Recipe`, add their fields and override the hooks
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import difflib
 from typing import Any
@@ -244,3 +245,24 @@ class Recipe(AugmentSettings):
     def extra_metrics(self, model: keras.Model, test_data) -> dict[str, float]:
         """Extra evaluation numbers for the metrics JSON (e.g. robust accuracy). Default: none."""
         return {}
+
+
+def parse_settings(pairs: list[str], recipe) -> dict:
+    """`["lr=3e-3", "hflip=False"]` -> {"lr": 0.003, "hflip": False}, checked against the recipe's settings."""
+    defaults = recipe.settings()
+    settings = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ValueError(f"--set takes key=value. Received: --set {pair!r}")
+        if key not in defaults:
+            recipe.replace(**{key: None})  # raises with the closest valid names
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            value = text  # a bare string such as dataset=cifar10
+        if isinstance(defaults[key], float) and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        settings[key] = value
+    return settings

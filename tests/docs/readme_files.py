@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tests.vit_npz_layout import original_vit_arrays
+
 # The AugReg ViT-Ti/16 file name, as google-research/vision_transformer publishes it.
 AUGREG_TI16 = "Ti_16-i21k-300ep-lr_0.001-aug_none-wd_0.03-do_0.0-sd_0.0--imagenet2012-steps_20k-lr_0.03-res_224.npz"
 CIFAR_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -24,27 +26,8 @@ CIFAR_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
 def write_vit_npz(path: str | os.PathLike, *, dim: int, depth: int, heads: int, mlp: int, patch: int, grid: int,
                   classes: int, seed: int = 0) -> str:
     """Writes random weights in the original ViT / AugReg `.npz` layout (Flax names, `(in, out)` kernels)."""
-    rng = np.random.default_rng(seed)
-
-    def normal(*shape, mean=0.0):
-        return (mean + 0.02 * rng.standard_normal(shape)).astype("float32")
-
-    head_dim = dim // heads
-    w = {"embedding/kernel": normal(patch, patch, 3, dim), "embedding/bias": normal(dim), "cls": normal(1, 1, dim),
-         "Transformer/posembed_input/pos_embedding": normal(1, 1 + grid * grid, dim),
-         "Transformer/encoder_norm/scale": normal(dim, mean=1.0), "Transformer/encoder_norm/bias": normal(dim),
-         "head/kernel": normal(dim, classes), "head/bias": normal(classes)}
-    for i in range(depth):
-        b = f"Transformer/encoderblock_{i}/"
-        for ln in ("LayerNorm_0", "LayerNorm_2"):
-            w[f"{b}{ln}/scale"], w[f"{b}{ln}/bias"] = normal(dim, mean=1.0), normal(dim)
-        for n in ("query", "key", "value"):
-            w[f"{b}MultiHeadDotProductAttention_1/{n}/kernel"] = normal(dim, heads, head_dim)
-            w[f"{b}MultiHeadDotProductAttention_1/{n}/bias"] = normal(heads, head_dim)
-        w[f"{b}MultiHeadDotProductAttention_1/out/kernel"] = normal(heads, head_dim, dim)
-        w[f"{b}MultiHeadDotProductAttention_1/out/bias"] = normal(dim)
-        w[f"{b}MlpBlock_3/Dense_0/kernel"], w[f"{b}MlpBlock_3/Dense_0/bias"] = normal(dim, mlp), normal(mlp)
-        w[f"{b}MlpBlock_3/Dense_1/kernel"], w[f"{b}MlpBlock_3/Dense_1/bias"] = normal(mlp, dim), normal(dim)
+    w = original_vit_arrays(np.random.default_rng(seed), dim=dim, depth=depth, heads=heads, mlp=mlp, patch=patch,
+                            grid=grid, classes=classes)
     with open(path, "wb") as f:
         np.savez(f, **w)
     return str(path)

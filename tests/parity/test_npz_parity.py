@@ -12,6 +12,7 @@ import pytest
 from timm.models.vision_transformer import _load_weights
 
 import keras_vit
+from tests.vit_npz_layout import original_vit_arrays
 from tests.parity.vit_parity_utils import TOLERANCE, images, max_diff, timm_forward
 
 DIM, HEADS, MLP, DEPTH, PATCH, SIZE, CLASSES = 64, 4, 256, 2, 8, 32, 10
@@ -19,30 +20,8 @@ DIM, HEADS, MLP, DEPTH, PATCH, SIZE, CLASSES = 64, 4, 256, 2, 8, 32, 10
 
 def original_layout(rng, representation_size=None) -> dict[str, np.ndarray]:
     """Random arrays named and shaped as in `ViT-B_16.npz` / AugReg files (grid 4x4 + class token)."""
-    def normal(*shape, scale=0.1, mean=0.0):
-        return (mean + scale * rng.standard_normal(shape)).astype("float32")
-
-    head_dim = DIM // HEADS
-    w = {"embedding/kernel": normal(PATCH, PATCH, 3, DIM), "embedding/bias": normal(DIM), "cls": normal(1, 1, DIM),
-         "Transformer/posembed_input/pos_embedding": normal(1, 1 + (SIZE // PATCH) ** 2, DIM),
-         "Transformer/encoder_norm/scale": normal(DIM, mean=1.0), "Transformer/encoder_norm/bias": normal(DIM)}
-    for i in range(DEPTH):
-        b = f"Transformer/encoderblock_{i}/"
-        for ln in ("LayerNorm_0", "LayerNorm_2"):
-            w[f"{b}{ln}/scale"], w[f"{b}{ln}/bias"] = normal(DIM, mean=1.0), normal(DIM)
-        for n in ("query", "key", "value"):
-            w[f"{b}MultiHeadDotProductAttention_1/{n}/kernel"] = normal(DIM, HEADS, head_dim)
-            w[f"{b}MultiHeadDotProductAttention_1/{n}/bias"] = normal(HEADS, head_dim)
-        w[f"{b}MultiHeadDotProductAttention_1/out/kernel"] = normal(HEADS, head_dim, DIM)
-        w[f"{b}MultiHeadDotProductAttention_1/out/bias"] = normal(DIM)
-        w[f"{b}MlpBlock_3/Dense_0/kernel"], w[f"{b}MlpBlock_3/Dense_0/bias"] = normal(DIM, MLP), normal(MLP)
-        w[f"{b}MlpBlock_3/Dense_1/kernel"], w[f"{b}MlpBlock_3/Dense_1/bias"] = normal(MLP, DIM), normal(DIM)
-    features = DIM
-    if representation_size:
-        w["pre_logits/kernel"], w["pre_logits/bias"] = normal(DIM, representation_size), normal(representation_size)
-        features = representation_size
-    w["head/kernel"], w["head/bias"] = normal(features, CLASSES), normal(CLASSES)
-    return w
+    return original_vit_arrays(rng, dim=DIM, depth=DEPTH, heads=HEADS, mlp=MLP, patch=PATCH, grid=SIZE // PATCH,
+                               classes=CLASSES, representation_size=representation_size, scale=0.1)
 
 
 def big_vision_stacked(w: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -11,7 +11,7 @@ from absl import flags
 
 from keras_vit import cli
 from keras_vit.recipes import get_recipe
-from keras_vit.recipes.cli import parse_settings
+from keras_vit.recipes.config import parse_settings
 
 TINY = ["--set", "model_overrides={'depth': 1, 'hidden_dim': 16, 'num_heads': 2, 'mlp_dim': 32}",
         "--set", "steps_per_epoch=2", "--set", "tensorboard=False", "--set", "verbose=0", "--epochs", "1"]

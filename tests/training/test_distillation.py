@@ -151,6 +151,8 @@ def test_distillation_recipes_are_registered_and_checked():
         run_cli(["--recipe=digits_deit_distill"])
     with pytest.raises(ValueError, match="not a distillation recipe"):
         run_cli(["--recipe=digits_vit", "--teacher=x.keras"])
+    with pytest.raises(ValueError, match="--set takes key=value"):
+        run_cli(["--teacher=x.keras", "--set=lr"])
 
 
 def run_cli(args):
@@ -172,9 +174,11 @@ def test_distill_command_trains_a_deit_student_from_a_teacher_file(tmp_path):
     teacher.save(tmp_path / "teacher.keras")
     run_dir = tmp_path / "run"
     run_cli([f"--teacher={tmp_path / 'teacher.keras'}", "--epochs=1", f"--run_dir={run_dir}", "--mode=soft",
-             "--temperature=2"])
+             "--temperature=2", "--set=steps_per_epoch=3", "--set=lr=1e-3"])
     import json
 
+    recipe = json.loads((run_dir / "recipe.json").read_text())
+    assert (recipe["steps_per_epoch"], recipe["lr"], recipe["distill_temperature"]) == (3, 1e-3, 2.0)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["recipe"] == "digits_deit_distill" and 0.0 <= metrics["test_accuracy"] <= 1.0
     student = keras.saving.load_model(run_dir / "model.keras")
