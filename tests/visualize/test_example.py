@@ -37,14 +37,14 @@ def run_example(cwd, out):
 
 @pytest.mark.slow
 def test_example_uses_the_default_recipe_model_when_present(tmp_path):
-    run = tmp_path / "runs" / "digits-1"
-    (run / "checkpoints").mkdir(parents=True)
+    run = tmp_path / "runs" / "digits_vit-20261127-000000"  # the folder `keras-vit train` writes
+    run.mkdir(parents=True)
     model = keras_vit.ViT("vit_digits_patch2_8")
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
     digits = load_digits()
     model.fit((digits.images[:64, ..., None] / 16.0).astype("float32"), digits.target[:64], epochs=2, verbose=0,
               callbacks=[keras.callbacks.CSVLogger(str(run / "history.csv"))])
-    model.save(str(run / "checkpoints" / "best.keras"))
+    model.save(str(run / "model.keras"))
     stdout = run_example(tmp_path, tmp_path / "images")
     assert "(default recipe)" in stdout and "trained here for" not in stdout.split("photo model")[0]
     assert np.isfinite(float(stdout.split("digits test accuracy: ")[1].split()[0]))
