@@ -121,4 +121,11 @@ def main(argv: list[str]) -> None:
     summary = {k: v for k, v in result.metrics.items() if k.startswith("test_") or k in ("train_seconds", "epochs")}
     print(json.dumps(summary, indent=2))
     print(f"run folder: {os.path.abspath(result.run_dir)}")
-    print("  model.keras  metrics.json  history.csv  learning_curve.png  recipe.json  checkpoints/  tensorboard/")
+    print("  " + "  ".join(run_folder_entries(result.run_dir)))
+
+
+def run_folder_entries(run_dir: str) -> list[str]:
+    """What a run folder holds (folders marked `/`), in the order a reader looks for it."""
+    first = ("model.keras", "metrics.json", "history.csv", "learning_curve.png", "recipe.json")
+    entries = [name + "/" if os.path.isdir(os.path.join(run_dir, name)) else name for name in os.listdir(run_dir)]
+    return sorted(entries, key=lambda name: (first.index(name) if name in first else len(first), name))

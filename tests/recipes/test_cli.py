@@ -74,3 +74,13 @@ def test_default_train_reaches_97_percent_on_held_out_digits(tmp_path):
     metrics = json.load(open(os.path.join(run_dir, "metrics.json")))
     assert metrics["dataset"] == "digits" and metrics["eval_split"] == "test"
     assert metrics["test_accuracy"] >= 0.97, metrics
+
+
+def test_run_folder_listing_shows_what_is_there(tmp_path):
+    from keras_vit.recipes.cli import run_folder_entries
+
+    for name in ("recipe.json", "model.keras", "history.csv", "notes.txt"):
+        (tmp_path / name).write_text("x")
+    (tmp_path / "checkpoints").mkdir()
+    assert run_folder_entries(str(tmp_path)) == ["model.keras", "history.csv", "recipe.json", "checkpoints/",
+                                                 "notes.txt"]
