@@ -136,7 +136,7 @@ def verify_saved_model(
     largest output (`low_precision_atol`).
 
     Returns:
-        {"max_abs_diff": {output: float}, "batch_size": int}.
+        {"max_abs_diff": {output: float}, "atol": {output: float}, "batch_size": int}.
 
     Raises:
         ValueError: when an output differs by more than `atol`.
