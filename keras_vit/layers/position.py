@@ -7,7 +7,6 @@ two separable resize matrices, so a resized model matches a resized timm model.
 
 from __future__ import annotations
 
-
 import keras
 import numpy as np
 from keras import ops

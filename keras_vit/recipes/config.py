@@ -18,6 +18,7 @@ from typing import Any
 import keras
 
 from keras_vit.data.augment import Augment, AugmentSettings
+from keras_vit.training.precision import check_mixed_precision
 
 STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker", "tpu")
 CROPS = ("random_resized", "pad_crop", "resize")
@@ -181,9 +182,7 @@ class Recipe(AugmentSettings):
             raise ValueError(f"Unknown strategy {self.strategy!r}. Expected one of {STRATEGIES}.")
         if self.crop not in CROPS:
             raise ValueError(f"`crop` must be one of {CROPS}. Received: crop={self.crop!r}")
-        if not (isinstance(self.mixed_precision, bool) or self.mixed_precision == "auto"):
-            raise ValueError("`mixed_precision` must be True, False or 'auto' (bfloat16 where the hardware has it). "
-                             f"Received: mixed_precision={self.mixed_precision!r}")
+        check_mixed_precision(self.mixed_precision)
         if self.jit_compile not in (True, False, "auto"):
             raise ValueError(f"`jit_compile` must be True, False or 'auto'. Received: jit_compile={self.jit_compile!r}")
         if self.layer_decay is not None and not 0.0 < self.layer_decay <= 1.0:

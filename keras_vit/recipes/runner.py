@@ -123,10 +123,6 @@ def default_run_dir(recipe: Recipe) -> str:
     return os.path.join("runs", f"{recipe.name}-{stamp}")
 
 
-def _policy(mixed_precision) -> str:
-    return resolve_policy(mixed_precision)
-
-
 def build_model(recipe: Recipe, num_classes: int) -> keras.Model:
     """The recipe's model with `num_classes` classes, started from `init_from` when set."""
     from keras_vit.models import create_model
@@ -188,7 +184,7 @@ def prepare(recipe: str | Recipe, **overrides) -> Prepared:
     recipe = recipe.replace(run_dir=run_dir)
 
     keras.utils.set_random_seed(recipe.seed)
-    keras.mixed_precision.set_global_policy(_policy(recipe.mixed_precision))
+    keras.mixed_precision.set_global_policy(resolve_policy(recipe.mixed_precision))
     crop = vit_data.TrainCrop(recipe.crop, recipe.crop_scale, pad=recipe.pad, hflip=recipe.hflip)
     augment = recipe.augment()
 

@@ -54,7 +54,8 @@ def check_mixed_precision(value: Any) -> Any:
         return value
     if isinstance(value, bool):
         return value
-    raise ValueError(f"`mixed_precision` must be True, False or 'auto'. Received: mixed_precision={value!r}")
+    raise ValueError("`mixed_precision` must be True, False or 'auto' (bfloat16 where the hardware has it). "
+                     f"Received: mixed_precision={value!r}")
 
 
 def resolve_policy(mixed_precision: Any = "auto", *, cpu_bf16: bool | None = None,
