@@ -22,6 +22,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from keras_vit.readme_sections import replace_section, write_text
+
 START, END = "<!-- cli-reference:start -->", "<!-- cli-reference:end -->"
 
 # Positional arguments, which absl does not know about (each command's `main` checks them).
@@ -119,12 +121,8 @@ def markdown_reference(module_flags: dict[str, list[dict[str, Any]]] | None = No
 
 def replace_reference(readme: str, reference: str | None = None) -> str:
     """`readme` with the text between the CLI reference markers regenerated."""
-    if START not in readme or END not in readme:
-        raise ValueError(f"The README has no {START} ... {END} markers to put the CLI reference between.")
-    head, rest = readme.split(START, 1)
-    _, tail = rest.split(END, 1)
     reference = markdown_reference() if reference is None else reference
-    return f"{head}{START}\n{reference}\n{END}{tail}"
+    return replace_section(readme, START, END, reference, "CLI reference")
 
 
 def main() -> None:
@@ -138,10 +136,7 @@ def main() -> None:
     if not args.write:
         print(markdown_reference())
         return
-    updated = replace_reference(args.write.read_text())
-    temporary = args.write.with_name(args.write.name + ".tmp")
-    temporary.write_text(updated)
-    temporary.replace(args.write)
+    write_text(args.write, replace_reference(args.write.read_text()))
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 
 from keras_vit.models.registry import list_models, model_spec
+from keras_vit.readme_sections import replace_section, write_text
 
 START, END = "<!-- model-table:start -->", "<!-- model-table:end -->"
 # Checkpoint formats each family loads (keras_vit.weights detects the format from the file).
@@ -40,11 +41,7 @@ def markdown_table() -> str:
 
 def replace_table(readme: str) -> str:
     """`readme` with the text between the table markers regenerated."""
-    if START not in readme or END not in readme:
-        raise ValueError(f"The README has no {START} ... {END} markers to put the model table between.")
-    head, rest = readme.split(START, 1)
-    _, tail = rest.split(END, 1)
-    return f"{head}{START}\n{markdown_table()}\n{END}{tail}"
+    return replace_section(readme, START, END, markdown_table(), "model table")
 
 
 def main() -> None:
@@ -54,10 +51,7 @@ def main() -> None:
     if not args.write:
         print(markdown_table())
         return
-    updated = replace_table(args.write.read_text())
-    temporary = args.write.with_suffix(".tmp")
-    temporary.write_text(updated)
-    temporary.replace(args.write)
+    write_text(args.write, replace_table(args.write.read_text()))
 
 
 if __name__ == "__main__":
