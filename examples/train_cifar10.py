@@ -47,11 +47,13 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--batch_size", type=int, default=None)
     parser.add_argument("--strategy", default="auto")
-    parser.add_argument("--mixed_precision", action="store_true")
+    parser.add_argument("--mixed_precision", action="store_true",
+                        help="force mixed precision (default: the recipe's 'auto', bfloat16 where it is faster)")
     parser.add_argument("--run_dir", default=None)
     parser.add_argument("--smoke", action="store_true", help="seconds, offline (synthetic data without --data_dir)")
     args = parser.parse_args()
-    overrides = dict(strategy=args.strategy, mixed_precision=args.mixed_precision, data_dir=args.data_dir)
+    overrides = dict(strategy=args.strategy, mixed_precision=True if args.mixed_precision else "auto",
+                     data_dir=args.data_dir)
     if args.epochs:
         overrides["epochs"] = args.epochs
     if args.batch_size:

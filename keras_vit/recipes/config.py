@@ -64,7 +64,10 @@ class Recipe(AugmentSettings):
     System:
         seed, strategy (auto|default|one_device|mirrored|multi_worker|tpu),
         mixed_precision (True, False or "auto": mixed bfloat16 where the CPU/GPU has
-        native bfloat16, see `keras_vit.training.precision`), jit_compile (True, False or "auto": XLA),
+        native bfloat16 and, on a CPU, the model is at least 128 wide, see
+        `keras_vit.training.precision`), jit_compile (True, False or
+        "auto": XLA on a CPU when training in float32, off in bfloat16, Keras' choice on
+        GPU, see `keras_vit.training.xla`),
         steps_per_execution (steps per compiled call: fewer Python round trips
         for small models; callbacks see every N-th batch), run_dir
         (None: runs/<name>-<timestamp>), tensorboard, verbose.

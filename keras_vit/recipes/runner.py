@@ -33,6 +33,7 @@ from keras_vit.training.reporting import plot_learning_curves
 from keras_vit.training.precision import resolve_policy
 from keras_vit.training.schedules import WarmupCosine, scale_lr
 from keras_vit.training.strategy import check_jit_compile, get_strategy, is_chief, validate_global_batch
+from keras_vit.training.xla import resolve_jit_compile
 
 
 @dataclasses.dataclass
@@ -91,10 +92,10 @@ def resolve(recipe: str | Recipe, **overrides) -> Recipe:
     return base.replace(**overrides) if overrides else base
 
 
-def _jit_compile(recipe: Recipe, strategy, user_set: bool):
-    if not user_set and recipe.jit_compile is True:  # a recipe default, not the user's demand: drop XLA quietly
-        return check_jit_compile("auto", strategy) is not False
-    return check_jit_compile(recipe.jit_compile, strategy)
+def _jit_compile(recipe: Recipe, strategy, policy: str, user_set: bool):
+    if not user_set and recipe.jit_compile is True and check_jit_compile("auto", strategy) is False:
+        return False  # a recipe's default, not the user's demand: drop XLA quietly where it fails
+    return resolve_jit_compile(recipe.jit_compile, policy, strategy)
 
 
 def load_sources(recipe: Recipe, num_channels: int | None = None):
@@ -165,7 +166,8 @@ def prepare(recipe: str | Recipe, **overrides) -> Prepared:
     spec = model_spec(recipe.model)
     strategy = get_strategy(recipe.strategy)
     validate_global_batch(recipe.batch_size, strategy)
-    jit_compile = _jit_compile(recipe, strategy, "jit_compile" in overrides)
+    policy = resolve_policy(recipe.mixed_precision, width={**spec.arch, **recipe.model_overrides}.get("hidden_dim"))
+    jit_compile = _jit_compile(recipe, strategy, policy, "jit_compile" in overrides)
     steps_per_execution = recipe.steps_per_execution
     if strategy.num_replicas_in_sync > 1 and "steps_per_execution" not in overrides:
         steps_per_execution = 1  # multi-step execution fails under MirroredStrategy here (TF 2.21, Keras 3.15)
@@ -184,7 +186,7 @@ def prepare(recipe: str | Recipe, **overrides) -> Prepared:
     recipe = recipe.replace(run_dir=run_dir)
 
     keras.utils.set_random_seed(recipe.seed)
-    keras.mixed_precision.set_global_policy(resolve_policy(recipe.mixed_precision))
+    keras.mixed_precision.set_global_policy(policy)
     crop = vit_data.TrainCrop(recipe.crop, recipe.crop_scale, pad=recipe.pad, hflip=recipe.hflip)
     augment = recipe.augment()
 
@@ -268,6 +270,7 @@ def fit_prepared(parts: Prepared) -> RunResult:
         "num_params": int(parts.model.count_params()), "num_replicas": parts.strategy.num_replicas_in_sync,
         # what mixed_precision="auto" chose: the policy of the first layer with weights
         "precision": next((layer.dtype_policy.name for layer in parts.model.layers if layer.weights), "float32"),
+        "xla": bool(getattr(parts.train_model, "jit_compile", False)),  # what jit_compile="auto" chose
         "preprocessing": dataclasses.asdict(parts.preprocessing), "class_names": list(parts.class_names),
     })
     if not chief:  # the chief writes the run folder; the other workers only took part in training

@@ -234,7 +234,8 @@ class Distiller(keras.Model):
     student uses its single head for both terms. Metrics: the loss and the
     accuracy of the student's inference output (DeiT: the heads' average).
     Deploy `distiller.student`; saving the distiller (checkpoints) stores the
-    teacher with it (a SavedModel teacher by its directory).
+    teacher with it (a SavedModel teacher by its directory). With a SavedModel
+    teacher the train step is never XLA-compiled (`jit_compile` is set False).
 
     Args:
         student: keras.Model. The model to train.
@@ -279,8 +280,8 @@ class Distiller(keras.Model):
         return self.student(images, training=training)
 
     def compile(self, *args, jit_compile="auto", **kwargs):
-        # a SavedModel signature is an opaque TF function: keep "auto" from turning XLA on around it
-        if jit_compile == "auto" and isinstance(self.teacher, SavedModelTeacher):
+        # a SavedModel signature is an opaque TF function: XLA is never turned on around it
+        if isinstance(self.teacher, SavedModelTeacher):
             jit_compile = False
         super().compile(*args, jit_compile=jit_compile, **kwargs)
 

@@ -1,10 +1,14 @@
 """Chooses the Keras dtype policy for training: `mixed_precision` True, False or "auto".
 
-"auto" turns on `mixed_bfloat16` only where the hardware has native bfloat16
-matrix units, because only there is it faster: on this project's benchmark
-machine (AMD EPYC with AVX512_BF16) a ViT train step ran 1.6-2.1x faster in
-mixed bfloat16 with the same final accuracy on the default recipe (see
-README, Benchmarks); without AVX512_BF16/AMX the bfloat16 matmuls are
+"auto" turns on `mixed_bfloat16` only where it is faster: with native
+bfloat16 matrix units, and on a CPU only for models at least
+`MIN_CPU_BF16_WIDTH` wide. Measured on this project's benchmark machine (AMD
+EPYC with AVX512_BF16; paired runs in one process, README, Benchmarks), a
+train step in mixed bfloat16 ran 1.30x (CIFAR model, width 192) and 1.10x
+(ViT-Ti/16) as fast as the best float32 setting and ViT-B/16 inference 1.55x,
+but the width-64 digits model gained nothing (0.97x: the casts and float32
+layer norms cost what the matmuls save) and trains 1.35x faster in float32
+with XLA (`keras_vit.training.xla`). Without AVX512_BF16/AMX the bfloat16 matmuls are
 emulated and slower than float32. On GPUs bfloat16 needs compute capability
 8.0 (Ampere) or newer; older GPUs stay float32 under "auto" (float16 needs
 loss scaling, which the user asks for with `mixed_precision=True`).
@@ -17,6 +21,8 @@ from typing import Any
 #: CPU feature flags (Linux /proc/cpuinfo names) of native bfloat16 dot products.
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 MIXED_PRECISION_VALUES = (True, False, "auto")
+#: Narrowest token width (hidden_dim) for which "auto" picks bfloat16 on a CPU.
+MIN_CPU_BF16_WIDTH = 128
 
 
 def cpu_flags(path: str = "/proc/cpuinfo") -> set[str]:
@@ -59,7 +65,7 @@ def check_mixed_precision(value: Any) -> Any:
 
 
 def resolve_policy(mixed_precision: Any = "auto", *, cpu_bf16: bool | None = None,
-                   gpus: list[tuple[int, int]] | None = None) -> str:
+                   gpus: list[tuple[int, int]] | None = None, width: int | None = None) -> str:
     """The Keras dtype policy name for a `mixed_precision` setting on this machine.
 
     Args:
@@ -67,9 +73,11 @@ def resolve_policy(mixed_precision: Any = "auto", *, cpu_bf16: bool | None = Non
             on GPU, "mixed_bfloat16" on CPU (the user's demand, even where
             slower). "auto": "mixed_bfloat16" where native bfloat16 is present
             (all GPUs compute capability >= 8.0, or no GPU and a CPU with
-            AVX512_BF16/AMX-BF16), else "float32".
+            AVX512_BF16/AMX-BF16 and a model at least `MIN_CPU_BF16_WIDTH`
+            wide), else "float32".
         cpu_bf16: override of the CPU detection (tests). Defaults to `cpu_has_bf16()`.
         gpus: override of the GPU compute capabilities (tests). Defaults to the visible GPUs.
+        width: the model's token width (hidden_dim); None: not known, no width limit.
 
     Returns:
         "float32", "mixed_bfloat16" or "mixed_float16".
@@ -83,4 +91,5 @@ def resolve_policy(mixed_precision: Any = "auto", *, cpu_bf16: bool | None = Non
     if gpus:
         return "mixed_bfloat16" if all(capability >= (8, 0) for capability in gpus) else "float32"
     cpu_bf16 = cpu_has_bf16() if cpu_bf16 is None else cpu_bf16
-    return "mixed_bfloat16" if cpu_bf16 else "float32"
+    wide_enough = width is None or width >= MIN_CPU_BF16_WIDTH
+    return "mixed_bfloat16" if cpu_bf16 and wide_enough else "float32"

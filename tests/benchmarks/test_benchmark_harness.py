@@ -15,7 +15,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from benchmarks import cases, flops, machine, peers, report, run, worker
+from benchmarks import cases, flops, machine, paired, peers, report, run, worker
 
 TINY = dict(cases.SMOKE_ARCH)
 QUICK = dict(warmup=1, repeats=1, min_repeats=1, budget_s=0.0)
@@ -81,11 +81,22 @@ def test_inference_case_runs_for_every_library(lib):
 def test_training_cases_follow_the_same_loss_curve():
     common = dict(kind="train", model=TINY, precision="float32", batch=4, warmup=1, steps=2)
     hub = worker.run_case(dict(common, lib="keras_hub", jit="auto"))
-    ours = worker.run_case(dict(common, lib="keras_vit", jit=False, init_from="keras_hub"))
-    assert len(hub["losses"]) == len(ours["losses"]) == 3
-    assert hub["losses"][-1] < hub["losses"][0]  # the optimizer steps really happen
-    np.testing.assert_allclose(ours["losses"], hub["losses"], rtol=1e-4)
-    assert len(ours["seconds"]) == 2 and ours["images_per_s"] > 0
+    for jit in (False, True):  # XLA (the library's float32 setting) walks the same curve
+        ours = worker.run_case(dict(common, lib="keras_vit", jit=jit, init_from="keras_hub"))
+        assert len(hub["losses"]) == len(ours["losses"]) == 3
+        assert hub["losses"][-1] < hub["losses"][0]  # the optimizer steps really happen
+        np.testing.assert_allclose(ours["losses"], hub["losses"], rtol=1e-4)
+        assert len(ours["seconds"]) == 2 and ours["images_per_s"] > 0
+
+
+def test_harness_library_settings_are_the_library_rule():
+    import tensorflow as tf
+
+    from keras_vit.training.xla import resolve_jit_compile
+
+    for precision, jit in cases.KERAS_VIT_TRAIN_JIT.items():
+        policy = "float32" if precision == "float32" else "mixed_bfloat16"
+        assert resolve_jit_compile("auto", policy, tf.distribute.get_strategy(), gpus=[]) is jit
 
 
 def test_matmul_case_reports_a_rate():
@@ -216,3 +227,30 @@ def test_ab_summary_reports_medians_against_the_first_case():
     assert "| b | 3 | 4.00 (4.00-5.00) | 6.00 (3.00-9.00) | 2.00 | 2.00 |" in text
     assert ab.rates(dict(batches=[dict(batch=8, median_s=2.0, median_cpu_s=4.0)])) == (4.0, 2.0)
     assert ab.rates(dict(batch=32, median_s=1.0, median_cpu_s=2.0)) == (32.0, 16.0)
+
+
+def test_paired_variants_are_parsed_and_bad_ones_named():
+    assert paired.parse_variant("keras_vit:bfloat16:xla") == ("keras_vit", "bfloat16", True)
+    assert paired.parse_variant("keras_hub:float32:auto") == ("keras_hub", "float32", "auto")
+    assert paired.parse_variant("matmul:float32") == ("matmul", "float32", False)
+    for bad in ("timm:float32:off", "keras_vit:float16:off", "keras_vit:float32", "matmul:int8"):
+        with pytest.raises(ValueError, match="library:precision:xla"):
+            paired.parse_variant(bad)
+
+
+def test_paired_run_interleaves_variants_and_reports_per_round_ratios():
+    arch = peers.resolve_arch(TINY)
+    built = [paired.build_step(task, variant, arch, 2) for task, variant in (
+        ("train", ("keras_hub", "float32", "auto")), ("train", ("keras_vit", "float32", False)),
+        ("train", ("keras_vit", "bfloat16", False)), ("train", ("matmul", "float32", False)))]
+    assert built[1][1] == 2 * flops.vit_train_flops(arch) and built[3][1] == 2 * 2048**3
+    seconds = paired.interleave([step for step, _ in built], rounds=2, calls=1)
+    assert seconds.shape == (2, 4) and np.all(seconds > 0)
+    names = ["keras_hub:float32:auto", "keras_vit:float32:off", "keras_vit:bfloat16:off", "matmul:float32"]
+    table = paired.summarize(names, seconds, [flops_per_call for _, flops_per_call in built])
+    rows = table.splitlines()[2:]
+    assert rows[0].split("|")[3].strip() == "1.00 (1.00-1.00)" and rows[3].split("|")[5].strip().startswith("1.00")
+    assert rows[3].split("|")[3].strip() == "n/a"
+    # a known case of the arithmetic: B twice as fast as A in one round and as fast in the other
+    table = paired.summarize(["a:float32:off", "b:float32:off"], np.array([[2.0, 1.0], [1.0, 1.0]]), [1e9, 1e9])
+    assert "| b:float32:off | 1.0 | 1.50 (1.25-1.75) | 1/2 | n/a |" in table

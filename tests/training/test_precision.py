@@ -27,6 +27,17 @@ def test_resolve_policy(setting, cpu_bf16, gpus, expected):
     assert precision.resolve_policy(setting, cpu_bf16=cpu_bf16, gpus=gpus) == expected
 
 
+@pytest.mark.parametrize("setting, width, gpus, expected", [
+    ("auto", 64, [], "float32"),            # the digits model: bf16 measured no faster on this CPU
+    ("auto", 128, [], "mixed_bfloat16"),
+    ("auto", 768, [], "mixed_bfloat16"),
+    ("auto", 64, [(8, 0)], "mixed_bfloat16"),  # the width limit is the CPU's
+    (True, 16, [], "mixed_bfloat16"),       # asked for: honoured
+])
+def test_auto_on_a_cpu_needs_a_wide_enough_model(setting, width, gpus, expected):
+    assert precision.resolve_policy(setting, cpu_bf16=True, gpus=gpus, width=width) == expected
+
+
 def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx512f avx512_bf16\n\nflags\t\t: other\n")
@@ -49,15 +60,14 @@ def test_recipes_default_to_auto():
     assert Recipe().mixed_precision == "auto"
 
 
-def test_mixed_bfloat16_run_saves_loads_and_exports(tmp_path, monkeypatch):
+def test_mixed_bfloat16_run_saves_loads_and_exports(tmp_path):
     from keras_vit import export
 
-    monkeypatch.setattr(precision, "cpu_has_bf16", lambda flags=None: True)
-    result = run("digits_vit", run_dir=str(tmp_path / "run"), mixed_precision="auto", **TINY)
+    result = run("digits_vit", run_dir=str(tmp_path / "run"), mixed_precision=True, **TINY)
     assert result.model.get_layer("block_0").dtype_policy.name == "mixed_bfloat16"
     assert result.model.get_layer("block_0").attn.qkv.kernel.dtype == "float32"  # master weights stay float32
     assert keras.mixed_precision.global_policy().name == "float32"  # restored after the run
-    assert result.metrics["precision"] == "mixed_bfloat16"
+    assert result.metrics["precision"] == "mixed_bfloat16" and result.metrics["xla"] is False  # no XLA in bf16
     images = np.random.default_rng(0).uniform(-1, 1, (4, 8, 8, 1)).astype("float32")
     expected = np.asarray(result.model(images, training=False))
     assert expected.dtype == np.float32

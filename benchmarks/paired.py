@@ -1,0 +1,146 @@
+"""Paired, interleaved timing of Keras variants in ONE process: the tool for deciding a setting here.
+
+    python -m benchmarks.paired --task train --model vit_cifar_patch4_32 --batch 32 --rounds 12 \
+        keras_hub:float32:auto keras_vit:float32:xla keras_vit:float32:off keras_vit:bfloat16:off
+    python -m benchmarks.paired --task predict --model vit_base_patch16_224 --batch 8 \
+        keras_hub:float32:auto keras_vit:float32:off matmul:float32
+
+On this project's shared 2-core machine the same computation runs in a fast or
+a ~1.35x slower state that changes every few seconds (other tenants of the
+host), CPU time included, so two cases measured one after the other in
+separate processes can differ by more than the effect under test. Here every
+variant (library:precision:xla) is built in the same process and the rounds
+cycle through them, a few steps each, in a rotating order; each round gives
+every variant's time relative to the first variant's in the same round, and
+the report is the median of those per-round ratios with its quartiles. A
+`matmul:float32` variant (TensorFlow's 2048x2048 matmul) in the rotation
+gives each model's share of the machine's matmul rate round by round.
+`benchmarks.run` stays the one-process-per-case run the README tables come
+from (peak memory, first-call times, timm); this module decides settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import numpy as np
+
+from benchmarks import machine
+
+XLA = {"xla": True, "off": False, "auto": "auto"}
+TASKS = ("train", "predict")
+
+
+MATMUL_SIZE = 2048
+
+
+def parse_variant(text: str) -> tuple[str, str, bool | str]:
+    """'keras_vit:float32:xla' -> ("keras_vit", "float32", True); 'matmul:float32' -> ("matmul", "float32", False)."""
+    parts = text.split(":")
+    if parts[0] == "matmul" and len(parts) == 2 and parts[1] in ("float32", "bfloat16"):
+        return "matmul", parts[1], False
+    if len(parts) != 3 or parts[0] not in ("keras_vit", "keras_hub") or parts[1] not in ("float32", "bfloat16") \
+            or parts[2] not in XLA:
+        raise ValueError("A variant is library:precision:xla with library keras_vit|keras_hub, precision "
+                         "float32|bfloat16 and xla xla|off|auto (Keras' default), or matmul:float32|bfloat16. "
+                         f"Received: {text!r}")
+    return parts[0], parts[1], XLA[parts[2]]
+
+
+def build_step(task: str, variant: tuple[str, str, bool | str], arch: dict, batch: int):
+    """(a zero-argument callable running one train step, predict call or matmul, its FLOPs)."""
+    import keras  # noqa: PLC0415
+    import tensorflow as tf  # noqa: PLC0415
+
+    from benchmarks import flops, peers  # noqa: PLC0415
+
+    lib, precision, jit = variant
+    if lib == "matmul":
+        a = tf.cast(tf.random.normal((MATMUL_SIZE, MATMUL_SIZE), seed=1), precision)
+        b = tf.cast(tf.random.normal((MATMUL_SIZE, MATMUL_SIZE), seed=2), precision)
+        product = tf.function(lambda: tf.reduce_sum(tf.cast(tf.matmul(a, b)[:1, :1], "float32")), autograph=False)
+        return (lambda: product().numpy()), 2 * MATMUL_SIZE**3
+    dtype = "mixed_bfloat16" if precision == "bfloat16" else "float32"
+    keras.utils.set_random_seed(0)
+    model = (peers.build_keras_vit if lib == "keras_vit" else peers.build_keras_hub)(arch, dtype=dtype)
+    jit_kwargs = {} if jit == "auto" else {"jit_compile": jit}
+    height, width = arch["image_size"]
+    rng = np.random.default_rng(0)
+    images = tf.constant(rng.standard_normal((batch, height, width, arch["num_channels"])).astype("float32"))
+    if task == "predict":
+        model.compile(**jit_kwargs)
+        return (lambda: model.predict_on_batch(images)), batch * flops.vit_forward_flops(arch)
+    labels = tf.constant(rng.integers(0, arch["num_classes"], batch).astype("int32"))
+    model.compile(optimizer=keras.optimizers.AdamW(learning_rate=1e-4, weight_decay=0.05),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), **jit_kwargs)
+    return (lambda: model.train_on_batch(images, labels)), batch * flops.vit_train_flops(arch)
+
+
+def interleave(steps: list, rounds: int, calls: int) -> np.ndarray:
+    """Seconds per call, shape (rounds, variants): each round runs `calls` calls of every variant, rotated."""
+    for step in steps:  # trace / compile and warm up outside the timing
+        step()
+        step()
+    seconds = np.zeros((rounds, len(steps)))
+    for round_index in range(rounds):
+        shift = round_index % len(steps)
+        for index in list(range(shift, len(steps))) + list(range(shift)):
+            start = time.perf_counter()
+            for _ in range(calls):
+                steps[index]()
+            seconds[round_index, index] = (time.perf_counter() - start) / calls
+    return seconds
+
+
+def summarize(names: list[str], seconds: np.ndarray, flops_per_call: list[float]) -> str:
+    """Markdown: per variant GFLOP/s, its per-round speed vs the first variant and vs the matmul (if present)."""
+    speedups = seconds[:, :1] / seconds  # > 1: faster than the first variant in the same round
+    rates = np.asarray(flops_per_call) / seconds / 1e9  # GFLOP/s, (rounds, variants)
+    matmul = [i for i, name in enumerate(names) if name.startswith("matmul:float32")]
+    lines = ["| variant | GFLOP/s (median) | vs first, per-round median (quartiles) | rounds faster | "
+             "/ fp32 matmul, per-round median (quartiles) |", "|---|---:|---:|---:|---:|"]
+
+    def spread(values):
+        q1, median, q3 = np.percentile(values, [25, 50, 75])
+        return f"{median:.2f} ({q1:.2f}-{q3:.2f})"
+
+    for i, name in enumerate(names):
+        share = spread(rates[:, i] / rates[:, matmul[0]]) if matmul else "n/a"
+        versus, faster = "n/a", "n/a"  # a matmul and a model, or two matmuls, do not compare by time
+        if not name.startswith("matmul") and not names[0].startswith("matmul"):
+            versus, faster = spread(speedups[:, i]), f"{int(np.sum(speedups[:, i] > 1.0))}/{len(speedups)}"
+        lines.append(f"| {name} | {np.median(rates[:, i]):.1f} | {versus} | {faster} | {share} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("variants", nargs="+", help="library:precision:xla, e.g. keras_vit:float32:xla; first = base")
+    parser.add_argument("--task", choices=TASKS, default="train")
+    parser.add_argument("--model", default="vit_cifar_patch4_32", help="keras_vit registry name")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--calls", type=int, default=3, help="train steps or predict calls per variant per round")
+    args = parser.parse_args(argv)
+    if args.rounds < 1 or args.calls < 1 or args.batch < 1:
+        parser.error("--rounds, --calls and --batch must be >= 1")
+    try:
+        variants = [parse_variant(v) for v in args.variants]
+    except ValueError as error:
+        parser.error(str(error))
+    from benchmarks import peers  # noqa: PLC0415
+
+    arch = peers.resolve_arch(args.model)
+    built = [build_step(args.task, v, arch, args.batch) for v in variants]
+    seconds = interleave([step for step, _ in built], args.rounds, args.calls)
+    info = machine.describe()
+    print(f"{args.task} {args.model} batch {args.batch}, {args.rounds} rounds x {args.calls} calls, "
+          f"{info['date']}, {info['cpu']}, load {machine.load_average()[0]:.1f}\n")
+    print(summarize(args.variants, seconds, [flops_per_call for _, flops_per_call in built]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
