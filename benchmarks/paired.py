@@ -31,8 +31,6 @@ from benchmarks import machine
 
 XLA = {"xla": True, "off": False, "auto": "auto"}
 TASKS = ("train", "predict")
-
-
 MATMUL_SIZE = 2048
 
 
@@ -54,27 +52,20 @@ def build_step(task: str, variant: tuple[str, str, bool | str], arch: dict, batc
     import keras  # noqa: PLC0415
     import tensorflow as tf  # noqa: PLC0415
 
-    from benchmarks import flops, peers  # noqa: PLC0415
+    from benchmarks import flops, peers, worker  # noqa: PLC0415
 
     lib, precision, jit = variant
     if lib == "matmul":
-        a = tf.cast(tf.random.normal((MATMUL_SIZE, MATMUL_SIZE), seed=1), precision)
-        b = tf.cast(tf.random.normal((MATMUL_SIZE, MATMUL_SIZE), seed=2), precision)
-        product = tf.function(lambda: tf.reduce_sum(tf.cast(tf.matmul(a, b)[:1, :1], "float32")), autograph=False)
-        return (lambda: product().numpy()), 2 * MATMUL_SIZE**3
+        return worker.matmul_call(MATMUL_SIZE, precision), 2 * MATMUL_SIZE**3
     dtype = "mixed_bfloat16" if precision == "bfloat16" else "float32"
     keras.utils.set_random_seed(0)
     model = (peers.build_keras_vit if lib == "keras_vit" else peers.build_keras_hub)(arch, dtype=dtype)
-    jit_kwargs = {} if jit == "auto" else {"jit_compile": jit}
-    height, width = arch["image_size"]
-    rng = np.random.default_rng(0)
-    images = tf.constant(rng.standard_normal((batch, height, width, arch["num_channels"])).astype("float32"))
+    images = tf.constant(worker.synthetic_images(arch, batch))
     if task == "predict":
-        model.compile(**jit_kwargs)
+        model.compile(**worker.jit_kwargs(jit))
         return (lambda: model.predict_on_batch(images)), batch * flops.vit_forward_flops(arch)
-    labels = tf.constant(rng.integers(0, arch["num_classes"], batch).astype("int32"))
-    model.compile(optimizer=keras.optimizers.AdamW(learning_rate=1e-4, weight_decay=0.05),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), **jit_kwargs)
+    labels = tf.constant(np.random.default_rng(1).integers(0, arch["num_classes"], batch).astype("int32"))
+    worker.compile_for_training(model, jit, learning_rate=1e-4)
     return (lambda: model.train_on_batch(images, labels)), batch * flops.vit_train_flops(arch)
 
 

@@ -52,7 +52,8 @@ def time_calls(fn: Callable[[], Any], warmup: int, repeats: int, min_repeats: in
                 median_cpu_s=float(np.median(cpu_seconds)))
 
 
-def _inputs(arch: dict, batch: int, channels_first: bool = False) -> np.ndarray:
+def synthetic_images(arch: dict, batch: int, channels_first: bool = False) -> np.ndarray:
+    """Seeded standard-normal images of the architecture's size (float32, NHWC or NCHW)."""
     height, width = arch["image_size"]
     images = np.random.default_rng(0).standard_normal((batch, height, width, arch["num_channels"]))
     images = images.astype("float32")
@@ -65,26 +66,35 @@ def _set_keras_precision(precision: str) -> None:
     keras.mixed_precision.set_global_policy("mixed_bfloat16" if precision == "bfloat16" else "float32")
 
 
-def _compile_kwargs(case: dict) -> dict:
-    jit = case.get("jit", "auto")
+def jit_kwargs(jit: bool | str) -> dict:
+    """`compile` arguments for an XLA setting: none for "auto" (Keras' default)."""
     return {} if jit == "auto" else {"jit_compile": bool(jit)}
+
+
+def compile_for_training(model, jit: bool | str, learning_rate: float = 1e-3) -> None:
+    """Compiles `model` the way every training case does: AdamW, sparse cross-entropy on logits."""
+    import keras  # noqa: PLC0415
+
+    model.compile(optimizer=keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=0.05),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), **jit_kwargs(jit))
+
+
+def matmul_call(size: int, dtype: str) -> Callable[[], Any]:
+    """One call of a compiled `size` x `size` matmul in `dtype`, waited for (a corner copied to the host)."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    a = tf.cast(tf.random.normal((size, size), dtype="float32", seed=1), dtype)
+    b = tf.cast(tf.random.normal((size, size), dtype="float32", seed=2), dtype)
+    step = tf.function(lambda: tf.reduce_sum(tf.cast(tf.matmul(a, b)[:1, :1], "float32")), autograph=False)
+    return lambda: step().numpy()
 
 
 def run_matmul(case: dict) -> dict:
     """The machine's own dense matmul rate in TensorFlow (size x size, float32 and bfloat16)."""
-    import tensorflow as tf  # noqa: PLC0415
-
     size = int(case.get("size", 2048))
     rates = {}
     for dtype in case.get("dtypes", ["float32"]):
-        a = tf.random.normal((size, size), dtype="float32", seed=1)
-        b = tf.random.normal((size, size), dtype="float32", seed=2)
-        a, b = tf.cast(a, dtype), tf.cast(b, dtype)
-        def product(a=a, b=b):
-            return tf.reduce_sum(tf.cast(tf.matmul(a, b)[:1, :1], "float32"))
-
-        step = tf.function(product, autograph=False)
-        timing = time_calls(lambda: step().numpy(), case.get("warmup", 2), case.get("repeats", 7),
+        timing = time_calls(matmul_call(size, dtype), case.get("warmup", 2), case.get("repeats", 7),
                             case.get("min_repeats", 3), case.get("budget_s", 10.0))
         timing["gflops"] = 2 * size**3 / timing["median_s"] / 1e9
         rates[dtype] = timing
@@ -96,7 +106,7 @@ def _keras_predictor(case: dict, arch: dict) -> Callable[[np.ndarray], Any]:
 
     _set_keras_precision(case["precision"])
     model = peers.build_keras_vit(arch) if case["lib"] == "keras_vit" else peers.build_keras_hub(arch)
-    model.compile(**_compile_kwargs(case))
+    model.compile(**jit_kwargs(case.get("jit", "auto")))
     return model.predict_on_batch
 
 
@@ -124,7 +134,7 @@ def run_infer(case: dict, arch: dict) -> dict:
         predict, channels_first = _keras_predictor(case, arch), False
     rows = []
     for batch in case["batches"]:
-        images = _inputs(arch, batch, channels_first)
+        images = synthetic_images(arch, batch, channels_first)
         timing = time_calls(lambda: predict(images), case.get("warmup", 2), case.get("repeats", 5),
                             case.get("min_repeats", 3), case.get("budget_s", 15.0))
         rows.append(dict(batch=batch, images_per_s=batch / timing["median_s"], **timing))
@@ -157,16 +167,12 @@ def run_train(case: dict, arch: dict) -> dict:
             gc.collect()
     else:
         raise ValueError(f"Training runs on the Keras libraries only. Received: lib={case['lib']!r}")
-    model.compile(
-        optimizer=keras.optimizers.AdamW(learning_rate=case.get("learning_rate", 1e-3), weight_decay=0.05),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        **_compile_kwargs(case),
-    )
+    compile_for_training(model, case.get("jit", "auto"), case.get("learning_rate", 1e-3))
     batch, warmup, steps = case["batch"], case.get("warmup", 2), case.get("steps", 5)
     if warmup < 1 or steps < 1:
         raise ValueError(f"Training needs >= 1 warm-up step (it compiles) and >= 1 timed step. "
                          f"Received: warmup={warmup}, steps={steps}")
-    images = _inputs(arch, batch)
+    images = synthetic_images(arch, batch)
     labels = np.random.default_rng(1).integers(0, arch["num_classes"], batch).astype("int32")
     data = tf.data.Dataset.from_tensors((images, labels)).repeat()
     timer = _StepTimer()

@@ -19,6 +19,7 @@ import keras
 
 from keras_vit.data.augment import Augment, AugmentSettings
 from keras_vit.training.precision import check_mixed_precision
+from keras_vit.training.xla import check_jit_compile_setting
 
 STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker", "tpu")
 CROPS = ("random_resized", "pad_crop", "resize")
@@ -186,8 +187,7 @@ class Recipe(AugmentSettings):
         if self.crop not in CROPS:
             raise ValueError(f"`crop` must be one of {CROPS}. Received: crop={self.crop!r}")
         check_mixed_precision(self.mixed_precision)
-        if self.jit_compile not in (True, False, "auto"):
-            raise ValueError(f"`jit_compile` must be True, False or 'auto'. Received: jit_compile={self.jit_compile!r}")
+        check_jit_compile_setting(self.jit_compile)
         if self.layer_decay is not None and not 0.0 < self.layer_decay <= 1.0:
             raise ValueError(f"`layer_decay` must be in (0, 1] or None. Received: layer_decay={self.layer_decay!r}")
         if self.drop_path_rate is not None and not 0.0 <= self.drop_path_rate < 1.0:

@@ -21,6 +21,12 @@ from keras_vit.training.strategy import check_jit_compile
 JIT_COMPILE_VALUES = (True, False, "auto")
 
 
+def check_jit_compile_setting(value) -> None:
+    """Raises ValueError unless `value` is True, False or "auto"."""
+    if value not in JIT_COMPILE_VALUES:
+        raise ValueError(f"`jit_compile` must be True, False or 'auto'. Received: jit_compile={value!r}")
+
+
 def resolve_jit_compile(jit_compile: bool | str, policy: str | keras.DTypePolicy, strategy,
                         *, gpus: list[tuple[int, int]] | None = None) -> bool | str:
     """The `jit_compile` argument to pass to `compile` for training under `policy` and `strategy`.
@@ -34,8 +40,7 @@ def resolve_jit_compile(jit_compile: bool | str, policy: str | keras.DTypePolicy
     Returns:
         True, False, or "auto" (left to Keras) on GPU machines.
     """
-    if jit_compile not in JIT_COMPILE_VALUES:
-        raise ValueError(f"`jit_compile` must be True, False or 'auto'. Received: jit_compile={jit_compile!r}")
+    check_jit_compile_setting(jit_compile)
     jit_compile = check_jit_compile(jit_compile, strategy)
     if jit_compile != "auto":
         return jit_compile
