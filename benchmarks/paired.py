@@ -14,9 +14,10 @@ cycle through them, a few steps each, in a rotating order; each round gives
 every variant's time relative to the first variant's in the same round, and
 the report is the median of those per-round ratios with its quartiles. A
 `matmul:float32` variant (TensorFlow's 2048x2048 matmul) in the rotation
-gives each model's share of the machine's matmul rate round by round.
-`benchmarks.run` stays the one-process-per-case run the README tables come
-from (peak memory, first-call times, timm); this module decides settings.
+gives each model's share of the machine's matmul rate round by round, and
+`timm:float32` / `timm:bfloat16` (predict only) puts timm on PyTorch in the
+same rotation. `benchmarks.run` stays the one-process-per-case run the README
+tables come from (peak memory, first-call times); this module decides settings.
 """
 
 from __future__ import annotations
@@ -35,14 +36,19 @@ MATMUL_SIZE = 2048
 
 
 def parse_variant(text: str) -> tuple[str, str, bool | str]:
-    """'keras_vit:float32:xla' -> ("keras_vit", "float32", True); 'matmul:float32' -> ("matmul", "float32", False)."""
+    """'keras_vit:float32:xla' -> ("keras_vit", "float32", True); 'matmul:float32' -> ("matmul", "float32", False).
+
+    'timm:float32' / 'timm:bfloat16' is timm's model on PyTorch (predict only;
+    bfloat16 through `torch.autocast`).
+    """
     parts = text.split(":")
-    if parts[0] == "matmul" and len(parts) == 2 and parts[1] in ("float32", "bfloat16"):
-        return "matmul", parts[1], False
+    if parts[0] in ("matmul", "timm") and len(parts) == 2 and parts[1] in ("float32", "bfloat16"):
+        return parts[0], parts[1], False
     if len(parts) != 3 or parts[0] not in ("keras_vit", "keras_hub") or parts[1] not in ("float32", "bfloat16") \
             or parts[2] not in XLA:
         raise ValueError("A variant is library:precision:xla with library keras_vit|keras_hub, precision "
-                         "float32|bfloat16 and xla xla|off|auto (Keras' default), or matmul:float32|bfloat16. "
+                         "float32|bfloat16 and xla xla|off|auto (Keras' default), or matmul:float32|bfloat16, "
+                         "or timm:float32|bfloat16. "
                          f"Received: {text!r}")
     return parts[0], parts[1], XLA[parts[2]]
 
@@ -57,6 +63,12 @@ def build_step(task: str, variant: tuple[str, str, bool | str], arch: dict, batc
     lib, precision, jit = variant
     if lib == "matmul":
         return worker.matmul_call(MATMUL_SIZE, precision), 2 * MATMUL_SIZE**3
+    if lib == "timm":
+        if task != "predict":
+            raise ValueError(f"timm variants time predict only. Received: task={task!r}")
+        predict = worker.timm_predictor({"precision": precision}, arch)
+        images = worker.synthetic_images(arch, batch, channels_first=True)
+        return (lambda: predict(images)), batch * flops.vit_forward_flops(arch)
     dtype = "mixed_bfloat16" if precision == "bfloat16" else "float32"
     keras.utils.set_random_seed(0)
     model = (peers.build_keras_vit if lib == "keras_vit" else peers.build_keras_hub)(arch, dtype=dtype)
@@ -121,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
         variants = [parse_variant(v) for v in args.variants]
     except ValueError as error:
         parser.error(str(error))
+    if any(lib == "timm" for lib, _, _ in variants):
+        import timm.models.vision_transformer  # noqa: F401,PLC0415  (torch and timm before TensorFlow, see peers.py)
     from benchmarks import peers  # noqa: PLC0415
 
     arch = peers.resolve_arch(args.model)

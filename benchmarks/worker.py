@@ -101,7 +101,7 @@ def run_matmul(case: dict) -> dict:
     return dict(size=size, rates=rates)
 
 
-def _keras_predictor(case: dict, arch: dict) -> Callable[[np.ndarray], Any]:
+def keras_predictor(case: dict, arch: dict) -> Callable[[np.ndarray], Any]:
     from benchmarks import peers  # noqa: PLC0415
 
     _set_keras_precision(case["precision"])
@@ -110,7 +110,7 @@ def _keras_predictor(case: dict, arch: dict) -> Callable[[np.ndarray], Any]:
     return model.predict_on_batch
 
 
-def _timm_predictor(case: dict, arch: dict) -> Callable[[np.ndarray], Any]:
+def timm_predictor(case: dict, arch: dict) -> Callable[[np.ndarray], Any]:
     import torch  # noqa: PLC0415
 
     from benchmarks import peers  # noqa: PLC0415
@@ -129,9 +129,9 @@ def _timm_predictor(case: dict, arch: dict) -> Callable[[np.ndarray], Any]:
 def run_infer(case: dict, arch: dict) -> dict:
     """Images/s at each batch size of `case["batches"]` (batch 1 gives the latency)."""
     if case["lib"] == "timm":
-        predict, channels_first = _timm_predictor(case, arch), True
+        predict, channels_first = timm_predictor(case, arch), True
     else:
-        predict, channels_first = _keras_predictor(case, arch), False
+        predict, channels_first = keras_predictor(case, arch), False
     rows = []
     for batch in case["batches"]:
         images = synthetic_images(arch, batch, channels_first)

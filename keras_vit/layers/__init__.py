@@ -6,6 +6,7 @@ from keras_vit.layers.decoder import TransformerDecoderBlock
 from keras_vit.layers.embeddings import PatchEmbedding, PrefixTokens
 from keras_vit.layers.mlp import Mlp, gelu_erf
 from keras_vit.layers.multi_head_attention import MultiHeadAttention
+from keras_vit.layers.normalization import LayerNorm, layer_norm_last_axis
 from keras_vit.layers.pooling import TokenPooling
 from keras_vit.layers.position import (
     PositionEmbedding,
@@ -20,6 +21,7 @@ from keras_vit.layers.sequence_encoder import SequenceEncoderBlock
 
 __all__ = [
     "DropPath",
+    "LayerNorm",
     "LayerScale",
     "LearnedPositionEncoding",
     "Mlp",
@@ -37,5 +39,6 @@ __all__ = [
     "TransformerDecoderBlock",
     "TransformerEncoderBlock",
     "gelu_erf",
+    "layer_norm_last_axis",
     "resample_position_embeddings",
 ]

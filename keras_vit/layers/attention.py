@@ -8,6 +8,8 @@ import keras
 from keras import ops
 
 from keras_vit.layers._serializable import serializable
+from keras_vit.layers.flat_tokens import flatten_tokens, unflatten_tokens
+from keras_vit.layers.normalization import LayerNorm
 
 
 def check_rate(value: float, name: str) -> float:
@@ -105,10 +107,10 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         self.proj.build(input_shape)
         if self.qk_norm:
             head_shape = (None, None, None, self.head_dim)
-            self.q_norm = keras.layers.LayerNormalization(
+            self.q_norm = LayerNorm(
                 epsilon=self.layer_norm_epsilon, name="q_norm", dtype=self.dtype_policy
             )
-            self.k_norm = keras.layers.LayerNormalization(
+            self.k_norm = LayerNorm(
                 epsilon=self.layer_norm_epsilon, name="k_norm", dtype=self.dtype_policy
             )
             self.q_norm.build(head_shape)
@@ -118,7 +120,7 @@ class MultiHeadSelfAttention(keras.layers.Layer):
 
     def call(self, tokens, attention_mask=None, return_attention_scores=False, training=None):
         batch, length = ops.shape(tokens)[0], ops.shape(tokens)[1]
-        qkv = ops.reshape(self.qkv(tokens), (batch, length, 3, self.num_heads, self.head_dim))
+        qkv = ops.reshape(self.qkv(flatten_tokens(tokens)), (batch, length, 3, self.num_heads, self.head_dim))
         # One transpose to (3, batch, heads, length, head_dim), then unstack rather than
         # index: the gradient of three strided slices is three zero-padded full-size
         # tensors summed together, that of unstack a single stack (attention forward +
@@ -132,8 +134,8 @@ class MultiHeadSelfAttention(keras.layers.Layer):
             logits = logits + attention_bias_from_mask(attention_mask, tokens.shape[1], tokens.shape[1])
         weights = ops.softmax(logits, axis=-1)
         mixed = ops.matmul(ops.cast(self.attention_dropout(weights, training=training), value.dtype), value)
-        mixed = ops.reshape(ops.transpose(mixed, (0, 2, 1, 3)), (batch, length, self.num_heads * self.head_dim))
-        outputs = self.proj_dropout(self.proj(mixed), training=training)
+        mixed = ops.reshape(ops.transpose(mixed, (0, 2, 1, 3)), (-1, self.num_heads * self.head_dim))
+        outputs = unflatten_tokens(self.proj_dropout(self.proj(mixed), training=training), tokens)
         return (outputs, weights) if return_attention_scores else outputs
 
     def compute_output_spec(self, tokens, attention_mask=None, return_attention_scores=False, training=None):

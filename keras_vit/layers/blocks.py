@@ -7,6 +7,7 @@ import keras
 from keras_vit.layers._serializable import serializable
 from keras_vit.layers.attention import MultiHeadSelfAttention, check_rate
 from keras_vit.layers.mlp import Mlp
+from keras_vit.layers.normalization import LayerNorm
 from keras_vit.layers.regularization import DropPath, LayerScale
 
 
@@ -81,7 +82,7 @@ class TransformerEncoderBlock(keras.layers.Layer):
 
     def build(self, input_shape):
         def norm(name):
-            layer = keras.layers.LayerNormalization(
+            layer = LayerNorm(
                 epsilon=self.layer_norm_epsilon, name=name, dtype=self.dtype_policy
             )
             layer.build(input_shape)

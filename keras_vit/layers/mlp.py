@@ -9,13 +9,16 @@ from keras import ops
 
 from keras_vit.layers._serializable import serializable
 from keras_vit.layers.attention import check_rate
+from keras_vit.layers.flat_tokens import flatten_tokens, unflatten_tokens
 
 
 def gelu_erf(x):
     """Exact GELU, 0.5 x (1 + erf(x / sqrt 2)) (Hendrycks & Gimpel 2016).
 
     Written with `erf` rather than `tf.nn.gelu`, which lowers to `Erfc`, an op
-    ONNX cannot take.
+    ONNX cannot take. This form is also the one TensorFlow's CPU graph rewriter
+    fuses, after a rank-2 `Dense`, into one oneDNN matmul + bias + GELU kernel,
+    and the one the LiteRT converter turns into its GELU op.
     """
     return 0.5 * x * (1.0 + ops.erf(x * (1.0 / math.sqrt(2.0))))
 
@@ -64,10 +67,10 @@ class Mlp(keras.layers.Layer):
         self.dropout = keras.layers.Dropout(self.dropout_rate, dtype=self.dtype_policy)
 
     def call(self, tokens, training=None):
-        x = self.fc1(tokens)
+        x = self.fc1(flatten_tokens(tokens))
         x = gelu_erf(x) if self.activation == "gelu" else ops.relu(x)
         x = self.dropout(x, training=training)
-        return self.dropout(self.fc2(x), training=training)
+        return unflatten_tokens(self.dropout(self.fc2(x), training=training), tokens)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.output_units or input_shape[-1],)

@@ -16,6 +16,7 @@ from keras import ops
 
 from keras_vit.layers._serializable import serializable
 from keras_vit.layers.attention import attention_bias_from_mask, check_rate
+from keras_vit.layers.flat_tokens import flatten_tokens, unflatten_tokens
 from keras_vit.layers.relative_position import apply_rotary_embedding
 
 
@@ -121,9 +122,10 @@ class MultiHeadAttention(keras.layers.Layer):
         self.output_dense = dense("output", tuple(query_shape[:-1]) + (dim,))
         self.attention_dropout = keras.layers.Dropout(self.attention_dropout_rate, dtype=self.dtype_policy)
 
-    def _split_heads(self, x):
+    def _project_heads(self, dense, x):
+        """`dense(x)` split into heads, `(batch, length, heads, head_dim)` (the matmul on rank-2 tokens)."""
         shape = ops.shape(x)
-        return ops.reshape(x, (shape[0], shape[1], self.num_heads, self.head_dim))
+        return ops.reshape(dense(flatten_tokens(x)), (shape[0], shape[1], self.num_heads, self.head_dim))
 
     def compute_cache(self, value):
         """Projects `value` once into a `(batch, 2, keys, heads, head_dim)` key/value cache.
@@ -131,8 +133,8 @@ class MultiHeadAttention(keras.layers.Layer):
         Cross-attention keys and values depend only on the encoder output, so
         decoding computes them once and reuses them at every step.
         """
-        key = self._split_heads(self.key_dense(value))
-        return ops.stack([key, self._split_heads(self.value_dense(value))], axis=1)
+        key = self._project_heads(self.key_dense, value)
+        return ops.stack([key, self._project_heads(self.value_dense, value)], axis=1)
 
     def call(
         self,
@@ -151,8 +153,8 @@ class MultiHeadAttention(keras.layers.Layer):
             key, val = cache[:, 0], cache[:, 1]
         else:
             source = query if value is None else value
-            key = self._split_heads(self.key_dense(source))
-            val = self._split_heads(self.value_dense(source))
+            key = self._project_heads(self.key_dense, source)
+            val = self._project_heads(self.value_dense, source)
             if self.rotary_max_wavelength is not None:
                 positions = ops.arange(ops.shape(key)[1]) + offset
                 key = apply_rotary_embedding(key, positions, self.rotary_max_wavelength)
@@ -161,7 +163,7 @@ class MultiHeadAttention(keras.layers.Layer):
                 key = ops.slice_update(cache[:, 0], start, ops.cast(key, cache.dtype))
                 val = ops.slice_update(cache[:, 1], start, ops.cast(val, cache.dtype))
                 cache = ops.stack([key, val], axis=1)
-        query_heads = self._split_heads(self.query_dense(query))
+        query_heads = self._project_heads(self.query_dense, query)
         if self.rotary_max_wavelength is not None:
             positions = ops.arange(ops.shape(query_heads)[1]) + offset
             query_heads = apply_rotary_embedding(query_heads, positions, self.rotary_max_wavelength)
@@ -182,8 +184,8 @@ class MultiHeadAttention(keras.layers.Layer):
         mixed = ops.einsum(
             "bhqk,bkhd->bqhd", ops.cast(self.attention_dropout(weights, training=training), val.dtype), val
         )
-        shape = ops.shape(mixed)
-        outputs = self.output_dense(ops.reshape(mixed, (shape[0], shape[1], self.num_heads * self.head_dim)))
+        flat = ops.reshape(mixed, (-1, self.num_heads * self.head_dim))
+        outputs = unflatten_tokens(self.output_dense(flat), query)
         results = (outputs,)
         if return_attention_scores:
             results += (weights,)

@@ -8,6 +8,7 @@ from keras_vit.layers._serializable import serializable
 from keras_vit.layers.attention import check_rate
 from keras_vit.layers.mlp import Mlp
 from keras_vit.layers.multi_head_attention import MultiHeadAttention
+from keras_vit.layers.normalization import LayerNorm
 
 
 def check_positive(value, name: str) -> int:
@@ -17,9 +18,9 @@ def check_positive(value, name: str) -> int:
     return value
 
 
-def layer_norm(name: str, epsilon: float, dtype, shape) -> keras.layers.LayerNormalization:
-    """A built LayerNormalization named `name`."""
-    norm = keras.layers.LayerNormalization(epsilon=epsilon, name=name, dtype=dtype)
+def layer_norm(name: str, epsilon: float, dtype, shape) -> LayerNorm:
+    """A built LayerNorm named `name`."""
+    norm = LayerNorm(epsilon=epsilon, name=name, dtype=dtype)
     norm.build(shape)
     return norm
 

@@ -17,6 +17,7 @@ from keras import ops
 
 from keras_vit.layers.attention import check_rate
 from keras_vit.layers.decoder import TransformerDecoderBlock
+from keras_vit.layers.normalization import LayerNorm
 from keras_vit.layers.position import SinusoidalPositionEncoding
 from keras_vit.layers.relative_position import RelativePositionBias
 from keras_vit.layers.sequence_embeddings import LearnedPositionEncoding, TokenEmbedding
@@ -558,7 +559,7 @@ def _build_graph(c: TransformerConfig, dtype) -> tuple[dict, keras.KerasTensor]:
     )
 
     def norm(name):
-        return keras.layers.LayerNormalization(epsilon=c.layer_norm_epsilon, name=name, dtype=dtype)
+        return LayerNorm(epsilon=c.layer_norm_epsilon, name=name, dtype=dtype)
 
     x, bias = position(source_embedding(inputs["encoder_tokens"]), "encoder")
     x = keras.layers.Dropout(c.dropout_rate, name="encoder_dropout", dtype=dtype)(x)

@@ -470,7 +470,7 @@ def _build_graph(c: ViTConfig, dtype) -> tuple[keras.KerasTensor, keras.KerasTen
         )(x, return_attention_scores=True)
 
     def norm(name):
-        return keras.layers.LayerNormalization(epsilon=c.layer_norm_epsilon, name=name, dtype=dtype)
+        return vit_layers.LayerNorm(epsilon=c.layer_norm_epsilon, name=name, dtype=dtype)
 
     if not c.use_fc_norm:
         x = norm("norm")(x)

@@ -6,6 +6,7 @@ subprocess plumbing is checked with a case that fails before TensorFlow loads
 and, in the slow suite, with a real `--smoke` run.
 """
 
+import collections
 import json
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from benchmarks import cases, flops, machine, paired, peers, report, run, worker
+from benchmarks import cases, flops, machine, op_profile, paired, peers, report, run, worker
 
 TINY = dict(cases.SMOKE_ARCH)
 QUICK = dict(warmup=1, repeats=1, min_repeats=1, budget_s=0.0)
@@ -233,6 +234,7 @@ def test_paired_variants_are_parsed_and_bad_ones_named():
     assert paired.parse_variant("keras_vit:bfloat16:xla") == ("keras_vit", "bfloat16", True)
     assert paired.parse_variant("keras_hub:float32:auto") == ("keras_hub", "float32", "auto")
     assert paired.parse_variant("matmul:float32") == ("matmul", "float32", False)
+    assert paired.parse_variant("timm:bfloat16") == ("timm", "bfloat16", False)
     for bad in ("timm:float32:off", "keras_vit:float16:off", "keras_vit:float32", "matmul:int8"):
         with pytest.raises(ValueError, match="library:precision:xla"):
             paired.parse_variant(bad)
@@ -254,3 +256,33 @@ def test_paired_run_interleaves_variants_and_reports_per_round_ratios():
     # a known case of the arithmetic: B twice as fast as A in one round and as fast in the other
     table = paired.summarize(["a:float32:off", "b:float32:off"], np.array([[2.0, 1.0], [1.0, 1.0]]), [1e9, 1e9])
     assert "| b:float32:off | 1.0 | 1.50 (1.25-1.75) | 1/2 | n/a |" in table
+
+
+def test_op_profile_groups_kernels_by_type_and_layer_norm_scope():
+    times = collections.Counter({
+        "vit/block_0/attn/qkv/MatMul:_MklNativeFusedMatMul": 0.6, "vit/block_0/norm1/Mul:Mul": 0.1,
+        "vit/block_0/norm1/ArithmeticOptimizer/AddOpsRewrite_add:AddN": 0.1, "vit/block_0/mlp/Mul:Mul": 0.2,
+        "ExecutorState::Process": 5.0})
+    rows = {op: (ms, share) for op, ms, share in op_profile.by_op_type(times, steps=2)}
+    assert set(rows) == {"_MklNativeFusedMatMul", "LayerNorm/Mul", "LayerNorm/AddN", "Mul"}
+    assert rows["_MklNativeFusedMatMul"] == pytest.approx((300.0, 0.6))
+    assert rows["LayerNorm/Mul"] == pytest.approx((50.0, 0.1))
+    assert "layer norm 20.0%" in op_profile.markdown(list(op_profile.by_op_type(times, 2)))
+
+
+def test_vit_mlp_matmuls_run_fused_with_bias_and_gelu():
+    """The 2-D Dense layers let TensorFlow's CPU rewriter fuse bias and exact GELU into the matmul."""
+    arch = peers.resolve_arch(TINY)
+    step, _ = paired.build_step("predict", ("keras_vit", "float32", False), arch, 2)
+    ops_seen = {op for op, _, _ in op_profile.profile_step(step, steps=1)}
+    assert any("FusedMatMul" in op for op in ops_seen), ops_seen
+    assert not {"Erf", "BiasAdd"} & ops_seen, ops_seen
+
+
+def test_paired_timm_variant_times_predict_only():
+    arch = peers.resolve_arch(TINY)
+    step, flops_per_call = paired.build_step("predict", ("timm", "float32", False), arch, 2)
+    step()
+    assert flops_per_call == 2 * flops.vit_forward_flops(arch)
+    with pytest.raises(ValueError, match="predict only"):
+        paired.build_step("train", ("timm", "float32", False), arch, 2)

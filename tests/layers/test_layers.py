@@ -25,6 +25,7 @@ LAYER_CASES = [
     (L.Mlp, dict(hidden_units=16), (2, 6, 8)),
     (L.DropPath, dict(rate=0.1), (2, 6, 8)),
     (L.LayerScale, dict(init_values=1e-5), (2, 6, 8)),
+    (L.LayerNorm, dict(epsilon=1e-6), (2, 6, 8)),
     (L.TransformerEncoderBlock, dict(num_heads=2, mlp_dim=16, layer_scale_init=0.1, qk_norm=True), (2, 6, 8)),
     (L.TokenPooling, dict(mode="gap", num_prefix_tokens=1), (2, 6, 8)),
 ]
@@ -38,6 +39,8 @@ def test_config_matches_constructor_and_round_trips(cls, kwargs, shape, rng):
     config = layer.get_config()
     own = set(config) - set(keras.layers.Layer(name="x").get_config())
     params = set(inspect.signature(cls.__init__).parameters) - {"self", "kwargs"}
+    if cls is L.LayerNorm:  # inherits Keras' constructor, whose config also holds its deprecated kwarg
+        params.add("rms_scaling")
     assert own == params, "config and constructor drift"
     clone = cls.from_config(config)
     clone(x)
@@ -102,6 +105,44 @@ def test_gelu_is_exact_erf_gelu():
     x = np.linspace(-6, 6, 101).astype("float32")
     ref = torch.nn.functional.gelu(torch.from_numpy(x), approximate="none").numpy()
     np.testing.assert_allclose(keras.ops.convert_to_numpy(L.gelu_erf(x)), ref, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(6, 16), (2, 5, 16), (2, 3, 5, 16)])
+def test_layer_norm_matches_torch_in_value_and_gradient(shape):
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal(shape) * 3 + 1.5).astype("float32")
+    gamma, beta = rng.standard_normal(16).astype("float32"), rng.standard_normal(16).astype("float32")
+    upstream = rng.standard_normal(shape).astype("float32")
+    norm = L.LayerNorm(epsilon=1e-6)
+    norm.build(shape)
+    norm.set_weights([gamma, beta])
+    inputs = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(inputs)
+        loss = tf.reduce_sum(norm(inputs) * upstream)
+    grad_x, grad_gamma, grad_beta = tape.gradient(loss, [inputs, norm.gamma.value, norm.beta.value])
+
+    tx, tg, tb = (torch.tensor(a, requires_grad=True) for a in (x, gamma, beta))
+    out = torch.nn.functional.layer_norm(tx, (16,), tg, tb, eps=1e-6)
+    (out * torch.from_numpy(upstream)).sum().backward()
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(norm(x)), out.detach().numpy(), atol=2e-5)
+    for ours, ref in ((grad_x, tx.grad), (grad_gamma, tg.grad), (grad_beta, tb.grad)):
+        np.testing.assert_allclose(ours.numpy(), ref.numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_layer_norm_keeps_keras_behaviour_for_other_settings():
+    x = np.random.default_rng(1).standard_normal((2, 4, 6)).astype("float32")
+    for kwargs in (dict(axis=1), dict(center=False), dict(scale=False), dict(center=False, scale=False)):
+        ours, ref = L.LayerNorm(**kwargs), keras.layers.LayerNormalization(**kwargs)
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(ours(x)), keras.ops.convert_to_numpy(ref(x)),
+                                   atol=1e-5, err_msg=str(kwargs))
+    mixed = L.LayerNorm(dtype="mixed_bfloat16")
+    out = mixed(x)
+    assert keras.backend.standardize_dtype(out.dtype) == "bfloat16"
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(keras.ops.cast(out, "float32")),
+                               keras.ops.convert_to_numpy(L.LayerNorm()(x)), atol=3e-2)
 
 
 def test_sinusoidal_encoding_matches_paper_formula():

@@ -1,0 +1,107 @@
+"""Where a Keras step's time goes, op type by op type (TensorFlow profiler, CPU).
+
+    python -m benchmarks.op_profile --task predict --model vit_base_patch16_224 --batch 8
+    python -m benchmarks.op_profile --task train --model vit_cifar_patch4_32 --batch 32 --library keras_hub
+
+Runs a few warm steps under `tf.profiler`, reads the trace (the XPlane
+protobuf TensorFlow writes) and sums the time of every executed kernel by op
+type. It shows what the graph rewriter fused (`_MklNativeFusedMatMul` with
+bias and GELU, no separate `BiasAdd`/`Erf`) and what is left besides the
+matmuls; the layer-norm share is the time of ops under a `norm` scope. Op times
+on two cores overlap, so shares, not sums, are the reading.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import glob
+import sys
+import tempfile
+
+# Profiler bookkeeping events on the executor threads, not kernels.
+NOT_KERNELS = {"Process", "StartRegion", "StopRegion", "Record", "MemoryAllocation", "MemoryDeallocation"}
+
+
+def kernel_times(trace_dir: str) -> collections.Counter:
+    """Seconds per `op_name:OpType` kernel event summed over a trace directory's XPlane file."""
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2  # noqa: PLC0415
+
+    files = glob.glob(f"{trace_dir}/**/*.xplane.pb", recursive=True)
+    if not files:
+        raise FileNotFoundError(f"No *.xplane.pb under {trace_dir}: the profiler wrote no trace.")
+    space = xplane_pb2.XSpace()
+    with open(files[0], "rb") as handle:
+        space.ParseFromString(handle.read())
+    times = collections.Counter()
+    for plane in space.planes:
+        names = {key: meta.name for key, meta in plane.event_metadata.items()}
+        for line in plane.lines:
+            if not line.name.startswith("tf_Compute"):
+                continue
+            for event in line.events:
+                name = names.get(event.metadata_id, "")
+                if ":" in name:
+                    times[name] += event.duration_ps * 1e-12
+    return times
+
+
+def by_op_type(times: collections.Counter, steps: int) -> list[tuple[str, float, float]]:
+    """(op type, ms per step, share) rows, largest first; layer-norm ops as 'LayerNorm/<type>'."""
+    totals = collections.Counter()
+    for name, seconds in times.items():
+        scope, op_type = name.rsplit(":", 1)
+        if op_type in NOT_KERNELS:
+            continue
+        in_norm = any("norm" in part for part in scope.split("/")[-3:-1])
+        totals[f"LayerNorm/{op_type}" if in_norm else op_type] += seconds
+    grand = sum(totals.values()) or 1.0
+    return [(op, 1e3 * s / steps, s / grand) for op, s in totals.most_common()]
+
+
+def profile_step(step, steps: int = 3) -> list[tuple[str, float, float]]:
+    """Warms `step` up, traces `steps` calls of it, returns `by_op_type` rows."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    for _ in range(2):
+        step()
+    with tempfile.TemporaryDirectory() as trace_dir:
+        tf.profiler.experimental.start(trace_dir)
+        try:
+            for _ in range(steps):
+                step()
+        finally:
+            tf.profiler.experimental.stop()
+        return by_op_type(kernel_times(trace_dir), steps)
+
+
+def markdown(rows: list[tuple[str, float, float]], top: int = 20) -> str:
+    lines = ["| op type | ms per step | share of kernel time |", "|---|---:|---:|"]
+    lines += [f"| {op} | {ms:.2f} | {share:.1%} |" for op, ms, share in rows[:top]]
+    norm = sum(share for op, _, share in rows if op.startswith("LayerNorm/"))
+    matmul = sum(share for op, _, share in rows if "MatMul" in op)
+    return "\n".join(lines) + f"\n\nmatmul kernels {matmul:.1%}, layer norm {norm:.1%} of kernel time"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--task", choices=("train", "predict"), default="predict")
+    parser.add_argument("--model", default="vit_base_patch16_224", help="keras_vit registry name")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--library", choices=("keras_vit", "keras_hub"), default="keras_vit")
+    parser.add_argument("--precision", choices=("float32", "bfloat16"), default="float32")
+    parser.add_argument("--steps", type=int, default=3)
+    args = parser.parse_args(argv)
+    if args.batch < 1 or args.steps < 1:
+        parser.error("--batch and --steps must be >= 1")
+    from benchmarks import paired, peers  # noqa: PLC0415
+
+    arch = peers.resolve_arch(args.model)
+    step, _ = paired.build_step(args.task, (args.library, args.precision, False), arch, args.batch)
+    print(f"{args.library} {args.task} {args.model} batch {args.batch} {args.precision}, no XLA\n")
+    print(markdown(profile_step(step, args.steps)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
