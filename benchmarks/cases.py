@@ -9,8 +9,9 @@ which is off on CPU), and the batch sizes, warm-up and repeat counts.
 
 from __future__ import annotations
 
+from benchmarks.worker import PRECISIONS
+
 INFER_MODELS = ("vit_tiny_patch16_224", "vit_small_patch16_224", "vit_base_patch16_224")
-PRECISIONS = ("float32", "bfloat16")
 INFER_BATCHES = (1, 8, 32)
 CIFAR_MODEL = "vit_cifar_patch4_32"
 TI_MODEL = "vit_tiny_patch16_224"

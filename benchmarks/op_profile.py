@@ -19,6 +19,8 @@ import glob
 import sys
 import tempfile
 
+from benchmarks.worker import PRECISIONS
+
 # Profiler bookkeeping events on the executor threads, not kernels.
 NOT_KERNELS = {"Process", "StartRegion", "StopRegion", "Record", "MemoryAllocation", "MemoryDeallocation"}
 
@@ -76,6 +78,7 @@ def profile_step(step, steps: int = 3) -> list[tuple[str, float, float]]:
 
 
 def markdown(rows: list[tuple[str, float, float]], top: int = 20) -> str:
+    """The `top` rows as a table, then the matmul and layer-norm shares of all kernel time."""
     lines = ["| op type | ms per step | share of kernel time |", "|---|---:|---:|"]
     lines += [f"| {op} | {ms:.2f} | {share:.1%} |" for op, ms, share in rows[:top]]
     norm = sum(share for op, _, share in rows if op.startswith("LayerNorm/"))
@@ -89,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="vit_base_patch16_224", help="keras_vit registry name")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--library", choices=("keras_vit", "keras_hub"), default="keras_vit")
-    parser.add_argument("--precision", choices=("float32", "bfloat16"), default="float32")
+    parser.add_argument("--precision", choices=PRECISIONS, default="float32")
     parser.add_argument("--steps", type=int, default=3)
     args = parser.parse_args(argv)
     if args.batch < 1 or args.steps < 1:

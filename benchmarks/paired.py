@@ -29,6 +29,7 @@ import time
 import numpy as np
 
 from benchmarks import machine
+from benchmarks.worker import PRECISIONS
 
 XLA = {"xla": True, "off": False, "auto": "auto"}
 TASKS = ("train", "predict")
@@ -42,9 +43,9 @@ def parse_variant(text: str) -> tuple[str, str, bool | str]:
     bfloat16 through `torch.autocast`).
     """
     parts = text.split(":")
-    if parts[0] in ("matmul", "timm") and len(parts) == 2 and parts[1] in ("float32", "bfloat16"):
+    if parts[0] in ("matmul", "timm") and len(parts) == 2 and parts[1] in PRECISIONS:
         return parts[0], parts[1], False
-    if len(parts) != 3 or parts[0] not in ("keras_vit", "keras_hub") or parts[1] not in ("float32", "bfloat16") \
+    if len(parts) != 3 or parts[0] not in ("keras_vit", "keras_hub") or parts[1] not in PRECISIONS \
             or parts[2] not in XLA:
         raise ValueError("A variant is library:precision:xla with library keras_vit|keras_hub, precision "
                          "float32|bfloat16 and xla xla|off|auto (Keras' default), or matmul:float32|bfloat16, "

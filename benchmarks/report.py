@@ -6,6 +6,7 @@ import statistics
 from typing import Any
 
 from benchmarks.cases import KERAS_VIT_PREDICT_JIT, KERAS_VIT_TRAIN_JIT
+from benchmarks.worker import PRECISIONS
 
 # The ratios the benchmark issue asks for.
 TARGET_VS_HUB_INFER = 1.05
@@ -177,7 +178,7 @@ def setting_table(results: list[dict]) -> list[str]:
                          f"{_fmt(_ratio(on_cpu, off_cpu), 2)} |")
 
     infer_models = sorted({_model_name(r["case"]) for r in _ok(results, "infer")})
-    for precision in ("float32", "bfloat16"):
+    for precision in PRECISIONS:
         for model in infer_models:
             rates = [[infer_rate(results, "keras_vit", model, precision, 8, jit=jit, best=best)
                       for jit in (not KERAS_VIT_PREDICT_JIT, KERAS_VIT_PREDICT_JIT)] for best in (False, "cpu")]
@@ -188,7 +189,7 @@ def setting_table(results: list[dict]) -> list[str]:
                      for best in (False, "cpu")]
             row("predict", model, f"{lib}: bfloat16 vs float32", 8, *rates)
     for model in sorted({_model_name(r["case"]) for r in _ok(results, "train")}):
-        for precision in ("float32", "bfloat16"):
+        for precision in PRECISIONS:
             xla = [[training_rate(results, "keras_vit", model, precision, jit, best) for jit in (True, False)]
                    for best in (False, "cpu")]
             row("train", model, f"{precision}: XLA vs no XLA", "", *xla)
@@ -229,7 +230,7 @@ def target_checks(results: list[dict], train_jit: dict | None = None) -> list[di
         reference = matmul_rate(results, per_cpu=True) if best == "cpu" else peak
         fraction = _ratio(ours * arch_flops / 1e9, reference) if ours and arch_flops else None
         measured[best] = [_ratio(ours, hub), _ratio(ours, timm), fraction]
-        for precision in ("float32", "bfloat16"):
+        for precision in PRECISIONS:
             for model in TRAIN_TARGET_MODELS:
                 measured[best].append(_ratio(
                     training_rate(results, "keras_vit", model, precision, train_jit[precision], best),
