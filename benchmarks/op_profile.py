@@ -2,13 +2,16 @@
 
     python -m benchmarks.op_profile --task predict --model vit_base_patch16_224 --batch 8
     python -m benchmarks.op_profile --task train --model vit_cifar_patch4_32 --batch 32 --library keras_hub
+    python -m benchmarks.op_profile --task train --model vit_cifar_patch4_32 --batch 128 --by layer --inter-op-threads 1
 
 Runs a few warm steps under `tf.profiler`, reads the trace (the XPlane
 protobuf TensorFlow writes) and sums the time of every executed kernel by op
 type. It shows what the graph rewriter fused (`_MklNativeFusedMatMul` with
 bias and GELU, no separate `BiasAdd`/`Erf`) and what is left besides the
-matmuls; the layer-norm share is the time of ops under a `norm` scope. Op times
-on two cores overlap, so shares, not sums, are the reading.
+matmuls; the layer-norm share is the time of ops under a `norm` scope. `--by layer`
+sums by the block sub-layer instead (attn, mlp, norm; matmuls on their own).
+Op times on two cores overlap, so shares, not sums, are the reading, unless
+`--inter-op-threads 1` runs one op at a time (a few percent slower in all).
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from __future__ import annotations
 import argparse
 import collections
 import glob
+import itertools
+import re
 import sys
 import tempfile
 
@@ -61,8 +66,33 @@ def by_op_type(times: collections.Counter, steps: int) -> list[tuple[str, float,
     return [(op, 1e3 * s / steps, s / grand) for op, s in totals.most_common()]
 
 
-def profile_step(step, steps: int = 3) -> list[tuple[str, float, float]]:
-    """Warms `step` up, traces `steps` calls of it, returns `by_op_type` rows."""
+def layer_of(scope: str, op_type: str) -> str:
+    """'matmul' for matmul kernels, else the keras_vit block sub-layer (attn, mlp, norm) the op ran in,
+    'optimizer' for the optimizer's update ops, or 'other'."""
+    if "MatMul" in op_type or "Einsum" in op_type:
+        return "matmul"
+    parts = scope.split("/")
+    for part, child in itertools.pairwise(parts):
+        if re.fullmatch(r"block[_\d]*", part):  # block_3, or block_3_1 when TensorFlow deduplicated it
+            return re.sub(r"[_\d]+$", "", child)  # attn_1 -> attn, norm1_1 -> norm
+    if parts[0].startswith(("adam", "sgd")):
+        return "optimizer"
+    return "other"
+
+
+def by_layer(times: collections.Counter, steps: int) -> list[tuple[str, float, float]]:
+    """(sub-layer, ms per step, share) rows, largest first (see `layer_of`)."""
+    totals = collections.Counter()
+    for name, seconds in times.items():
+        scope, op_type = name.rsplit(":", 1)
+        if op_type not in NOT_KERNELS:
+            totals[layer_of(scope, op_type)] += seconds
+    grand = sum(totals.values()) or 1.0
+    return [(layer, 1e3 * s / steps, s / grand) for layer, s in totals.most_common()]
+
+
+def profile_step(step, steps: int = 3, group=by_op_type) -> list[tuple[str, float, float]]:
+    """Warms `step` up, traces `steps` calls of it, returns `group` rows (`by_op_type` or `by_layer`)."""
     import tensorflow as tf  # noqa: PLC0415
 
     for _ in range(2):
@@ -74,15 +104,15 @@ def profile_step(step, steps: int = 3) -> list[tuple[str, float, float]]:
                 step()
         finally:
             tf.profiler.experimental.stop()
-        return by_op_type(kernel_times(trace_dir), steps)
+        return group(kernel_times(trace_dir), steps)
 
 
-def markdown(rows: list[tuple[str, float, float]], top: int = 20) -> str:
+def markdown(rows: list[tuple[str, float, float]], top: int = 20, first_column: str = "op type") -> str:
     """The `top` rows as a table, then the matmul and layer-norm shares of all kernel time."""
-    lines = ["| op type | ms per step | share of kernel time |", "|---|---:|---:|"]
+    lines = [f"| {first_column} | ms per step | share of kernel time |", "|---|---:|---:|"]
     lines += [f"| {op} | {ms:.2f} | {share:.1%} |" for op, ms, share in rows[:top]]
-    norm = sum(share for op, _, share in rows if op.startswith("LayerNorm/"))
-    matmul = sum(share for op, _, share in rows if "MatMul" in op)
+    norm = sum(share for op, _, share in rows if op.startswith("LayerNorm/") or op == "norm")
+    matmul = sum(share for op, _, share in rows if "matmul" in op.lower())
     return "\n".join(lines) + f"\n\nmatmul kernels {matmul:.1%}, layer norm {norm:.1%} of kernel time"
 
 
@@ -94,15 +124,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--library", choices=("keras_vit", "keras_hub"), default="keras_vit")
     parser.add_argument("--precision", choices=PRECISIONS, default="float32")
     parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--by", choices=("op", "layer"), default="op", help="group kernels by op type or sub-layer")
+    parser.add_argument("--inter-op-threads", type=int, default=0,
+                        help="TensorFlow inter-op threads; 1 runs one op at a time (default 0: TensorFlow's choice)")
     args = parser.parse_args(argv)
-    if args.batch < 1 or args.steps < 1:
-        parser.error("--batch and --steps must be >= 1")
+    if args.batch < 1 or args.steps < 1 or args.inter_op_threads < 0:
+        parser.error("--batch and --steps must be >= 1, --inter-op-threads >= 0")
+    if args.inter_op_threads:
+        import tensorflow as tf  # noqa: PLC0415
+
+        tf.config.threading.set_inter_op_parallelism_threads(args.inter_op_threads)
     from benchmarks import paired, peers  # noqa: PLC0415
 
     arch = peers.resolve_arch(args.model)
     step, _ = paired.build_step(args.task, (args.library, args.precision, False), arch, args.batch)
     print(f"{args.library} {args.task} {args.model} batch {args.batch} {args.precision}, no XLA\n")
-    print(markdown(profile_step(step, args.steps)))
+    group, column = (by_op_type, "op type") if args.by == "op" else (by_layer, "sub-layer")
+    print(markdown(profile_step(step, args.steps, group), first_column=column))
     return 0
 
 

@@ -29,6 +29,9 @@ def layer_norm_last_axis(x, gamma=None, beta=None, epsilon: float = 1e-6):
     """
     dtype = keras.backend.result_type(x.dtype, "float32")
     x = ops.cast(x, dtype)
+    params = [ops.cast(p, dtype) for p in (gamma, beta) if p is not None]
+    if _tensorflow_op_by_op():
+        return _normalize_with_backward(x, gamma is not None, beta is not None, epsilon)(x, *params)
     mean = ops.mean(x, axis=-1, keepdims=True)
     # The variance's gradient w.r.t. the mean is zero at the mean, so the mean is
     # held constant there (as `tf.nn.moments` does): a smaller backward graph,
@@ -36,9 +39,64 @@ def layer_norm_last_axis(x, gamma=None, beta=None, epsilon: float = 1e-6):
     variance = ops.mean(ops.square(x - ops.stop_gradient(mean)), axis=-1, keepdims=True)
     scale = ops.rsqrt(variance + epsilon)
     if gamma is not None:
-        scale = scale * ops.cast(gamma, dtype)
+        scale = scale * params[0]
     outputs = (x - mean) * scale
-    return outputs if beta is None else ops.cast(beta, dtype) + outputs
+    return outputs if beta is None else params[-1] + outputs
+
+
+def _tensorflow_op_by_op() -> bool:
+    """True when tracing for TensorFlow's graph executor, which runs every op as its own kernel.
+
+    False on other backends and inside XLA clusters (`jit_compile=True`),
+    which fuse the autodiff backward themselves.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return False
+    from tensorflow.python.framework import ops as tf_ops  # noqa: PLC0415
+    from tensorflow.python.ops import control_flow_util  # noqa: PLC0415
+
+    return not control_flow_util.GraphOrParentsInXlaContext(tf_ops.get_default_graph())
+
+
+def _normalize_with_backward(x, has_gamma: bool, has_beta: bool, epsilon: float):
+    """The layer norm as one custom-gradient function `(x, *params) -> y` (TensorFlow graphs).
+
+    The backward is the closed form `dx = inv * (g - mean(g) - xhat * mean(g * xhat))`
+    with `g = dy * gamma`, from the saved `xhat` and `inv`: a third fewer
+    kernels than autodiff's graph, which the op-by-op executor runs one by one
+    (train steps 1.5-3% faster on the CIFAR and ViT-Ti/16 models; README,
+    Benchmarks). XLA fuses the autodiff graph better, so it keeps that.
+    """
+    import tensorflow as tf  # noqa: PLC0415 (only reached on the TensorFlow backend)
+
+    batch_axes = tuple(range(len(x.shape) - 1))
+
+    @ops.custom_gradient
+    def normalize(x, *params):
+        # Under the layer's own scope, so that profiles attribute the backward to it.
+        backward_scope = f"{tf.get_current_name_scope()}/backward/".lstrip("/")
+        centred = x - ops.mean(x, axis=-1, keepdims=True)
+        inv = ops.rsqrt(ops.mean(ops.square(centred), axis=-1, keepdims=True) + epsilon)
+        xhat = centred * inv
+        outputs = xhat * params[0] if has_gamma else xhat
+        if has_beta:
+            outputs = outputs + params[-1]
+
+        def grad(upstream, variables=None):
+            with tf.name_scope(backward_scope):
+                g = upstream * params[0] if has_gamma else upstream
+                g_mean = ops.mean(g, axis=-1, keepdims=True)
+                projection = ops.mean(g * xhat, axis=-1, keepdims=True)
+                grads = [inv * (g - g_mean - xhat * projection)]
+                if has_gamma:
+                    grads.append(ops.sum(upstream * xhat, axis=batch_axes))
+                if has_beta:
+                    grads.append(ops.sum(upstream, axis=batch_axes))
+                return tuple(grads)
+
+        return outputs, grad
+
+    return normalize
 
 
 @serializable

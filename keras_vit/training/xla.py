@@ -2,11 +2,11 @@
 
 Keras' own "auto" turns XLA off on CPU-only machines. Measured on this
 project's benchmark machine (paired runs in one process, README, Benchmarks),
-XLA train steps in float32 ran 1.30x as fast on the digits model (the default
+XLA train steps in float32 ran 1.24x as fast on the digits model (the default
 recipe: XLA removes the per-op overhead that dominates a small model), 1.03x
-on ViT-Ti/16 and 0.94x on the CIFAR model (whose oneDNN-fused rank-2 matmuls
-XLA:CPU does not use); under mixed bfloat16 XLA:CPU gives up oneDNN's native
-bfloat16 matmuls and ran 0.71x and 0.76x as fast. So on a CPU "auto" means
+on ViT-Ti/16 and 0.92x on the CIFAR model (0.87x at batch 128; XLA:CPU does
+not use its oneDNN-fused rank-2 matmuls); under mixed bfloat16 XLA:CPU gives
+up oneDNN's native bfloat16 matmuls and ran 0.69x and 0.73x as fast. So on a CPU "auto" means
 XLA exactly when the compute dtype is float32. On GPUs Keras' "auto" (XLA on)
 is kept; under a multi-replica mirrored strategy XLA is off
 (`strategy.check_jit_compile`).

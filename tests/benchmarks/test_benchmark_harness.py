@@ -270,6 +270,20 @@ def test_op_profile_groups_kernels_by_type_and_layer_norm_scope():
     assert "layer norm 20.0%" in op_profile.markdown(list(op_profile.by_op_type(times, 2)))
 
 
+def test_op_profile_groups_kernels_by_block_sub_layer():
+    times = collections.Counter({
+        "gradient_tape/vit_1/block_0_1/attn_1/qkv_1/MatMul/MatMul:_MklMatMul": 0.4,
+        "vit/block_3/attn/Softmax:_MklSoftmax": 0.1, "vit/block_3/mlp/Erf:Erf": 0.1,
+        "vit_1/block_0_1/norm1_1/backward/mul:Mul": 0.2, "adam_w/Sub:Sub": 0.1, "AddN:AddN": 0.1,
+        "ExecutorState::Process": 5.0})
+    rows = {layer: (ms, share) for layer, ms, share in op_profile.by_layer(times, steps=1)}
+    assert set(rows) == {"matmul", "attn", "mlp", "norm", "optimizer", "other"}
+    assert rows["matmul"] == pytest.approx((400.0, 0.4))
+    assert rows["norm"] == pytest.approx((200.0, 0.2))
+    table = op_profile.markdown(op_profile.by_layer(times, 1), first_column="sub-layer")
+    assert "| sub-layer |" in table and "matmul kernels 40.0%, layer norm 20.0%" in table
+
+
 def test_vit_mlp_matmuls_run_fused_with_bias_and_gelu():
     """The 2-D Dense layers let TensorFlow's CPU rewriter fuse bias and exact GELU into the matmul."""
     arch = peers.resolve_arch(TINY)

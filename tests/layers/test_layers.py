@@ -107,10 +107,32 @@ def test_gelu_is_exact_erf_gelu():
     np.testing.assert_allclose(keras.ops.convert_to_numpy(L.gelu_erf(x)), ref, atol=1e-6)
 
 
-@pytest.mark.parametrize("shape", [(6, 16), (2, 5, 16), (2, 3, 5, 16)])
-def test_layer_norm_matches_torch_in_value_and_gradient(shape):
+def _layer_norm_gradients(norm, x, upstream, mode):
+    """(outputs, d inputs, d gamma or None, d beta or None) of `sum(norm(x) * upstream)` run eagerly,
+    in a `tf.function` (the hand-written backward) or under XLA (autodiff)."""
     import tensorflow as tf
 
+    params = [w for w in (norm.gamma, norm.beta) if w is not None]
+
+    def run(inputs):
+        with tf.GradientTape() as tape:
+            tape.watch(inputs)
+            outputs = norm(inputs)
+            loss = tf.reduce_sum(outputs * upstream)
+        return outputs, tape.gradient(loss, [inputs] + [w.value for w in params])
+
+    if mode != "eager":
+        run = tf.function(run, jit_compile=mode == "xla")
+    outputs, grads = run(tf.constant(x))
+    grads = iter([g.numpy() for g in grads])
+    grad_x = next(grads)
+    return (outputs.numpy(), grad_x, next(grads) if norm.gamma is not None else None,
+            next(grads) if norm.beta is not None else None)
+
+
+@pytest.mark.parametrize("mode", ["eager", "graph", "xla"])
+@pytest.mark.parametrize("shape", [(6, 16), (2, 5, 16), (2, 3, 5, 16)])
+def test_layer_norm_matches_torch_in_value_and_gradient(shape, mode):
     rng = np.random.default_rng(0)
     x = (rng.standard_normal(shape) * 3 + 1.5).astype("float32")
     gamma, beta = rng.standard_normal(16).astype("float32"), rng.standard_normal(16).astype("float32")
@@ -118,18 +140,56 @@ def test_layer_norm_matches_torch_in_value_and_gradient(shape):
     norm = L.LayerNorm(epsilon=1e-6)
     norm.build(shape)
     norm.set_weights([gamma, beta])
-    inputs = tf.constant(x)
-    with tf.GradientTape() as tape:
-        tape.watch(inputs)
-        loss = tf.reduce_sum(norm(inputs) * upstream)
-    grad_x, grad_gamma, grad_beta = tape.gradient(loss, [inputs, norm.gamma.value, norm.beta.value])
+    results = _layer_norm_gradients(norm, x, upstream, mode)
 
     tx, tg, tb = (torch.tensor(a, requires_grad=True) for a in (x, gamma, beta))
     out = torch.nn.functional.layer_norm(tx, (16,), tg, tb, eps=1e-6)
     (out * torch.from_numpy(upstream)).sum().backward()
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(norm(x)), out.detach().numpy(), atol=2e-5)
-    for ours, ref in ((grad_x, tx.grad), (grad_gamma, tg.grad), (grad_beta, tb.grad)):
-        np.testing.assert_allclose(ours.numpy(), ref.numpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(results[0], out.detach().numpy(), atol=2e-5)
+    for ours, ref in zip(results[1:], (tx.grad, tg.grad, tb.grad)):
+        np.testing.assert_allclose(ours, ref.numpy(), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("center, scale", [(False, True), (True, False), (False, False)])
+def test_layer_norm_gradient_without_gamma_or_beta_matches_torch(center, scale):
+    rng = np.random.default_rng(2)
+    x = (rng.standard_normal((3, 4, 8)) * 2 - 1).astype("float32")
+    upstream = rng.standard_normal((3, 4, 8)).astype("float32")
+    norm = L.LayerNorm(epsilon=1e-5, center=center, scale=scale)
+    norm.build(x.shape)
+    if scale:
+        norm.gamma.assign(rng.standard_normal(8).astype("float32"))
+    if center:
+        norm.beta.assign(rng.standard_normal(8).astype("float32"))
+    outputs, grad_x, grad_gamma, grad_beta = _layer_norm_gradients(norm, x, upstream, "graph")
+
+    tx = torch.tensor(x, requires_grad=True)
+    tg = torch.tensor(norm.gamma.numpy(), requires_grad=True) if scale else None
+    tb = torch.tensor(norm.beta.numpy(), requires_grad=True) if center else None
+    out = torch.nn.functional.layer_norm(tx, (8,), tg, tb, eps=1e-5)
+    (out * torch.from_numpy(upstream)).sum().backward()
+    np.testing.assert_allclose(outputs, out.detach().numpy(), atol=2e-5)
+    np.testing.assert_allclose(grad_x, tx.grad.numpy(), rtol=1e-4, atol=1e-4)
+    for ours, ref in ((grad_gamma, tg), (grad_beta, tb)):
+        assert (ours is None) == (ref is None)
+        if ref is not None:
+            np.testing.assert_allclose(ours, ref.grad.numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_layer_norm_hand_written_backward_is_used_outside_xla_only():
+    import tensorflow as tf
+
+    from keras_vit.layers.normalization import _tensorflow_op_by_op
+
+    seen = []
+
+    def probe(x):
+        seen.append(_tensorflow_op_by_op())
+        return x
+
+    tf.function(probe)(tf.ones(2))
+    tf.function(probe, jit_compile=True)(tf.ones(2))
+    assert seen == [True, False]
 
 
 def test_layer_norm_keeps_keras_behaviour_for_other_settings():
