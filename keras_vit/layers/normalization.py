@@ -1,10 +1,11 @@
-"""Layer normalization over the last axis, written as a short chain of elementwise ops.
+"""Layer normalization over the last axis: a short chain of elementwise ops, and its closed-form backward.
 
 Keras' own `LayerNormalization` computes `x * inv + (beta - mean * inv)`,
 which TensorFlow's graph optimizer turns into a broadcast negation and a
 three-way `AddN`; in a profile of ViT-B/16 inference on a CPU its kernels took
 2.2x the time of the centred form `(x - mean) * inv + beta` used here
-(`benchmarks.op_profile`; README, Benchmarks).
+(`benchmarks.op_profile`; README, Benchmarks). In TensorFlow graphs outside
+XLA the backward is written out too (`_normalize_with_backward`).
 """
 
 from __future__ import annotations
@@ -48,14 +49,19 @@ def _tensorflow_op_by_op() -> bool:
     """True when tracing for TensorFlow's graph executor, which runs every op as its own kernel.
 
     False on other backends and inside XLA clusters (`jit_compile=True`),
-    which fuse the autodiff backward themselves.
+    which fuse the autodiff backward themselves. TensorFlow has no public
+    test for the latter; should its internal one move, autodiff (always
+    correct) is used.
     """
     if keras.backend.backend() != "tensorflow":
         return False
-    from tensorflow.python.framework import ops as tf_ops  # noqa: PLC0415
-    from tensorflow.python.ops import control_flow_util  # noqa: PLC0415
+    try:
+        from tensorflow.python.framework import ops as tf_ops  # noqa: PLC0415
+        from tensorflow.python.ops import control_flow_util  # noqa: PLC0415
 
-    return not control_flow_util.GraphOrParentsInXlaContext(tf_ops.get_default_graph())
+        return not control_flow_util.GraphOrParentsInXlaContext(tf_ops.get_default_graph())
+    except (ImportError, AttributeError):
+        return False
 
 
 def _normalize_with_backward(x, has_gamma: bool, has_beta: bool, epsilon: float):

@@ -9,11 +9,11 @@ recipe's batch 128) and 1.28x (ViT-Ti/16) as fast as the best float32 setting
 and ViT-B/16 inference 1.73x, but the width-64 digits model gained little
 (1.11x without XLA: the casts and float32 layer norms cost most of what the
 matmuls save) and trains 1.13x faster than that in float32 with XLA
-(`keras_vit.training.xla`). Without
-AVX512_BF16/AMX the bfloat16 matmuls are emulated and slower than float32. On
-GPUs bfloat16 needs compute capability 8.0 (Ampere) or newer; older GPUs
-stay float32 under "auto" (float16 needs loss scaling, which the user asks
-for with `mixed_precision=True`).
+(`keras_vit.training.xla`). Without AVX512_BF16/AMX the bfloat16 matmuls
+are emulated and slower than float32. On GPUs bfloat16 needs compute
+capability 8.0 (Ampere) or newer; older GPUs stay float32 under "auto"
+(float16 needs loss scaling, which the user asks for with
+`mixed_precision=True`).
 """
 
 from __future__ import annotations
