@@ -38,7 +38,7 @@ _define(flags.DEFINE_boolean, "mixed_precision", None, "Mixed precision on (floa
         "Default: the recipe's, 'auto' = mixed bfloat16 where the CPU/GPU has native bfloat16 (on a CPU: models at "
         "least 128 wide).")
 _define(flags.DEFINE_enum, "xla", None, list(XLA), "XLA compilation on, off or auto (default: the recipe's, auto = "
-        "on a CPU when training in float32).")
+        "on a CPU when training a model narrower than 128 in float32).")
 _define(flags.DEFINE_string, "data_dir", None, "Local copy of the data (CIFAR folder, image folder, TFDS dir).")
 _define(flags.DEFINE_string, "dataset", None, "Data set: digits, cifar10, cifar100, folder or tfds:<name>.")
 _define(flags.DEFINE_string, "model", None, "Registered model name (default: the recipe's).")

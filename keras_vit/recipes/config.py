@@ -67,8 +67,8 @@ class Recipe(AugmentSettings):
         mixed_precision (True, False or "auto": mixed bfloat16 where the CPU/GPU has
         native bfloat16 and, on a CPU, the model is at least 128 wide, see
         `keras_vit.training.precision`), jit_compile (True, False or
-        "auto": XLA on a CPU when training in float32, off in bfloat16, Keras' choice on
-        GPU, see `keras_vit.training.xla`),
+        "auto": XLA on a CPU when training a model narrower than 128 in float32,
+        otherwise off; Keras' choice on GPU, see `keras_vit.training.xla`),
         steps_per_execution (steps per compiled call: fewer Python round trips
         for small models; callbacks see every N-th batch), run_dir
         (None: runs/<name>-<timestamp>), tensorboard, verbose.

@@ -92,10 +92,10 @@ def resolve(recipe: str | Recipe, **overrides) -> Recipe:
     return base.replace(**overrides) if overrides else base
 
 
-def _jit_compile(recipe: Recipe, strategy, policy: str, user_set: bool):
+def _jit_compile(recipe: Recipe, strategy, policy: str, user_set: bool, width: int | None):
     if not user_set and recipe.jit_compile is True and check_jit_compile("auto", strategy) is False:
         return False  # a recipe's default, not the user's demand: drop XLA quietly where it fails
-    return resolve_jit_compile(recipe.jit_compile, policy, strategy)
+    return resolve_jit_compile(recipe.jit_compile, policy, strategy, width=width)
 
 
 def load_sources(recipe: Recipe, num_channels: int | None = None):
@@ -166,8 +166,9 @@ def prepare(recipe: str | Recipe, **overrides) -> Prepared:
     spec = model_spec(recipe.model)
     strategy = get_strategy(recipe.strategy)
     validate_global_batch(recipe.batch_size, strategy)
-    policy = resolve_policy(recipe.mixed_precision, width={**spec.arch, **recipe.model_overrides}.get("hidden_dim"))
-    jit_compile = _jit_compile(recipe, strategy, policy, "jit_compile" in overrides)
+    width = {**spec.arch, **recipe.model_overrides}.get("hidden_dim")
+    policy = resolve_policy(recipe.mixed_precision, width=width)
+    jit_compile = _jit_compile(recipe, strategy, policy, "jit_compile" in overrides, width)
     steps_per_execution = recipe.steps_per_execution
     if strategy.num_replicas_in_sync > 1 and "steps_per_execution" not in overrides:
         steps_per_execution = 1  # multi-step execution fails under MirroredStrategy here (TF 2.21, Keras 3.15)

@@ -95,9 +95,11 @@ def test_harness_library_settings_are_the_library_rule():
 
     from keras_vit.training.xla import resolve_jit_compile
 
-    for precision, jit in cases.KERAS_VIT_TRAIN_JIT.items():
-        policy = "float32" if precision == "float32" else "mixed_bfloat16"
-        assert resolve_jit_compile("auto", policy, tf.distribute.get_strategy(), gpus=[]) is jit
+    for model in (cases.CIFAR_MODEL, cases.TI_MODEL):
+        width = peers.resolve_arch(model)["hidden_dim"]
+        for precision, jit in cases.KERAS_VIT_TRAIN_JIT.items():
+            policy = "float32" if precision == "float32" else "mixed_bfloat16"
+            assert resolve_jit_compile("auto", policy, tf.distribute.get_strategy(), gpus=[], width=width) is jit
 
 
 def test_matmul_case_reports_a_rate():
