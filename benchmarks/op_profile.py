@@ -53,17 +53,25 @@ def kernel_times(trace_dir: str) -> collections.Counter:
     return times
 
 
-def by_op_type(times: collections.Counter, steps: int) -> list[tuple[str, float, float]]:
-    """(op type, ms per step, share) rows, largest first; layer-norm ops as 'LayerNorm/<type>'."""
+def _rows(times: collections.Counter, steps: int, label) -> list[tuple[str, float, float]]:
+    """(label, ms per step, share) rows, largest first, summing kernels by `label(scope, op_type)`."""
     totals = collections.Counter()
     for name, seconds in times.items():
         scope, op_type = name.rsplit(":", 1)
-        if op_type in NOT_KERNELS:
-            continue
-        in_norm = any("norm" in part for part in scope.split("/")[-3:-1])
-        totals[f"LayerNorm/{op_type}" if in_norm else op_type] += seconds
+        if op_type not in NOT_KERNELS:
+            totals[label(scope, op_type)] += seconds
     grand = sum(totals.values()) or 1.0
-    return [(op, 1e3 * s / steps, s / grand) for op, s in totals.most_common()]
+    return [(key, 1e3 * s / steps, s / grand) for key, s in totals.most_common()]
+
+
+def _op_type_label(scope: str, op_type: str) -> str:
+    in_norm = any("norm" in part for part in scope.split("/")[-3:-1])
+    return f"LayerNorm/{op_type}" if in_norm else op_type
+
+
+def by_op_type(times: collections.Counter, steps: int) -> list[tuple[str, float, float]]:
+    """(op type, ms per step, share) rows, largest first; layer-norm ops as 'LayerNorm/<type>'."""
+    return _rows(times, steps, _op_type_label)
 
 
 def layer_of(scope: str, op_type: str) -> str:
@@ -82,13 +90,7 @@ def layer_of(scope: str, op_type: str) -> str:
 
 def by_layer(times: collections.Counter, steps: int) -> list[tuple[str, float, float]]:
     """(sub-layer, ms per step, share) rows, largest first (see `layer_of`)."""
-    totals = collections.Counter()
-    for name, seconds in times.items():
-        scope, op_type = name.rsplit(":", 1)
-        if op_type not in NOT_KERNELS:
-            totals[layer_of(scope, op_type)] += seconds
-    grand = sum(totals.values()) or 1.0
-    return [(layer, 1e3 * s / steps, s / grand) for layer, s in totals.most_common()]
+    return _rows(times, steps, layer_of)
 
 
 def profile_step(step, steps: int = 3, group=by_op_type) -> list[tuple[str, float, float]]:

@@ -32,7 +32,7 @@ def layer_norm_last_axis(x, gamma=None, beta=None, epsilon: float = 1e-6):
     x = ops.cast(x, dtype)
     params = [ops.cast(p, dtype) for p in (gamma, beta) if p is not None]
     if _tensorflow_op_by_op():
-        return _normalize_with_backward(x, gamma is not None, beta is not None, epsilon)(x, *params)
+        return _normalize_with_backward(gamma is not None, beta is not None, epsilon)(x, *params)
     mean = ops.mean(x, axis=-1, keepdims=True)
     # The variance's gradient w.r.t. the mean is zero at the mean, so the mean is
     # held constant there (as `tf.nn.moments` does): a smaller backward graph,
@@ -64,7 +64,7 @@ def _tensorflow_op_by_op() -> bool:
         return False
 
 
-def _normalize_with_backward(x, has_gamma: bool, has_beta: bool, epsilon: float):
+def _normalize_with_backward(has_gamma: bool, has_beta: bool, epsilon: float):
     """The layer norm as one custom-gradient function `(x, *params) -> y` (TensorFlow graphs).
 
     The backward is the closed form `dx = inv * (g - mean(g) - xhat * mean(g * xhat))`
@@ -74,8 +74,6 @@ def _normalize_with_backward(x, has_gamma: bool, has_beta: bool, epsilon: float)
     Benchmarks). XLA fuses the autodiff graph better, so it keeps that.
     """
     import tensorflow as tf  # noqa: PLC0415 (only reached on the TensorFlow backend)
-
-    batch_axes = tuple(range(len(x.shape) - 1))
 
     @ops.custom_gradient
     def normalize(x, *params):
@@ -90,6 +88,7 @@ def _normalize_with_backward(x, has_gamma: bool, has_beta: bool, epsilon: float)
 
         def grad(upstream, variables=None):
             with tf.name_scope(backward_scope):
+                batch_axes = tuple(range(len(upstream.shape) - 1))
                 g = upstream * params[0] if has_gamma else upstream
                 g_mean = ops.mean(g, axis=-1, keepdims=True)
                 projection = ops.mean(g * xhat, axis=-1, keepdims=True)
