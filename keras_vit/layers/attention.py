@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import keras
 from keras import ops
 
 from keras_vit.layers._serializable import serializable
+from keras_vit.layers.bias import Dense
+from keras_vit.layers.dot_product_attention import dot_product_attention
 from keras_vit.layers.flat_tokens import flatten_tokens, unflatten_tokens
 from keras_vit.layers.normalization import LayerNorm
 
@@ -101,9 +104,9 @@ class MultiHeadSelfAttention(keras.layers.Layer):
                 "Choose a hidden dim that is a multiple of the number of heads."
             )
         self.head_dim = dim // self.num_heads
-        self.qkv = keras.layers.Dense(3 * dim, use_bias=self.qkv_bias, name="qkv", dtype=self.dtype_policy)
+        self.qkv = Dense(3 * dim, use_bias=self.qkv_bias, name="qkv", dtype=self.dtype_policy)
         self.qkv.build(input_shape)
-        self.proj = keras.layers.Dense(dim, name="proj", dtype=self.dtype_policy)
+        self.proj = Dense(dim, name="proj", dtype=self.dtype_policy)
         self.proj.build(input_shape)
         if self.qk_norm:
             head_shape = (None, None, None, self.head_dim)
@@ -128,12 +131,13 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         query, key, value = ops.unstack(ops.transpose(qkv, (2, 0, 3, 1, 4)), 3, axis=0)
         if self.qk_norm:
             query, key = self.q_norm(query), self.k_norm(key)
-        scale = 1.0 / math.sqrt(self.head_dim)
-        logits = ops.matmul(ops.cast(query, "float32") * scale, ops.swapaxes(ops.cast(key, "float32"), -1, -2))
+        bias = None
         if attention_mask is not None:
-            logits = logits + attention_bias_from_mask(attention_mask, tokens.shape[1], tokens.shape[1])
-        weights = ops.softmax(logits, axis=-1)
-        mixed = ops.matmul(ops.cast(self.attention_dropout(weights, training=training), value.dtype), value)
+            bias = attention_bias_from_mask(attention_mask, tokens.shape[1], tokens.shape[1])
+        dropout = None
+        if training and self.attention_dropout_rate > 0:
+            dropout = partial(self.attention_dropout, training=True)
+        mixed, weights = dot_product_attention(query, key, value, 1.0 / math.sqrt(self.head_dim), bias, dropout)
         mixed = ops.reshape(ops.transpose(mixed, (0, 2, 1, 3)), (-1, self.num_heads * self.head_dim))
         outputs = unflatten_tokens(self.proj_dropout(self.proj(mixed), training=training), tokens)
         return (outputs, weights) if return_attention_scores else outputs

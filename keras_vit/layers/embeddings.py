@@ -6,6 +6,7 @@ import keras
 from keras import ops
 
 from keras_vit.layers._serializable import serializable
+from keras_vit.layers.bias import Conv2D
 
 
 def to_pair(value: int | tuple[int, int] | list[int], name: str) -> tuple[int, int]:
@@ -59,7 +60,7 @@ class PatchEmbedding(keras.layers.Layer):
                     f"Image {axis} {size} is not divisible by patch size {patch}. "
                     "Resize or crop the images, or choose a patch size that divides them."
                 )
-        self.projection = keras.layers.Conv2D(
+        self.projection = Conv2D(
             self.hidden_dim,
             kernel_size=self.patch_size,
             strides=self.patch_size,

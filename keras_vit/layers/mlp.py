@@ -9,6 +9,7 @@ from keras import ops
 
 from keras_vit.layers._serializable import serializable
 from keras_vit.layers.attention import check_rate
+from keras_vit.layers.bias import Dense
 from keras_vit.layers.flat_tokens import flatten_tokens, unflatten_tokens
 
 
@@ -60,9 +61,9 @@ class Mlp(keras.layers.Layer):
 
     def build(self, input_shape):
         out = self.output_units or input_shape[-1]
-        self.fc1 = keras.layers.Dense(self.hidden_units, name="fc1", dtype=self.dtype_policy)
+        self.fc1 = Dense(self.hidden_units, name="fc1", dtype=self.dtype_policy)
         self.fc1.build(input_shape)
-        self.fc2 = keras.layers.Dense(out, name="fc2", dtype=self.dtype_policy)
+        self.fc2 = Dense(out, name="fc2", dtype=self.dtype_policy)
         self.fc2.build(tuple(input_shape[:-1]) + (self.hidden_units,))
         self.dropout = keras.layers.Dropout(self.dropout_rate, dtype=self.dtype_policy)
 

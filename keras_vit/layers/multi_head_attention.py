@@ -16,6 +16,7 @@ from keras import ops
 
 from keras_vit.layers._serializable import serializable
 from keras_vit.layers.attention import attention_bias_from_mask, check_rate
+from keras_vit.layers.bias import Dense
 from keras_vit.layers.flat_tokens import flatten_tokens, unflatten_tokens
 from keras_vit.layers.relative_position import apply_rotary_embedding
 
@@ -112,7 +113,7 @@ class MultiHeadAttention(keras.layers.Layer):
             )
 
         def dense(name, shape):
-            layer = keras.layers.Dense(dim, use_bias=self.use_bias, name=name, dtype=self.dtype_policy)
+            layer = Dense(dim, use_bias=self.use_bias, name=name, dtype=self.dtype_policy)
             layer.build(shape)
             return layer
 

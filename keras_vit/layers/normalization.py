@@ -14,6 +14,7 @@ import keras
 from keras import ops
 
 from keras_vit.layers._serializable import serializable
+from keras_vit.layers._tf_graph import backward_scope, tensorflow_op_by_op
 
 
 def layer_norm_last_axis(x, gamma=None, beta=None, epsilon: float = 1e-6):
@@ -31,7 +32,7 @@ def layer_norm_last_axis(x, gamma=None, beta=None, epsilon: float = 1e-6):
     dtype = keras.backend.result_type(x.dtype, "float32")
     x = ops.cast(x, dtype)
     params = [ops.cast(p, dtype) for p in (gamma, beta) if p is not None]
-    if _tensorflow_op_by_op():
+    if tensorflow_op_by_op():
         return _normalize_with_backward(gamma is not None, beta is not None, epsilon)(x, *params)
     mean = ops.mean(x, axis=-1, keepdims=True)
     # The variance's gradient w.r.t. the mean is zero at the mean, so the mean is
@@ -43,25 +44,6 @@ def layer_norm_last_axis(x, gamma=None, beta=None, epsilon: float = 1e-6):
         scale = scale * params[0]
     outputs = (x - mean) * scale
     return outputs if beta is None else params[-1] + outputs
-
-
-def _tensorflow_op_by_op() -> bool:
-    """True when tracing for TensorFlow's graph executor, which runs every op as its own kernel.
-
-    False on other backends and inside XLA clusters (`jit_compile=True`),
-    which fuse the autodiff backward themselves. TensorFlow has no public
-    test for the latter; should its internal one move, autodiff (always
-    correct) is used.
-    """
-    if keras.backend.backend() != "tensorflow":
-        return False
-    try:
-        from tensorflow.python.framework import ops as tf_ops  # noqa: PLC0415
-        from tensorflow.python.ops import control_flow_util  # noqa: PLC0415
-
-        return not control_flow_util.GraphOrParentsInXlaContext(tf_ops.get_default_graph())
-    except (ImportError, AttributeError):
-        return False
 
 
 def _normalize_with_backward(has_gamma: bool, has_beta: bool, epsilon: float):
@@ -77,8 +59,7 @@ def _normalize_with_backward(has_gamma: bool, has_beta: bool, epsilon: float):
 
     @ops.custom_gradient
     def normalize(x, *params):
-        # Under the layer's own scope, so that profiles attribute the backward to it.
-        backward_scope = f"{tf.get_current_name_scope()}/backward/".lstrip("/")
+        scope = backward_scope()
         centred = x - ops.mean(x, axis=-1, keepdims=True)
         inv = ops.rsqrt(ops.mean(ops.square(centred), axis=-1, keepdims=True) + epsilon)
         xhat = centred * inv
@@ -87,7 +68,7 @@ def _normalize_with_backward(has_gamma: bool, has_beta: bool, epsilon: float):
             outputs = outputs + params[-1]
 
         def grad(upstream, variables=None):
-            with tf.name_scope(backward_scope):
+            with tf.name_scope(scope):
                 batch_axes = tuple(range(len(upstream.shape) - 1))
                 g = upstream * params[0] if has_gamma else upstream
                 g_mean = ops.mean(g, axis=-1, keepdims=True)

@@ -15,6 +15,7 @@ import numpy as np
 
 from keras_vit import layers as vit_layers
 from keras_vit.layers.attention import check_rate
+from keras_vit.layers.bias import Dense
 from keras_vit.layers.embeddings import to_pair
 from keras_vit.layers.pooling import POOLING_MODES
 from keras_vit.models._arch import from_variant_config
@@ -478,7 +479,7 @@ def _build_graph(c: ViTConfig, dtype) -> tuple[keras.KerasTensor, keras.KerasTen
     if c.use_fc_norm:
         pooled = norm("fc_norm")(pooled)
     if c.representation_size:
-        pooled = keras.layers.Dense(c.representation_size, activation="tanh", name="pre_logits", dtype=dtype)(pooled)
+        pooled = Dense(c.representation_size, activation="tanh", name="pre_logits", dtype=dtype)(pooled)
     if not c.num_classes:
         return images, pooled
 

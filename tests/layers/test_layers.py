@@ -179,12 +179,12 @@ def test_layer_norm_gradient_without_gamma_or_beta_matches_torch(center, scale):
 def test_layer_norm_hand_written_backward_is_used_outside_xla_only():
     import tensorflow as tf
 
-    from keras_vit.layers.normalization import _tensorflow_op_by_op
+    from keras_vit.layers._tf_graph import tensorflow_op_by_op
 
     seen = []
 
     def probe(x):
-        seen.append(_tensorflow_op_by_op())
+        seen.append(tensorflow_op_by_op())
         return x
 
     tf.function(probe)(tf.ones(2))
