@@ -2,13 +2,13 @@
 
 Keras' own "auto" turns XLA off on CPU-only machines. Measured on this
 project's benchmark machine (paired runs in one process, README, Benchmarks),
-XLA train steps in float32 ran 1.25x as fast on the width-64 digits model
-(the default recipe: XLA removes the per-op overhead that dominates a narrow
-model), but on the 192-768 wide models 1.04x (ViT-Ti/16), 1.00x (ViT-S/16),
-0.98x (ViT-B/16) and 0.92x on the CIFAR model (0.86x at its recipe's batch
-128; XLA:CPU does not use the oneDNN-fused rank-2 matmuls); under mixed
-bfloat16 XLA:CPU gives up oneDNN's native bfloat16 matmuls and ran 0.68x and
-0.74x as fast. So on a CPU "auto" means XLA when the compute dtype is float32
+XLA train steps in float32 ran 1.18-1.25x as fast on the width-64 digits
+model (the default recipe: XLA removes the per-op overhead that dominates a
+narrow model), but on the 192-768 wide models 1.01-1.04x (ViT-Ti/16), 1.00x
+(ViT-S/16), 0.98x (ViT-B/16) and 0.85-0.92x on the CIFAR model (0.81-0.86x at
+its recipe's batch 128; XLA:CPU does not use the oneDNN-fused rank-2 matmuls);
+under mixed bfloat16 XLA:CPU gives up oneDNN's native bfloat16 matmuls and ran
+0.65-0.74x as fast. So on a CPU "auto" means XLA when the compute dtype is float32
 and the model is narrower than `MIN_CPU_BF16_WIDTH` (128), the width from
 which bfloat16 pays: both are where per-op overhead gives way to the matmuls.
 On GPUs Keras' "auto" (XLA on) is kept; under a multi-replica mirrored
