@@ -22,7 +22,7 @@ from keras import ops
 from keras_vit.layers._serializable import serializable
 
 
-def add_bias(x, bias, training=None):
+def add_bias(x, bias, training: bool | None = None):
     """`x + bias` (bias broadcast along the last axis), with an accurate gradient in 16-bit training."""
     if training and keras.backend.standardize_dtype(x.dtype) in ("bfloat16", "float16"):
         return ops.add(bias, x)  # bias first: Keras maps `x + bias` (not `bias + x`) to BiasAdd

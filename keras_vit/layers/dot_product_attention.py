@@ -20,7 +20,9 @@ from keras import ops
 from keras_vit.layers._tf_graph import backward_scope, tensorflow_op_by_op
 
 
-def dot_product_attention(query, key, value, scale: float, bias=None, weights_dropout: Callable | None = None):
+def dot_product_attention(
+    query, key, value, scale: float, bias=None, weights_dropout: Callable | None = None
+) -> tuple:
     """`softmax(query key^T * scale + bias) value` over `(batch, heads, tokens, head_dim)` inputs.
 
     Args:

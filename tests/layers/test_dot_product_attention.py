@@ -5,7 +5,10 @@ import pytest
 import tensorflow as tf
 import torch
 
-from keras_vit.layers.dot_product_attention import _is_unconnected, dot_product_attention
+from keras_vit.layers.dot_product_attention import (
+    _is_unconnected,
+    dot_product_attention,
+)
 
 SHAPE = (2, 3, 7, 4)  # batch, heads, tokens, head_dim
 SCALE = 0.5
