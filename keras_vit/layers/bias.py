@@ -22,11 +22,9 @@ from keras import ops
 from keras_vit.layers._serializable import serializable
 
 
-def add_bias(x, bias, training: bool | None = None):
-    """`x + bias` (bias broadcast along the last axis), with an accurate gradient in 16-bit training."""
-    if training and keras.backend.standardize_dtype(x.dtype) in ("bfloat16", "float16"):
-        return ops.add(bias, x)  # bias first: Keras maps `x + bias` (not `bias + x`) to BiasAdd
-    return ops.add(x, bias)
+def _adds_bias_first(layer, training) -> bool:
+    """True where the bias goes in as `bias + x`: training with a bias in a 16-bit compute dtype."""
+    return bool(training) and layer.bias is not None and layer.compute_dtype in ("bfloat16", "float16")
 
 
 @serializable
@@ -37,9 +35,9 @@ class Dense(keras.layers.Dense):
     """
 
     def call(self, inputs, training=None):
-        if self.bias is None or not training:
+        if not _adds_bias_first(self, training):
             return super().call(inputs, training=training)
-        outputs = add_bias(ops.matmul(inputs, self.kernel), self.bias, training)
+        outputs = ops.add(self.bias, ops.matmul(inputs, self.kernel))  # Keras maps `x + bias` to BiasAdd
         return outputs if self.activation is None else self.activation(outputs)
 
 
@@ -51,7 +49,7 @@ class Conv2D(keras.layers.Conv2D):
     """
 
     def call(self, inputs, training=None):
-        if self.bias is None or not training or self.data_format != "channels_last":
+        if not _adds_bias_first(self, training) or self.data_format != "channels_last":
             return super().call(inputs)
-        outputs = add_bias(self.convolution_op(inputs, self.kernel), self.bias, training)
+        outputs = ops.add(self.bias, self.convolution_op(inputs, self.kernel))  # as in `Dense`
         return outputs if self.activation is None else self.activation(outputs)

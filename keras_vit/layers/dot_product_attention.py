@@ -38,17 +38,18 @@ def dot_product_attention(
     """
     if weights_dropout is None and tensorflow_op_by_op():
         return _attention_with_backward(scale, bias)(query, key, value)
-    scaled_query, key32 = ops.cast(query, "float32") * scale, ops.cast(key, "float32")
-    weights = _softmax_weights(scaled_query, key32, bias)
+    _, _, weights = _softmax_weights(query, key, scale, bias)
     mixing = weights if weights_dropout is None else weights_dropout(weights)
     return ops.matmul(ops.cast(mixing, value.dtype), value), weights
 
 
-def _softmax_weights(scaled_query, key32, bias):
+def _softmax_weights(query, key, scale: float, bias):
+    """`(scaled query, key, weights)`, all float32: the backward reuses the first two."""
+    scaled_query, key32 = ops.cast(query, "float32") * scale, ops.cast(key, "float32")
     logits = ops.matmul(scaled_query, ops.swapaxes(key32, -1, -2))
     if bias is not None:
         logits = logits + bias
-    return ops.softmax(logits, axis=-1)
+    return scaled_query, key32, ops.softmax(logits, axis=-1)
 
 
 def _attention_with_backward(scale: float, bias):
@@ -64,8 +65,7 @@ def _attention_with_backward(scale: float, bias):
     @ops.custom_gradient
     def attend(query, key, value):
         scope = backward_scope()
-        scaled_query, key32 = ops.cast(query, "float32") * scale, ops.cast(key, "float32")
-        weights = _softmax_weights(scaled_query, key32, bias)
+        scaled_query, key32, weights = _softmax_weights(query, key, scale, bias)
         mixing = ops.cast(weights, value.dtype)
         outputs = ops.matmul(mixing, value)
 
