@@ -11,7 +11,8 @@ def tensorflow_op_by_op() -> bool:
     False on other backends and inside XLA clusters (`jit_compile=True`),
     which fuse the autodiff backward themselves: the hand-written backward
     passes (`keras_vit.layers.normalization`, `.dot_product_attention`) are
-    used only where this is True. TensorFlow has no public test for XLA
+    used only where this is True (and the XLA-compiled elementwise kernels of
+    `keras_vit.layers.xla_elementwise` only there). TensorFlow has no public test for XLA
     context; should its internal one move, autodiff (always correct) is used.
     """
     if keras.backend.backend() != "tensorflow":
@@ -30,3 +31,17 @@ def backward_scope() -> str:
     import tensorflow as tf  # noqa: PLC0415 (only reached on the TensorFlow backend)
 
     return f"{tf.get_current_name_scope()}/backward/".lstrip("/")
+
+
+def gradient_recorded() -> bool:
+    """True while a `tf.GradientTape` records (the forward of a `fit` train step), False under `predict`.
+
+    Lets a layer pick a train-time kernel without a `training` argument; False
+    wherever TensorFlow's internal test is missing (the inference path is always correct).
+    """
+    try:
+        from tensorflow.python.eager import record  # noqa: PLC0415
+
+        return bool(record.could_possibly_record())
+    except (ImportError, AttributeError):
+        return False

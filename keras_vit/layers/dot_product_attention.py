@@ -6,9 +6,12 @@ weights by their upstream gradient and sums each row; those row sums equal
 `dO_i . O_i` over the head dimension (the identity FlashAttention uses, Dao et
 al. 2022, https://arxiv.org/abs/2205.14135), a quarter of the elements at the
 CIFAR model's 65 tokens of 16-dim heads. TensorFlow's op-by-op executor runs
-every n x n pass as its own kernel, so the hand-written backward ran train
-steps 1.01-1.02x faster (README, Benchmarks); XLA fuses autodiff's graph
-itself and keeps it.
+every n x n pass as its own kernel, so in its graphs the backward is written
+out, with the softmax part as one XLA kernel (`xla_elementwise`) that also
+casts the logits' gradient to the values' dtype, so that under mixed precision
+the query and key gradients come from half-precision matmuls, as every other
+gradient matmul does (train steps 1.03-1.06x faster; README, Benchmarks).
+XLA train steps fuse autodiff's graph themselves and keep it.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from collections.abc import Callable
 from keras import ops
 
 from keras_vit.layers._tf_graph import backward_scope, tensorflow_op_by_op
+from keras_vit.layers.xla_elementwise import scaled_softmax_backward
 
 
 def dot_product_attention(
@@ -38,18 +42,18 @@ def dot_product_attention(
     """
     if weights_dropout is None and tensorflow_op_by_op():
         return _attention_with_backward(scale, bias)(query, key, value)
-    _, _, weights = _softmax_weights(query, key, scale, bias)
+    weights = _softmax_weights(query, key, scale, bias)
     mixing = weights if weights_dropout is None else weights_dropout(weights)
     return ops.matmul(ops.cast(mixing, value.dtype), value), weights
 
 
 def _softmax_weights(query, key, scale: float, bias):
-    """`(scaled query, key, weights)`, all float32: the backward reuses the first two."""
+    """`softmax(query key^T * scale + bias)` in float32."""
     scaled_query, key32 = ops.cast(query, "float32") * scale, ops.cast(key, "float32")
     logits = ops.matmul(scaled_query, ops.swapaxes(key32, -1, -2))
     if bias is not None:
         logits = logits + bias
-    return scaled_query, key32, ops.softmax(logits, axis=-1)
+    return ops.softmax(logits, axis=-1)
 
 
 def _attention_with_backward(scale: float, bias):
@@ -58,30 +62,27 @@ def _attention_with_backward(scale: float, bias):
     With weights `S`, outputs `O` and upstream gradients `dO`, `dS`:
     `dP = dO value^T + dS` and `d_logits = S * (dP - rowsum(dP * S))`, where
     `rowsum(dO value^T * S) = rowsum(dO * O)`; the `dS` terms are computed only
-    when something downstream uses the weights.
+    when something downstream uses the weights. Query, key and value share one dtype.
     """
     import tensorflow as tf  # noqa: PLC0415 (only reached on the TensorFlow backend)
 
     @ops.custom_gradient
     def attend(query, key, value):
         scope = backward_scope()
-        scaled_query, key32, weights = _softmax_weights(query, key, scale, bias)
+        weights = _softmax_weights(query, key, scale, bias)
         mixing = ops.cast(weights, value.dtype)
         outputs = ops.matmul(mixing, value)
 
         def grad(d_outputs, d_weights, variables=None):
             with tf.name_scope(scope):
                 d_value = ops.matmul(ops.swapaxes(mixing, -1, -2), d_outputs)
-                d_mixing = ops.cast(ops.matmul(d_outputs, ops.swapaxes(value, -1, -2)), "float32")
-                row = ops.sum(ops.cast(d_outputs, "float32") * ops.cast(outputs, "float32"), axis=-1, keepdims=True)
-                if not _is_unconnected(d_weights):
-                    d_mixing = d_mixing + d_weights
-                    row = row + ops.sum(d_weights * weights, axis=-1, keepdims=True)
-                d_logits = weights * (d_mixing - row)
-                d_query = ops.matmul(d_logits, key32) * scale
+                d_mixing = ops.matmul(d_outputs, ops.swapaxes(value, -1, -2))
+                d_weights = None if _is_unconnected(d_weights) else d_weights
+                d_logits = scaled_softmax_backward(weights, d_mixing, d_outputs, outputs, d_weights, scale)
+                d_query = ops.matmul(d_logits, key)
                 # (q^T dL)^T rather than dL^T q: the small operand is the transposed one, as in autodiff
-                d_key = ops.swapaxes(ops.matmul(ops.swapaxes(scaled_query, -1, -2), d_logits), -1, -2)
-                return ops.cast(d_query, query.dtype), ops.cast(d_key, key.dtype), d_value
+                d_key = ops.swapaxes(ops.matmul(ops.swapaxes(query, -1, -2), d_logits), -1, -2)
+                return d_query, d_key, d_value
 
         return (outputs, weights), grad
 
