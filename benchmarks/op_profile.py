@@ -10,6 +10,8 @@ type. It shows what the graph rewriter fused (`_MklNativeFusedMatMul` with
 bias and GELU, no separate `BiasAdd`/`Erf`) and what is left besides the
 matmuls; the layer-norm share is the time of ops under a `norm` scope. `--by layer`
 sums by the block sub-layer instead (attn, mlp, norm; matmuls on their own).
+The train-time XLA kernels (`keras_vit.layers.xla_elementwise`) are one row of
+their own: the trace does not say which layer launched them.
 Op times on two cores overlap, so shares, not sums, are the reading, unless
 `--inter-op-threads 1` runs one op at a time (a few percent slower in all).
 """
@@ -26,8 +28,12 @@ import tempfile
 
 from benchmarks.worker import PRECISIONS
 
-# Profiler bookkeeping events on the executor threads, not kernels.
-NOT_KERNELS = {"Process", "StartRegion", "StopRegion", "Record", "MemoryAllocation", "MemoryDeallocation"}
+# Profiler bookkeeping events on the executor threads, not kernels ("Start" is
+# `ExecutorState::ProcessAsync::Start`, which wraps an XLA kernel's own event).
+NOT_KERNELS = {"Process", "Start", "StartRegion", "StopRegion", "Record", "MemoryAllocation", "MemoryDeallocation"}
+# The event of an XLA-compiled function's execution; the trace does not name the op that launched it.
+XLA_KERNEL = "ExecuteAsyncOnStream"
+XLA_LABEL = "XLA kernels (xla_elementwise)"
 
 
 def kernel_times(trace_dir: str) -> collections.Counter:
@@ -65,6 +71,8 @@ def _rows(times: collections.Counter, steps: int, label) -> list[tuple[str, floa
 
 
 def _op_type_label(scope: str, op_type: str) -> str:
+    if op_type == XLA_KERNEL:
+        return XLA_LABEL
     in_norm = any("norm" in part for part in scope.split("/")[-3:-1])
     return f"LayerNorm/{op_type}" if in_norm else op_type
 
@@ -79,6 +87,8 @@ def layer_of(scope: str, op_type: str) -> str:
     'optimizer' for the optimizer's update ops, or 'other'."""
     if "MatMul" in op_type or "Einsum" in op_type:
         return "matmul"
+    if op_type == XLA_KERNEL:
+        return XLA_LABEL
     parts = scope.split("/")
     for part, child in itertools.pairwise(parts):
         if re.fullmatch(r"block[_\d]*", part):  # block_3, or block_3_1 when TensorFlow deduplicated it

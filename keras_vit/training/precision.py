@@ -4,12 +4,12 @@
 bfloat16 matrix units, and on a CPU only for models at least
 `MIN_CPU_BF16_WIDTH` wide. Measured on this project's benchmark machine (AMD
 EPYC with AVX512_BF16; paired runs in one process, README, Benchmarks), a
-train step in mixed bfloat16 ran 1.30x (CIFAR model, width 192; 1.36-1.43x at
-its recipe's batch 128) and 1.25-1.27x (ViT-Ti/16) as fast as the best float32
-setting and ViT-B/16 inference 1.73x, but the width-64 digits model gained
-little (0.98-1.10x without XLA: the casts and float32 layer norms cost most of
-what the matmuls save) and trains faster still in float32 with XLA
-(`keras_vit.training.xla`). Without AVX512_BF16/AMX the bfloat16 matmuls
+train step in mixed bfloat16 ran 1.27-1.30x (CIFAR model, width 192; 1.36-1.43x
+at its recipe's batch 128) and 1.22-1.27x (ViT-Ti/16) as fast as the best
+float32 setting and ViT-B/16 inference 1.63-1.73x, but the width-64 digits
+model gained little (0.98-1.10x without XLA: the casts and float32 layer norms
+cost most of what the matmuls save) and trains faster still in float32 with
+XLA (`keras_vit.training.xla`). Without AVX512_BF16/AMX the bfloat16 matmuls
 are emulated and slower than float32. On GPUs bfloat16 needs compute
 capability 8.0 (Ampere) or newer; older GPUs stay float32 under "auto"
 (float16 needs loss scaling, which the user asks for with

@@ -5,7 +5,7 @@ project's benchmark machine (paired runs in one process, README, Benchmarks),
 XLA train steps in float32 ran 1.18-1.25x as fast on the width-64 digits
 model (the default recipe: XLA removes the per-op overhead that dominates a
 narrow model), but on the 192-768 wide models 1.01-1.04x (ViT-Ti/16), 1.00x
-(ViT-S/16), 0.98x (ViT-B/16) and 0.85-0.92x on the CIFAR model (0.81-0.86x at
+(ViT-S/16), 0.98x (ViT-B/16) and 0.85-0.94x on the CIFAR model (0.78-0.86x at
 its recipe's batch 128; XLA:CPU does not use the oneDNN-fused rank-2 matmuls);
 under mixed bfloat16 XLA:CPU gives up oneDNN's native bfloat16 matmuls and ran
 0.65-0.74x as fast. So on a CPU "auto" means XLA when the compute dtype is float32
