@@ -45,3 +45,12 @@ def gradient_recorded() -> bool:
         return bool(record.could_possibly_record())
     except (ImportError, AttributeError):
         return False
+
+
+def tensorflow_train_graph() -> bool:
+    """True while tracing a train step's forward for TensorFlow's op-by-op executor.
+
+    Where the XLA-compiled kernels of `keras_vit.layers.xla_elementwise` are
+    used: inference, exports and XLA clusters keep plain ops.
+    """
+    return tensorflow_op_by_op() and gradient_recorded()

@@ -8,7 +8,7 @@ import keras
 from keras import ops
 
 from keras_vit.layers._serializable import serializable
-from keras_vit.layers._tf_graph import gradient_recorded, tensorflow_op_by_op
+from keras_vit.layers._tf_graph import tensorflow_train_graph
 from keras_vit.layers.attention import check_rate
 from keras_vit.layers.bias import Dense
 from keras_vit.layers.flat_tokens import flatten_tokens, unflatten_tokens
@@ -32,7 +32,7 @@ def _gelu(x):
     Inference keeps the plain ops, which the graph rewriter fuses into the
     preceding matmul (README, Benchmarks).
     """
-    if tensorflow_op_by_op() and gradient_recorded():
+    if tensorflow_train_graph():
         return gelu_erf_with_xla(x)
     return gelu_erf(x)
 

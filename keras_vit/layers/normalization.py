@@ -14,7 +14,7 @@ import keras
 from keras import ops
 
 from keras_vit.layers._serializable import serializable
-from keras_vit.layers._tf_graph import backward_scope, gradient_recorded, tensorflow_op_by_op
+from keras_vit.layers._tf_graph import backward_scope, tensorflow_train_graph
 from keras_vit.layers.xla_elementwise import normalized_affine, normalized_input_gradient
 
 
@@ -34,7 +34,7 @@ def layer_norm_last_axis(x, gamma=None, beta=None, epsilon: float = 1e-6, dtype=
     math_dtype = keras.backend.result_type(x.dtype, "float32")
     dtype = dtype or math_dtype
     params = [ops.cast(p, math_dtype) for p in (gamma, beta) if p is not None]
-    if tensorflow_op_by_op() and gradient_recorded():
+    if tensorflow_train_graph():
         normalize = _normalize_with_backward(gamma is not None, beta is not None, epsilon, math_dtype, dtype)
         return normalize(x, *params)
     x = ops.cast(x, math_dtype)
