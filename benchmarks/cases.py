@@ -1,7 +1,7 @@
 """The case lists of a full run and of the seconds-long smoke run.
 
 A case is a JSON-able dict run by `benchmarks.worker` in its own process:
-`kind` ("matmul" | "infer" | "train"), `lib` ("keras_vit" | "keras_hub" |
+`kind` ("matmul" | "products" | "infer" | "train"), `lib` ("keras_vit" | "keras_hub" |
 "timm"), `model` (registry name or architecture dict), `precision`
 ("float32" | "bfloat16"), `jit` (True | False | "auto" = Keras' default,
 which is off on CPU), and the batch sizes, warm-up and repeat counts.
@@ -15,6 +15,9 @@ INFER_MODELS = ("vit_tiny_patch16_224", "vit_small_patch16_224", "vit_base_patch
 INFER_BATCHES = (1, 8, 32)
 CIFAR_MODEL = "vit_cifar_patch4_32"
 TI_MODEL = "vit_tiny_patch16_224"
+# Training cases (model, batch): the CIFAR recipe model at its recipe's batch (cifar10_vit_scratch: 128),
+# ViT-Ti/16 at 224 at batch 8 and at 32 (the 224 recipes train at 512-1024; 32 is what fits the run's time).
+TRAIN_CASES = ((CIFAR_MODEL, 128), (TI_MODEL, 8), (TI_MODEL, 32))
 
 # keras_vit's inference and training settings under test (the "library" rows).
 # Training: what `jit_compile="auto"` means in keras_vit on a CPU-only machine
@@ -31,15 +34,18 @@ SMOKE_ARCH = dict(image_size=32, patch_size=8, hidden_dim=32, depth=1, num_heads
 
 
 def case_id(case: dict) -> str:
-    """A short unique name, e.g. `infer/keras_vit/vit_base_patch16_224/float32/jit=False`."""
+    """A short unique name, e.g. `infer/keras_vit/vit_base_patch16_224/float32/jit=False` (train: `.../b8`)."""
     if case["kind"] == "matmul":
         return f"matmul/{case.get('tag', 'start')}"
+    if case["kind"] == "products":
+        return f"products/{case['model']}/{case['precision']}/b{case['batch']}"
     if case["kind"] == "recipe":
         seed = case.get("overrides", {}).get("seed")
         return f"recipe/{case['recipe']}/{case['precision']}" + ("" if seed is None else f"/seed={seed}")
     model = case["model"] if isinstance(case["model"], str) else "custom"
     setting = "eager" if case["lib"] == "timm" else f"jit={case.get('jit', 'auto')}"
-    return "/".join([case["kind"], case["lib"], model, case["precision"], setting])
+    batch = [f"b{case['batch']}"] if case["kind"] == "train" else []
+    return "/".join([case["kind"], case["lib"], model, case["precision"], setting] + batch)
 
 
 def _infer(lib: str, model, precision: str, batches=INFER_BATCHES, **extra) -> dict:
@@ -61,6 +67,9 @@ def _train(lib: str, model, batch: int, precision: str = "float32", **extra) -> 
 def full_cases() -> list[dict]:
     """Every case of the full run, in the order they run (~15 min on 2 lightly loaded cores)."""
     cases: list[dict] = [dict(kind="matmul", size=2048, dtypes=["float32", "bfloat16"], tag="start")]
+    # ViT-B/16's forward matrix products alone at batch 8: the ceiling of its matmul-rate fraction.
+    cases.append(dict(kind="products", model=INFER_MODELS[-1], batch=8, precision="float32", warmup=1, repeats=5,
+                      min_repeats=3, budget_s=5.0))
     for model in INFER_MODELS:
         base = "base" in model
         for precision in PRECISIONS:
@@ -72,14 +81,14 @@ def full_cases() -> list[dict]:
     for precision in PRECISIONS:
         cases.append(_infer("keras_vit", TI_MODEL, precision, batches=(8,), jit=not KERAS_VIT_PREDICT_JIT,
                             warmup=2, repeats=5, min_repeats=3, budget_s=5.0, role="study"))
-    # Training: the CIFAR recipe model at its recipe's batch (cifar10_vit_scratch: 128) and ViT-Ti/16
-    # at 224 against keras-hub under default `fit`.
-    for model, batch in ((CIFAR_MODEL, 128), (TI_MODEL, 8)):
+    # Training against keras-hub under default `fit` (TRAIN_CASES); the XLA study at the first batch of each model.
+    for model, batch in TRAIN_CASES:
         cases.append(_train("keras_hub", model, batch, steps=3))
         for precision in PRECISIONS:  # bfloat16 is what recipes use on this CPU ("auto")
             cases.append(_train("keras_vit", model, batch, precision, steps=3))
-            cases.append(_train("keras_vit", model, batch, precision, steps=3,
-                                jit=not KERAS_VIT_TRAIN_JIT[precision], role="study"))
+            if (model, batch) == next(c for c in TRAIN_CASES if c[0] == model):
+                cases.append(_train("keras_vit", model, batch, precision, steps=3,
+                                    jit=not KERAS_VIT_TRAIN_JIT[precision], role="study"))
     cases.append(dict(kind="matmul", size=2048, dtypes=["float32"], tag="end"))
     return cases
 

@@ -93,7 +93,7 @@ def layer_of(scope: str, op_type: str) -> str:
     for part, child in itertools.pairwise(parts):
         if re.fullmatch(r"block[_\d]*", part):  # block_3, or block_3_1 when TensorFlow deduplicated it
             return re.sub(r"[_\d]+$", "", child)  # attn_1 -> attn, norm1_1 -> norm
-    if parts[0].startswith(("adam", "sgd")):
+    if parts[0].startswith(("adam", "sgd", "layer_decay_")):
         return "optimizer"
     return "other"
 

@@ -14,10 +14,13 @@ cycle through them, a few steps each, in a rotating order; each round gives
 every variant's time relative to the first variant's in the same round, and
 the report is the median of those per-round ratios with its quartiles. A
 `matmul:float32` variant (TensorFlow's 2048x2048 matmul) in the rotation
-gives each model's share of the machine's matmul rate round by round, and
+gives each model's share of the machine's matmul rate round by round;
 `timm:float32` / `timm:bfloat16` (predict only) puts timm on PyTorch in the
-same rotation. `benchmarks.run` stays the one-process-per-case run the README
-tables come from (peak memory, first-call times); this module decides settings.
+same rotation; `products:float32` (predict only) runs the model's own matrix
+products alone, at its shapes: the rate its forward could reach here if
+everything but the matmuls took no time. `benchmarks.run` stays the
+one-process-per-case run the README tables come from (peak memory,
+first-call times); this module decides settings.
 """
 
 from __future__ import annotations
@@ -40,16 +43,17 @@ def parse_variant(text: str) -> tuple[str, str, bool | str]:
     """'keras_vit:float32:xla' -> ("keras_vit", "float32", True); 'matmul:float32' -> ("matmul", "float32", False).
 
     'timm:float32' / 'timm:bfloat16' is timm's model on PyTorch (predict only;
-    bfloat16 through `torch.autocast`).
+    bfloat16 through `torch.autocast`); 'products:float32' is the model's own
+    matrix products alone, at its shapes (predict only; `worker.model_matmuls_call`).
     """
     parts = text.split(":")
-    if parts[0] in ("matmul", "timm") and len(parts) == 2 and parts[1] in PRECISIONS:
+    if parts[0] in ("matmul", "timm", "products") and len(parts) == 2 and parts[1] in PRECISIONS:
         return parts[0], parts[1], False
     if len(parts) != 3 or parts[0] not in ("keras_vit", "keras_hub") or parts[1] not in PRECISIONS \
             or parts[2] not in XLA:
         raise ValueError("A variant is library:precision:xla with library keras_vit|keras_hub, precision "
                          "float32|bfloat16 and xla xla|off|auto (Keras' default), or matmul:float32|bfloat16, "
-                         "or timm:float32|bfloat16. "
+                         "or timm:float32|bfloat16, or products:float32|bfloat16. "
                          f"Received: {text!r}")
     return parts[0], parts[1], XLA[parts[2]]
 
@@ -64,9 +68,11 @@ def build_step(task: str, variant: tuple[str, str, bool | str], arch: dict, batc
     lib, precision, jit = variant
     if lib == "matmul":
         return worker.matmul_call(MATMUL_SIZE, precision), 2 * MATMUL_SIZE**3
+    if lib in ("timm", "products") and task != "predict":
+        raise ValueError(f"{lib} variants time predict only. Received: task={task!r}")
+    if lib == "products":
+        return worker.model_matmuls_call(arch, batch, precision), batch * flops.vit_forward_flops(arch)
     if lib == "timm":
-        if task != "predict":
-            raise ValueError(f"timm variants time predict only. Received: task={task!r}")
         predict = worker.timm_predictor({"precision": precision}, arch)
         images = worker.synthetic_images(arch, batch, channels_first=True)
         return (lambda: predict(images)), batch * flops.vit_forward_flops(arch)
@@ -78,7 +84,7 @@ def build_step(task: str, variant: tuple[str, str, bool | str], arch: dict, batc
         model.compile(**worker.jit_kwargs(jit))
         return (lambda: model.predict_on_batch(images)), batch * flops.vit_forward_flops(arch)
     labels = tf.constant(np.random.default_rng(1).integers(0, arch["num_classes"], batch).astype("int32"))
-    worker.compile_for_training(model, jit, learning_rate=1e-4)
+    worker.compile_for_training(model, lib, jit, learning_rate=1e-4)
     return (lambda: model.train_on_batch(images, labels)), batch * flops.vit_train_flops(arch)
 
 
@@ -99,12 +105,16 @@ def interleave(steps: list, rounds: int, calls: int) -> np.ndarray:
 
 
 def summarize(names: list[str], seconds: np.ndarray, flops_per_call: list[float]) -> str:
-    """Markdown: per variant GFLOP/s, its per-round speed vs the first variant and vs the matmul (if present)."""
+    """Markdown: per variant GFLOP/s, its per-round speed vs the first variant and vs the matmul (if present),
+    and, with a `products:` variant in the rotation, vs the model's own matrix products alone."""
     speedups = seconds[:, :1] / seconds  # > 1: faster than the first variant in the same round
     rates = np.asarray(flops_per_call) / seconds / 1e9  # GFLOP/s, (rounds, variants)
     matmul = [i for i, name in enumerate(names) if name.startswith("matmul:float32")]
-    lines = ["| variant | GFLOP/s (median) | vs first, per-round median (quartiles) | rounds faster | "
-             "/ fp32 matmul, per-round median (quartiles) |", "|---|---:|---:|---:|---:|"]
+    products = [i for i, name in enumerate(names) if name.startswith("products:")]
+    header = ("| variant | GFLOP/s (median) | vs first, per-round median (quartiles) | rounds faster | "
+              "/ fp32 matmul, per-round median (quartiles) |")
+    lines = [header + (" / own products |" if products else ""), "|---|---:|---:|---:|---:|" + (
+        "---:|" if products else "")]
 
     def spread(values):
         q1, median, q3 = np.percentile(values, [25, 50, 75])
@@ -115,7 +125,10 @@ def summarize(names: list[str], seconds: np.ndarray, flops_per_call: list[float]
         versus, faster = "n/a", "n/a"  # a matmul and a model, or two matmuls, do not compare by time
         if not name.startswith("matmul") and not names[0].startswith("matmul"):
             versus, faster = spread(speedups[:, i]), f"{int(np.sum(speedups[:, i] > 1.0))}/{len(speedups)}"
-        lines.append(f"| {name} | {np.median(rates[:, i]):.1f} | {versus} | {faster} | {share} |")
+        line = f"| {name} | {np.median(rates[:, i]):.1f} | {versus} | {faster} | {share} |"
+        if products:
+            line += f" {spread(rates[:, i] / rates[:, products[0]]) if not name.startswith('matmul') else 'n/a'} |"
+        lines.append(line)
     return "\n".join(lines)
 
 

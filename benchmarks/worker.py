@@ -20,7 +20,7 @@ import numpy as np
 
 RESULT_PREFIX = "BENCH_RESULT "
 PRECISIONS = ("float32", "bfloat16")
-KINDS = ("matmul", "infer", "train", "recipe")
+KINDS = ("matmul", "products", "infer", "train", "recipe")
 
 
 def peak_rss_mib() -> float:
@@ -71,11 +71,20 @@ def jit_kwargs(jit: bool | str) -> dict:
     return {} if jit == "auto" else {"jit_compile": bool(jit)}
 
 
-def compile_for_training(model, jit: bool | str, learning_rate: float = 1e-3) -> None:
-    """Compiles `model` the way every training case does: AdamW, sparse cross-entropy on logits."""
+def compile_for_training(model, lib: str, jit: bool | str, learning_rate: float = 1e-3) -> None:
+    """Compiles `model` the way every training case does: AdamW, sparse cross-entropy on logits.
+
+    keras-hub trains with `keras.optimizers.AdamW`, keras_vit with the AdamW
+    its recipes use (`keras_vit.training.LayerDecayAdamW`): the same update and
+    hyper-parameters (Keras' defaults, weight decay 0.05), run as one fused
+    TensorFlow kernel per variable.
+    """
     import keras  # noqa: PLC0415
 
-    model.compile(optimizer=keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=0.05),
+    optimizer_class = keras.optimizers.AdamW
+    if lib == "keras_vit":
+        from keras_vit.training import LayerDecayAdamW as optimizer_class  # noqa: PLC0415
+    model.compile(optimizer=optimizer_class(learning_rate=learning_rate, weight_decay=0.05),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), **jit_kwargs(jit))
 
 
@@ -89,6 +98,33 @@ def matmul_call(size: int, dtype: str) -> Callable[[], Any]:
     return lambda: step().numpy()
 
 
+def model_matmuls_call(arch: dict, batch: int, dtype: str) -> Callable[[], Any]:
+    """One forward pass's matrix products alone, at the model's own shapes, one after the other.
+
+    The ceiling a model's forward can reach on this machine (its elementwise
+    work, softmax and layer norms taken out). Each product is its own call of a
+    compiled matmul, so the time includes about 40 us of Python dispatch per
+    product (under 1% for ViT-B/16 at batch 8, whose products take ~8 ms each).
+    """
+    import tensorflow as tf  # noqa: PLC0415
+
+    from benchmarks import flops  # noqa: PLC0415
+
+    products = flops.vit_forward_matmuls(arch, batch)
+    operands = {}
+    for count, m, k, n in set(products):
+        shapes = [(m, k), (k, n)] if count == 1 else [(count, m, k), (count, k, n)]
+        operands[count, m, k, n] = [tf.Variable(tf.cast(tf.random.normal(s, seed=1), dtype)) for s in shapes]
+    product = tf.function(lambda a, b: tf.matmul(a, b), autograph=False)
+
+    def call():
+        for shape in products:
+            out = product(*operands[shape])
+        return out[..., :1, :1].numpy()
+
+    return call
+
+
 def run_matmul(case: dict) -> dict:
     """The machine's own dense matmul rate in TensorFlow (size x size, float32 and bfloat16)."""
     size = int(case.get("size", 2048))
@@ -99,6 +135,14 @@ def run_matmul(case: dict) -> dict:
         timing["gflops"] = 2 * size**3 / timing["median_s"] / 1e9
         rates[dtype] = timing
     return dict(size=size, rates=rates)
+
+
+def run_products(case: dict, arch: dict) -> dict:
+    """A model's forward matrix products alone at `case["batch"]` (`model_matmuls_call`): its matmul ceiling."""
+    batch = int(case.get("batch", 8))
+    timing = time_calls(model_matmuls_call(arch, batch, case["precision"]), case.get("warmup", 1),
+                        case.get("repeats", 5), case.get("min_repeats", 3), case.get("budget_s", 5.0))
+    return dict(batch=batch, images_per_s=batch / timing["median_s"], **timing)
 
 
 def keras_predictor(case: dict, arch: dict) -> Callable[[np.ndarray], Any]:
@@ -167,7 +211,7 @@ def run_train(case: dict, arch: dict) -> dict:
             gc.collect()
     else:
         raise ValueError(f"Training runs on the Keras libraries only. Received: lib={case['lib']!r}")
-    compile_for_training(model, case.get("jit", "auto"), case.get("learning_rate", 1e-3))
+    compile_for_training(model, case["lib"], case.get("jit", "auto"), case.get("learning_rate", 1e-3))
     batch, warmup, steps = case["batch"], case.get("warmup", 2), case.get("steps", 5)
     if warmup < 1 or steps < 1:
         raise ValueError(f"Training needs >= 1 warm-up step (it compiles) and >= 1 timed step. "
@@ -248,6 +292,8 @@ def run_case(case: dict) -> dict:
     from benchmarks import flops, peers  # noqa: PLC0415
 
     arch = peers.resolve_arch(case["model"])
+    if kind == "products":
+        return dict(run_products(case, arch), flops_per_image=flops.vit_forward_flops(arch), arch=arch)
     result = run_infer(case, arch) if kind == "infer" else run_train(case, arch)
     per_image = flops.vit_forward_flops(arch) if kind == "infer" else flops.vit_train_flops(arch)
     return dict(result, flops_per_image=per_image, arch=arch)

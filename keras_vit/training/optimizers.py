@@ -6,6 +6,8 @@ variable's step, and its decoupled weight decay, use `factor x lr`, as timm's
 parameter groups with `lr_scale` do. `build_optimizer` puts a recipe's pieces
 together: weight decay off the model's `no_weight_decay_variables()`,
 layer-wise decay from `layer_groups()`, global-norm clipping and EMA.
+Both run their update as one fused TensorFlow kernel per variable where
+TensorFlow executes op by op (`keras_vit.training.fused_updates`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from collections import defaultdict
 
 import keras
 from keras import ops
+
+from keras_vit.training.fused_updates import FusedAdamUpdate, FusedSGDUpdate
 
 OPTIMIZERS = ("adamw", "sgd")
 
@@ -63,13 +67,13 @@ class _LrMultipliers:
 
 
 @keras.saving.register_keras_serializable(package="keras_vit")
-class LayerDecayAdamW(_LrMultipliers, keras.optimizers.AdamW):
-    """`keras.optimizers.AdamW` with `lr_multipliers` ({variable path: factor})."""
+class LayerDecayAdamW(_LrMultipliers, FusedAdamUpdate, keras.optimizers.AdamW):
+    """`keras.optimizers.AdamW` with `lr_multipliers` ({variable path: factor}) and a fused update."""
 
 
 @keras.saving.register_keras_serializable(package="keras_vit")
-class LayerDecaySGD(_LrMultipliers, keras.optimizers.SGD):
-    """`keras.optimizers.SGD` with `lr_multipliers` ({variable path: factor})."""
+class LayerDecaySGD(_LrMultipliers, FusedSGDUpdate, keras.optimizers.SGD):
+    """`keras.optimizers.SGD` with `lr_multipliers` ({variable path: factor}) and a fused momentum update."""
 
 
 def layer_decay_multipliers(model: keras.Model, decay: float) -> dict[str, float]:

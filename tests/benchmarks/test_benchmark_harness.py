@@ -171,6 +171,42 @@ def test_report_computes_ratios_and_targets():
     assert check["met"] is False
 
 
+def test_report_checks_training_targets_per_batch_and_shows_the_products_ceiling():
+    ti = "vit_tiny_patch16_224"
+    arch = peers.resolve_arch(ti)
+
+    def train(lib, precision, batch, rate):
+        case = dict(kind="train", lib=lib, model=ti, precision=precision, batch=batch,
+                    jit="auto" if lib == "keras_hub" else False)
+        return _record(case, dict(batch=batch, images_per_s=rate, median_s=batch / rate, seconds=[batch / rate],
+                                  median_cpu_s=batch / rate, losses=[1.0], flops_per_image=1.0, arch=arch))
+
+    results = [train("keras_hub", "float32", 8, 10.0), train("keras_vit", "bfloat16", 8, 15.0),
+               train("keras_hub", "float32", 32, 10.0), train("keras_vit", "bfloat16", 32, 19.0)]
+    checks = {c["target"]: c for c in report.target_checks(results)}
+    small = checks[f"training {ti} b8 mixed bf16 (recipes' default here) >= 1.8x keras-hub default fit (fp32)"]
+    large = checks[f"training {ti} b32 mixed bf16 (recipes' default here) >= 1.8x keras-hub default fit (fp32)"]
+    assert small["measured"] == pytest.approx(1.5) and small["met"] is False
+    assert large["measured"] == pytest.approx(1.9) and large["met"] is True
+
+    base = "vit_base_patch16_224"
+    arch = peers.resolve_arch(base)
+    products = _record(dict(kind="products", model=base, batch=8, precision="float32"),
+                       dict(batch=8, images_per_s=10.0, median_s=0.8, flops_per_image=1e10, arch=arch))
+    ours = _record(dict(kind="infer", lib="keras_vit", model=base, precision="float32", batches=[8], jit=False),
+                   dict(batches=[dict(batch=8, images_per_s=9.0, median_s=8 / 9)], flops_per_image=1e10, arch=arch))
+    matmul = _record(dict(kind="matmul", tag="start"), dict(size=2048, rates={"float32": dict(gflops=125.0)}))
+    lines = report.products_lines([matmul, products, ours])
+    assert lines == [f"{base}'s forward matrix products alone (batch 8, float32, one after the other, nothing "
+                     "else): 100.0 GFLOP/s, 0.80 of the float32 matmul rate; keras_vit's forward runs at 0.90 of that."]
+
+
+def test_products_case_times_the_model_matmuls():
+    result = worker.run_case(dict(kind="products", model=TINY, batch=2, precision="float32", **QUICK))
+    assert result["batch"] == 2 and result["images_per_s"] > 0
+    assert result["flops_per_image"] == flops.vit_forward_flops(result["arch"])
+
+
 def test_subprocess_failure_is_recorded_not_raised():
     record = run.run_one(dict(kind="fly", model="x", lib="keras_vit", precision="float32"), timeout_s=60)
     assert record["ok"] is False and "kind" in record["error"]
@@ -295,6 +331,35 @@ def test_vit_mlp_matmuls_run_fused_with_bias_and_gelu():
     ops_seen = {op for op, _, _ in op_profile.profile_step(step, steps=1)}
     assert any("FusedMatMul" in op for op in ops_seen), ops_seen
     assert not {"Erf", "BiasAdd"} & ops_seen, ops_seen
+
+
+def test_forward_matmuls_list_each_product_at_the_model_shapes():
+    arch = peers.resolve_arch("vit_base_patch16_224")
+    products = flops.vit_forward_matmuls(arch, batch=8)
+    assert len(products) == 1 + 6 * 12 + 1  # patch projection, 6 per block, head
+    assert products[0] == (1, 8 * 196, 16 * 16 * 3, 768)
+    assert products[1:7] == [(1, 8 * 197, 768, 2304), (8 * 12, 197, 64, 197), (8 * 12, 197, 197, 64),
+                             (1, 8 * 197, 768, 768), (1, 8 * 197, 768, 3072), (1, 8 * 197, 3072, 768)]
+    assert sum(c * m * k * n for c, m, k, n in products) == 8 * flops.vit_forward_macs(arch)
+    with pytest.raises(ValueError, match="num_heads"):
+        flops.vit_forward_matmuls(dict(arch, num_heads=5))
+
+
+def test_paired_products_variant_runs_the_model_matmuls_alone():
+    arch = peers.resolve_arch(TINY)
+    assert paired.parse_variant("products:float32") == ("products", "float32", False)
+    built = [paired.build_step("predict", variant, arch, 2) for variant in (
+        ("keras_vit", "float32", False), ("products", "float32", False), ("matmul", "float32", False))]
+    assert built[1][1] == built[0][1] == 2 * flops.vit_forward_flops(arch)
+    assert built[1][0]().shape == (1, 1)
+    seconds = paired.interleave([step for step, _ in built], rounds=2, calls=1)
+    table = paired.summarize(["keras_vit:float32:off", "products:float32", "matmul:float32"], seconds,
+                             [f for _, f in built])
+    rows = table.splitlines()
+    assert rows[0].endswith("/ own products |") and rows[3].split("|")[6].strip().startswith("1.00")
+    assert rows[4].split("|")[6].strip() == "n/a"
+    with pytest.raises(ValueError, match="predict only"):
+        paired.build_step("train", ("products", "float32", False), arch, 2)
 
 
 def test_paired_timm_variant_times_predict_only():

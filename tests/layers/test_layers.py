@@ -6,6 +6,7 @@ import math
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 import torch
 
 from keras_vit import layers as L
@@ -68,6 +69,35 @@ def test_patch_embedding_is_linear_map_of_flattened_patches(rng):
     np.testing.assert_allclose(tokens, patches @ kernel.reshape(12, 5) + bias, atol=1e-5)
 
 
+@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
+def test_patch_embedding_train_graph_matmul_matches_keras_conv(policy, rng):
+    """Under a gradient tape TensorFlow graphs project flattened patches with one matmul: same values and
+    gradients as Keras' own strided Conv2D on the same weights (no convolution is traced there)."""
+    keras.mixed_precision.set_global_policy(policy)
+    layer = L.PatchEmbedding(patch_size=(2, 3), hidden_dim=5)
+    layer.build((2, 4, 9, 3))
+    reference = keras.layers.Conv2D(5, (2, 3), strides=(2, 3))
+    reference.build((2, 4, 9, 3))
+    reference.set_weights(layer.projection.get_weights())
+    images = tf.constant(rng.standard_normal((2, 4, 9, 3)).astype("float32"))
+    upstream = tf.constant(rng.standard_normal((2, 6, 5)).astype("float32"))
+
+    def value_and_grads(project, weights):
+        with tf.GradientTape() as tape:
+            tokens = tf.cast(project(images), "float32")
+            loss = tf.reduce_sum(tokens * upstream)
+        return [tokens] + tape.gradient(loss, weights)
+
+    ours = tf.function(lambda: value_and_grads(layer, layer.projection.trainable_variables))
+    keras_conv = tf.function(lambda: value_and_grads(lambda x: tf.reshape(reference(x), (2, 6, 5)),
+                                                     reference.trainable_variables))
+    tolerance = 1e-5 if policy == "float32" else 3e-2
+    for got, want in zip(ours(), keras_conv()):
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=tolerance, atol=tolerance)
+    traced = {op.type for op in ours.get_concrete_function().graph.get_operations()}
+    assert not any(op.startswith("Conv2D") for op in traced), traced
+
+
 def test_attention_matches_torch_sdpa_with_mask(rng):
     x = tiny_tokens(rng, batch=2, length=6, dim=12)
     layer = L.MultiHeadSelfAttention(num_heads=3)
@@ -110,8 +140,6 @@ def test_gelu_is_exact_erf_gelu():
 def _layer_norm_gradients(norm, x, upstream, mode):
     """(outputs, d inputs, d gamma or None, d beta or None) of `sum(norm(x) * upstream)` run eagerly,
     in a `tf.function` (the hand-written backward) or under XLA (autodiff)."""
-    import tensorflow as tf
-
     params = [w for w in (norm.gamma, norm.beta) if w is not None]
 
     def run(inputs):
@@ -177,8 +205,6 @@ def test_layer_norm_gradient_without_gamma_or_beta_matches_torch(center, scale):
 
 
 def test_layer_norm_hand_written_backward_is_used_outside_xla_only():
-    import tensorflow as tf
-
     from keras_vit.layers._tf_graph import tensorflow_op_by_op
 
     seen = []
