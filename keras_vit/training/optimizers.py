@@ -6,8 +6,9 @@ variable's step, and its decoupled weight decay, use `factor x lr`, as timm's
 parameter groups with `lr_scale` do. `build_optimizer` puts a recipe's pieces
 together: weight decay off the model's `no_weight_decay_variables()`,
 layer-wise decay from `layer_groups()`, global-norm clipping and EMA.
-Both run their update as one fused TensorFlow kernel per variable where
-TensorFlow executes op by op (`keras_vit.training.fused_updates`).
+They, and `FusedAdam` (plain Adam, the sequence Transformer's), run their
+update as one fused TensorFlow kernel per variable where TensorFlow executes
+op by op (`keras_vit.training.fused_updates`).
 """
 
 from __future__ import annotations
@@ -69,6 +70,11 @@ class _LrMultipliers:
 @keras.saving.register_keras_serializable(package="keras_vit")
 class LayerDecayAdamW(_LrMultipliers, FusedAdamUpdate, keras.optimizers.AdamW):
     """`keras.optimizers.AdamW` with `lr_multipliers` ({variable path: factor}) and a fused update."""
+
+
+@keras.saving.register_keras_serializable(package="keras_vit")
+class FusedAdam(FusedAdamUpdate, keras.optimizers.Adam):
+    """`keras.optimizers.Adam` with a fused update (the sequence Transformer's optimizer)."""
 
 
 @keras.saving.register_keras_serializable(package="keras_vit")

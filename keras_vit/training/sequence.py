@@ -12,6 +12,7 @@ import numpy as np
 from keras import ops
 
 from keras_vit.layers.attention import check_rate
+from keras_vit.training.optimizers import FusedAdam
 
 
 def _check_logits(y_true, y_pred) -> None:
@@ -134,8 +135,12 @@ class InverseSqrtSchedule(keras.optimizers.schedules.LearningRateSchedule):
 
 def transformer_optimizer(d_model: int, warmup_steps: int = 4000, scale: float = 1.0,
                           clipnorm: float | None = None) -> keras.optimizers.Adam:
-    """Adam(beta1 0.9, beta2 0.98, epsilon 1e-9) on the inverse-square-root schedule (paper, section 5.3)."""
-    return keras.optimizers.Adam(
+    """Adam(beta1 0.9, beta2 0.98, epsilon 1e-9) on the inverse-square-root schedule (paper, section 5.3).
+
+    A `FusedAdam`: Keras' Adam with each dense update as one TensorFlow kernel
+    (README, Benchmarks: 1.04x on the CPU train step of a 256-wide Transformer).
+    """
+    return FusedAdam(
         learning_rate=InverseSqrtSchedule(d_model, warmup_steps, scale), beta_1=0.9, beta_2=0.98, epsilon=1e-9,
         clipnorm=clipnorm,
     )

@@ -8,6 +8,7 @@ and, in the slow suite, with a real `--smoke` run.
 
 import collections
 import json
+import re
 import subprocess
 import sys
 
@@ -16,7 +17,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from benchmarks import cases, flops, machine, op_profile, paired, peers, report, run, worker
+from benchmarks import cases, flops, machine, op_profile, paired, peers, report, run, transformer_optimizer, worker
 
 TINY = dict(cases.SMOKE_ARCH)
 QUICK = dict(warmup=1, repeats=1, min_repeats=1, budget_s=0.0)
@@ -294,6 +295,13 @@ def test_paired_run_interleaves_variants_and_reports_per_round_ratios():
     # a known case of the arithmetic: B twice as fast as A in one round and as fast in the other
     table = paired.summarize(["a:float32:off", "b:float32:off"], np.array([[2.0, 1.0], [1.0, 1.0]]), [1e9, 1e9])
     assert "| b:float32:off | 1.0 | 1.50 (1.25-1.75) | 1/2 | n/a |" in table
+
+
+def test_transformer_optimizer_benchmark_times_keras_adam_against_the_fused_one(capsys):
+    keras_adam, fused = transformer_optimizer.build_steps(width=16, batch=2, tokens=4, layers=1)
+    assert float(keras_adam()) == pytest.approx(float(fused()), rel=1e-6)  # same seed: same first loss
+    assert transformer_optimizer.main(["--width", "16", "--batch", "2", "--rounds", "2", "--calls", "1"]) == 0
+    assert re.search(r"FusedAdam \d+\.\d{3}x \(quartiles \S+\), faster in \d/2 rounds", capsys.readouterr().out)
 
 
 def test_op_profile_groups_kernels_by_type_and_layer_norm_scope():

@@ -1,4 +1,4 @@
-"""The fused optimizer updates against Keras' own AdamW and SGD, step by step, and where they are used."""
+"""The fused optimizer updates against Keras' own Adam, AdamW and SGD, step by step, and where they are used."""
 
 import json
 import subprocess
@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_vit.training import LayerDecayAdamW, LayerDecaySGD
+from keras_vit.training import FusedAdam, LayerDecayAdamW, LayerDecaySGD
+from keras_vit.training.sequence import transformer_optimizer
 
 SHAPES = [(5, 7), (7,), (3, 4, 6)]
 STEPS = 4
@@ -43,13 +44,18 @@ def _run(optimizer, gradients, mode="graph"):
 
 
 ADAMW = dict(learning_rate=3e-2, weight_decay=0.1, beta_1=0.8, beta_2=0.95, epsilon=1e-6)
+TRANSFORMER_ADAM = dict(learning_rate=1e-2, beta_1=0.9, beta_2=0.98, epsilon=1e-9, clipnorm=1.0)
 
 
 @pytest.mark.parametrize("mode", ["graph", "eager"])
-def test_adamw_matches_keras(mode, rng):
+@pytest.mark.parametrize("reference, fused, settings", [
+    (keras.optimizers.AdamW, LayerDecayAdamW, ADAMW),
+    (keras.optimizers.Adam, FusedAdam, TRANSFORMER_ADAM),
+], ids=["adamw", "adam"])
+def test_adam_updates_match_keras(reference, fused, settings, mode, rng):
     gradients = _gradients(rng)
-    expected, _ = _run(keras.optimizers.AdamW(**ADAMW), gradients, mode)
-    actual, op_types = _run(LayerDecayAdamW(**ADAMW), gradients, mode)
+    expected, _ = _run(reference(**settings), gradients, mode)
+    actual, op_types = _run(fused(**settings), gradients, mode)
     for got, want in zip(actual, expected):
         np.testing.assert_allclose(got, want, rtol=2e-6, atol=2e-7)
     if mode == "graph":
@@ -63,6 +69,14 @@ def test_adamw_with_lr_multipliers_matches_keras_with_the_scaled_rate(rng):
     actual, _ = _run(LayerDecayAdamW(**ADAMW, lr_multipliers={f"w{i}": 0.5 for i in range(len(SHAPES))}), gradients)
     for got, want in zip(actual, expected):
         np.testing.assert_allclose(got, want, rtol=2e-6, atol=2e-7)
+
+
+def test_transformer_optimizer_is_a_serializable_fused_adam():
+    optimizer = transformer_optimizer(64, warmup_steps=10, clipnorm=1.0)
+    assert isinstance(optimizer, FusedAdam) and isinstance(optimizer, keras.optimizers.Adam)
+    restored = keras.optimizers.deserialize(keras.optimizers.serialize(optimizer))
+    assert type(restored) is FusedAdam
+    assert (restored.beta_2, restored.epsilon, restored.clipnorm) == (0.98, 1e-9, 1.0)
 
 
 @pytest.mark.parametrize("nesterov", [False, True])
