@@ -18,9 +18,13 @@ gives each model's share of the machine's matmul rate round by round;
 `timm:float32` / `timm:bfloat16` (predict only) puts timm on PyTorch in the
 same rotation; `products:float32` (predict only) runs the model's own matrix
 products alone, at its shapes: the rate its forward could reach here if
-everything but the matmuls took no time. `benchmarks.run` stays the
-one-process-per-case run the README tables come from (peak memory,
-first-call times); this module decides settings.
+everything but the matmuls took no time; `lean:float32` (predict only) runs
+the same forward as keras_vit in the fewest stock TensorFlow ops, with the
+layer norms' affines and the query scale folded into the weights
+(`benchmarks.lean_forward`): what a graph of stock TensorFlow kernels reaches
+with nothing left to fold. `benchmarks.run` stays the one-process-per-case run
+the README tables come from (peak memory, first-call times); this module
+decides settings.
 """
 
 from __future__ import annotations
@@ -44,16 +48,19 @@ def parse_variant(text: str) -> tuple[str, str, bool | str]:
 
     'timm:float32' / 'timm:bfloat16' is timm's model on PyTorch (predict only;
     bfloat16 through `torch.autocast`); 'products:float32' is the model's own
-    matrix products alone, at its shapes (predict only; `worker.model_matmuls_call`).
+    matrix products alone, at its shapes (predict only; `worker.model_matmuls_call`);
+    'lean:float32' its forward in the fewest stock TensorFlow ops (predict only; `lean_forward`).
     """
     parts = text.split(":")
     if parts[0] in ("matmul", "timm", "products") and len(parts) == 2 and parts[1] in PRECISIONS:
         return parts[0], parts[1], False
+    if parts == ["lean", "float32"]:
+        return "lean", "float32", False
     if len(parts) != 3 or parts[0] not in ("keras_vit", "keras_hub") or parts[1] not in PRECISIONS \
             or parts[2] not in XLA:
         raise ValueError("A variant is library:precision:xla with library keras_vit|keras_hub, precision "
                          "float32|bfloat16 and xla xla|off|auto (Keras' default), or matmul:float32|bfloat16, "
-                         "or timm:float32|bfloat16, or products:float32|bfloat16. "
+                         "or timm:float32|bfloat16, or products:float32|bfloat16, or lean:float32. "
                          f"Received: {text!r}")
     return parts[0], parts[1], XLA[parts[2]]
 
@@ -68,7 +75,7 @@ def build_step(task: str, variant: tuple[str, str, bool | str], arch: dict, batc
     lib, precision, jit = variant
     if lib == "matmul":
         return worker.matmul_call(MATMUL_SIZE, precision), 2 * MATMUL_SIZE**3
-    if lib in ("timm", "products") and task != "predict":
+    if lib in ("timm", "products", "lean") and task != "predict":
         raise ValueError(f"{lib} variants time predict only. Received: task={task!r}")
     if lib == "products":
         return worker.model_matmuls_call(arch, batch, precision), batch * flops.vit_forward_flops(arch)
@@ -78,8 +85,13 @@ def build_step(task: str, variant: tuple[str, str, bool | str], arch: dict, batc
         return (lambda: predict(images)), batch * flops.vit_forward_flops(arch)
     dtype = "mixed_bfloat16" if precision == "bfloat16" else "float32"
     keras.utils.set_random_seed(0)
-    model = (peers.build_keras_vit if lib == "keras_vit" else peers.build_keras_hub)(arch, dtype=dtype)
+    model = (peers.build_keras_hub if lib == "keras_hub" else peers.build_keras_vit)(arch, dtype=dtype)
     images = tf.constant(worker.synthetic_images(arch, batch))
+    if lib == "lean":
+        from benchmarks.lean_forward import lean_forward  # noqa: PLC0415
+
+        forward = lean_forward(model)
+        return (lambda: forward(images).numpy()), batch * flops.vit_forward_flops(arch)
     if task == "predict":
         model.compile(**worker.jit_kwargs(jit))
         return (lambda: model.predict_on_batch(images)), batch * flops.vit_forward_flops(arch)

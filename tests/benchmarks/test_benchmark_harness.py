@@ -17,7 +17,8 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from benchmarks import cases, flops, machine, op_profile, paired, peers, report, run, transformer_optimizer, worker
+from benchmarks import (cases, flops, lean_forward, machine, op_profile, paired, peers, report, run,
+                        transformer_optimizer, worker)
 
 TINY = dict(cases.SMOKE_ARCH)
 QUICK = dict(warmup=1, repeats=1, min_repeats=1, budget_s=0.0)
@@ -368,6 +369,31 @@ def test_paired_products_variant_runs_the_model_matmuls_alone():
     assert rows[4].split("|")[6].strip() == "n/a"
     with pytest.raises(ValueError, match="predict only"):
         paired.build_step("train", ("products", "float32", False), arch, 2)
+
+
+@pytest.mark.parametrize("qkv_bias", [True, False])
+def test_lean_forward_gives_the_model_logits_with_its_affines_folded(qkv_bias, rng):
+    arch = peers.resolve_arch({**TINY, "depth": 2, "qkv_bias": qkv_bias})
+    model = peers.build_keras_vit(arch, dtype="float32")
+    for variable in model.weights:  # random values everywhere: the head and biases start at zero, gammas at one
+        variable.assign(rng.normal(size=variable.shape).astype("float32") * 0.5)
+    images = worker.synthetic_images(arch, 3)
+    expected = model.predict_on_batch(images)
+    np.testing.assert_allclose(lean_forward.lean_forward(model)(images).numpy(), expected,
+                               rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+    assert paired.parse_variant("lean:float32") == ("lean", "float32", False)
+    with pytest.raises(ValueError, match="lean:float32"):
+        paired.parse_variant("lean:bfloat16")
+    with pytest.raises(ValueError, match="predict only"):
+        paired.build_step("train", ("lean", "float32", False), arch, 2)
+    step, flops_per_call = paired.build_step("predict", ("lean", "float32", False), arch, 2)
+    assert step().shape == (2, arch["num_classes"]) and flops_per_call == 2 * flops.vit_forward_flops(arch)
+
+
+def test_lean_forward_names_what_it_does_not_cover():
+    model = peers.build_keras_vit(peers.resolve_arch({**TINY, "pooling": "gap", "class_token": False}))
+    with pytest.raises(ValueError, match="plain class-token ViT only.*'pooling': 'gap'"):
+        lean_forward.lean_forward(model)
 
 
 def test_paired_timm_variant_times_predict_only():
