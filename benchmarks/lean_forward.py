@@ -1,15 +1,15 @@
-"""A ViT's float32 forward in the fewest stock TensorFlow ops: how close to its matmuls any graph of them gets.
+"""A ViT's float32 forward in the fewest stock TensorFlow ops: how close to its matmuls such a graph gets.
 
 A measuring device, not a model to serve. From a built keras_vit `ViT` it
 takes the weights once and folds, outside the timed call, everything that can
 be folded: each layer norm's scale and shift into the matmul that follows it
 (`(xhat * gamma + beta) W + b = xhat (gamma W) + (beta W + b)`) and the
-attention's `1 / sqrt(head_dim)` into the query columns. What the call still
-runs besides the matrix products is what no stock kernel fuses into them:
-each layer norm's row statistics and normalisation, the head split and merge
-transposes, softmax, and the residual adds (bias and exact GELU go into the
-matmuls, as in keras_vit's own graph). The residual stream stays
-`(batch * tokens, dim)` throughout. Same logits as the model (tested).
+attention's `1 / sqrt(head_dim)` into the query columns. The residual stream
+stays `(batch * tokens, dim)`, so that TensorFlow's rewriter fuses bias,
+exact GELU and the residual adds into the matmuls. What the call still runs
+besides the matrix products is what no stock kernel fuses into them: each
+layer norm's row statistics and normalisation, softmax, and the head split
+and merge transposes. Same logits as the model (tested).
 """
 
 from __future__ import annotations
@@ -68,8 +68,8 @@ def lean_forward(model) -> Callable:
                                               fc1, fc1_bias, get("mlp/fc2/kernel"), get("mlp/fc2/bias"))])
     head, head_bias = map(constant, _folded(weights["norm/gamma"], weights["norm/beta"], weights["head/kernel"],
                                             weights["head/bias"]))
-    patch_kernel, patch_bias = constant(weights["patch_embed/projection/kernel"]), constant(
-        weights["patch_embed/projection/bias"])
+    patch_kernel = constant(weights["patch_embed/projection/kernel"])
+    patch_bias = constant(weights["patch_embed/projection/bias"])
     prefix, position = constant(weights["prefix_tokens/cls_token"]), constant(weights["pos_embed/embeddings"])
 
     def normalize(x):
