@@ -38,6 +38,8 @@ def lean_forward(model) -> Callable:
     """
     import tensorflow as tf  # noqa: PLC0415
 
+    from keras_vit.layers.normalization import layer_norm_last_axis  # noqa: PLC0415
+
     config = model.get_config()
     unsupported = {key: config.get(key) for key, value in SUPPORTED.items() if config.get(key, value) != value}
     if unsupported:
@@ -72,9 +74,8 @@ def lean_forward(model) -> Callable:
     patch_bias = constant(weights["patch_embed/projection/bias"])
     prefix, position = constant(weights["prefix_tokens/cls_token"]), constant(weights["pos_embed/embeddings"])
 
-    def normalize(x):
-        centred = x - tf.reduce_mean(x, -1, keepdims=True)
-        return centred * tf.math.rsqrt(tf.reduce_mean(tf.square(centred), -1, keepdims=True) + epsilon)
+    def normalize(x):  # the model's own layer norm, its affine folded away
+        return layer_norm_last_axis(x, epsilon=epsilon)
 
     def dense(x, kernel, bias):
         return tf.nn.bias_add(tf.matmul(x, kernel), bias)
