@@ -45,7 +45,7 @@ def run_pinned(case: dict, cpus: str | None, timeout_s: float) -> dict:
     lines = [line for line in done.stdout.splitlines() if line.startswith(RESULT_PREFIX)]
     if done.returncode or not lines:
         raise RuntimeError(f"case failed (exit {done.returncode}): {done.stderr.strip()[-1500:]}")
-    return json.loads(lines[-1][len(RESULT_PREFIX):])
+    return json.loads(lines[-1][len(RESULT_PREFIX) :])
 
 
 def rates(result: dict) -> tuple[float, float]:
@@ -60,13 +60,17 @@ def summarize(samples: dict[str, list[tuple[float, float]]]) -> str:
     first = next(iter(samples))
     base_wall = float(np.median([w for w, _ in samples[first]]))
     base_cpu = float(np.median([c for _, c in samples[first]]))
-    lines = ["| case | rounds | img/s median (min-max) | img/CPU-s median (min-max) | wall vs A | CPU-s vs A |",
-             "|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| case | rounds | img/s median (min-max) | img/CPU-s median (min-max) | wall vs A | CPU-s vs A |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for name, values in samples.items():
         wall, cpu = np.array([w for w, _ in values]), np.array([c for _, c in values])
-        lines.append(f"| {name} | {len(values)} | {np.median(wall):.2f} ({wall.min():.2f}-{wall.max():.2f}) | "
-                     f"{np.median(cpu):.2f} ({cpu.min():.2f}-{cpu.max():.2f}) | {np.median(wall) / base_wall:.2f} | "
-                     f"{np.median(cpu) / base_cpu:.2f} |")
+        lines.append(
+            f"| {name} | {len(values)} | {np.median(wall):.2f} ({wall.min():.2f}-{wall.max():.2f}) | "
+            f"{np.median(cpu):.2f} ({cpu.min():.2f}-{cpu.max():.2f}) | {np.median(wall) / base_wall:.2f} | "
+            f"{np.median(cpu) / base_cpu:.2f} |"
+        )
     return "\n".join(lines)
 
 
@@ -92,8 +96,11 @@ def main(argv: list[str] | None = None) -> int:
         for name, case in order:
             wall, cpu = rates(run_pinned(case, args.cpus, args.timeout))
             samples[name].append((wall, cpu))
-            print(f"round {round_index + 1} {name}: {wall:.2f} img/s, {cpu:.2f} img/CPU-s, "
-                  f"load {machine.load_average()[0]:.1f}", flush=True)
+            print(
+                f"round {round_index + 1} {name}: {wall:.2f} img/s, {cpu:.2f} img/CPU-s, "
+                f"load {machine.load_average()[0]:.1f}",
+                flush=True,
+            )
     print(summarize(samples))
     return 0
 

@@ -68,19 +68,50 @@ def full_cases() -> list[dict]:
     """Every case of the full run, in the order they run (~15 min on 2 lightly loaded cores)."""
     cases: list[dict] = [dict(kind="matmul", size=2048, dtypes=["float32", "bfloat16"], tag="start")]
     # ViT-B/16's forward matrix products alone at batch 8: the ceiling of its matmul-rate fraction.
-    cases.append(dict(kind="products", model=INFER_MODELS[-1], batch=8, precision="float32", warmup=1, repeats=5,
-                      min_repeats=3, budget_s=5.0))
+    cases.append(
+        dict(
+            kind="products",
+            model=INFER_MODELS[-1],
+            batch=8,
+            precision="float32",
+            warmup=1,
+            repeats=5,
+            min_repeats=3,
+            budget_s=5.0,
+        )
+    )
     for model in INFER_MODELS:
         base = "base" in model
         for precision in PRECISIONS:
             for lib in ("keras_vit", "keras_hub", "timm"):
                 # The first call is the warm-up; ViT-B keeps two timed calls per batch size.
-                cases.append(_infer(lib, model, precision, warmup=1, repeats=5, min_repeats=2 if base else 3,
-                                    budget_s=3.0 if base else 5.0))
+                cases.append(
+                    _infer(
+                        lib,
+                        model,
+                        precision,
+                        warmup=1,
+                        repeats=5,
+                        min_repeats=2 if base else 3,
+                        budget_s=3.0 if base else 5.0,
+                    )
+                )
     # The XLA study: keras_vit predict with XLA at batch 8 (fp32 and bf16).
     for precision in PRECISIONS:
-        cases.append(_infer("keras_vit", TI_MODEL, precision, batches=(8,), jit=not KERAS_VIT_PREDICT_JIT,
-                            warmup=2, repeats=5, min_repeats=3, budget_s=5.0, role="study"))
+        cases.append(
+            _infer(
+                "keras_vit",
+                TI_MODEL,
+                precision,
+                batches=(8,),
+                jit=not KERAS_VIT_PREDICT_JIT,
+                warmup=2,
+                repeats=5,
+                min_repeats=3,
+                budget_s=5.0,
+                role="study",
+            )
+        )
     # Training against keras-hub under default `fit` (TRAIN_CASES); the XLA study at the first batch of each model.
     first_batch = {model: batch for model, batch in reversed(TRAIN_CASES)}
     for model, batch in TRAIN_CASES:
@@ -88,8 +119,17 @@ def full_cases() -> list[dict]:
         for precision in PRECISIONS:  # bfloat16 is what recipes use on this CPU ("auto")
             cases.append(_train("keras_vit", model, batch, precision, steps=3))
             if batch == first_batch[model]:
-                cases.append(_train("keras_vit", model, batch, precision, steps=3,
-                                    jit=not KERAS_VIT_TRAIN_JIT[precision], role="study"))
+                cases.append(
+                    _train(
+                        "keras_vit",
+                        model,
+                        batch,
+                        precision,
+                        steps=3,
+                        jit=not KERAS_VIT_TRAIN_JIT[precision],
+                        role="study",
+                    )
+                )
     cases.append(dict(kind="matmul", size=2048, dtypes=["float32"], tag="end"))
     return cases
 
@@ -102,8 +142,11 @@ def accuracy_cases(recipe: str = "digits_vit", seeds: tuple[int, ...] | None = N
     """
     if seeds is None:
         return [dict(kind="recipe", recipe=recipe, precision=p, overrides=overrides) for p in PRECISIONS]
-    return [dict(kind="recipe", recipe=recipe, precision=p, overrides=dict(overrides, seed=int(seed)))
-            for seed in seeds for p in PRECISIONS]
+    return [
+        dict(kind="recipe", recipe=recipe, precision=p, overrides=dict(overrides, seed=int(seed)))
+        for seed in seeds
+        for p in PRECISIONS
+    ]
 
 
 def smoke_cases() -> list[dict]:

@@ -37,11 +37,14 @@ def vit_forward_matmuls(arch: dict[str, Any], batch: int = 1) -> list[tuple[int,
     tokens = patches + 1  # the class token
     rows = batch * tokens
     products = [(1, batch * patches, patch[0] * patch[1] * arch.get("num_channels", 3), d)]  # patch projection
-    block = [(1, rows, d, 3 * d),  # fused qkv
-             (batch * heads, tokens, d // heads, tokens),  # q k^T
-             (batch * heads, tokens, tokens, d // heads),  # weights @ v
-             (1, rows, d, d),  # output projection
-             (1, rows, d, m), (1, rows, m, d)]  # fc1, fc2
+    block = [
+        (1, rows, d, 3 * d),  # fused qkv
+        (batch * heads, tokens, d // heads, tokens),  # q k^T
+        (batch * heads, tokens, tokens, d // heads),  # weights @ v
+        (1, rows, d, d),  # output projection
+        (1, rows, d, m),
+        (1, rows, m, d),
+    ]  # fc1, fc2
     products += block * arch["depth"]
     if arch.get("num_classes", 0):
         products.append((1, batch, d, arch["num_classes"]))  # head on the pooled token

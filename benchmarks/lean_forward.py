@@ -15,13 +15,22 @@ and merge transposes. Same logits as the model (tested).
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
-SUPPORTED = dict(class_token=True, distillation_token=False, num_register_tokens=0, pooling="token",
-                 qk_norm=False, layer_scale_init=None, fc_norm=None, representation_size=None,
-                 position_embedding="learned", pos_embed_prefix=True)
+SUPPORTED = dict(
+    class_token=True,
+    distillation_token=False,
+    num_register_tokens=0,
+    pooling="token",
+    qk_norm=False,
+    layer_scale_init=None,
+    fc_norm=None,
+    representation_size=None,
+    position_embedding="learned",
+    pos_embed_prefix=True,
+)
 
 
 def _folded(gamma: np.ndarray, beta: np.ndarray, kernel: np.ndarray, bias: np.ndarray):
@@ -36,9 +45,9 @@ def lean_forward(model) -> Callable:
     Raises:
         ValueError: for architectures outside the plain class-token ViT it covers (`SUPPORTED`).
     """
-    import tensorflow as tf  # noqa: PLC0415
+    import tensorflow as tf
 
-    from keras_vit.layers.normalization import layer_norm_last_axis  # noqa: PLC0415
+    from keras_vit.layers.normalization import layer_norm_last_axis
 
     config = model.get_config()
     unsupported = {key: config.get(key) for key, value in SUPPORTED.items() if config.get(key, value) != value}
@@ -60,16 +69,31 @@ def lean_forward(model) -> Callable:
             return weights[f"{name}/{suffix}"]
 
         no_bias = np.zeros(3 * dim)  # qkv_bias=False
-        qkv, qkv_bias = _folded(get("norm1/gamma"), get("norm1/beta"), get("attn/qkv/kernel"),
-                                weights.get(f"{name}/attn/qkv/bias", no_bias))
+        qkv, qkv_bias = _folded(
+            get("norm1/gamma"), get("norm1/beta"), get("attn/qkv/kernel"), weights.get(f"{name}/attn/qkv/bias", no_bias)
+        )
         scale = 1.0 / math.sqrt(dim // heads)
         qkv[:, :dim] *= scale  # the query columns come first in the (3, heads, head_dim) layout
         qkv_bias[:dim] *= scale
         fc1, fc1_bias = _folded(get("norm2/gamma"), get("norm2/beta"), get("mlp/fc1/kernel"), get("mlp/fc1/bias"))
-        blocks.append([constant(w) for w in (qkv, qkv_bias, get("attn/proj/kernel"), get("attn/proj/bias"),
-                                              fc1, fc1_bias, get("mlp/fc2/kernel"), get("mlp/fc2/bias"))])
-    head, head_bias = map(constant, _folded(weights["norm/gamma"], weights["norm/beta"], weights["head/kernel"],
-                                            weights["head/bias"]))
+        blocks.append(
+            [
+                constant(w)
+                for w in (
+                    qkv,
+                    qkv_bias,
+                    get("attn/proj/kernel"),
+                    get("attn/proj/bias"),
+                    fc1,
+                    fc1_bias,
+                    get("mlp/fc2/kernel"),
+                    get("mlp/fc2/bias"),
+                )
+            ]
+        )
+    head, head_bias = map(
+        constant, _folded(weights["norm/gamma"], weights["norm/beta"], weights["head/kernel"], weights["head/bias"])
+    )
     patch_kernel = constant(weights["patch_embed/projection/kernel"])
     patch_bias = constant(weights["patch_embed/projection/bias"])
     prefix, position = constant(weights["prefix_tokens/cls_token"]), constant(weights["pos_embed/embeddings"])

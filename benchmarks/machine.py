@@ -54,7 +54,7 @@ def describe() -> dict:
     """Everything a reader needs to judge the numbers."""
     flags = cpu_flags()
     info = dict(
-        date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        date=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         cpu=cpu_model(),
         logical_cores=os.cpu_count(),
         avx512_bf16="avx512_bf16" in flags,
@@ -63,7 +63,7 @@ def describe() -> dict:
         versions=versions(),
     )
     try:
-        import psutil  # noqa: PLC0415
+        import psutil
 
         info["physical_cores"] = psutil.cpu_count(logical=False)
         info["memory_gib"] = round(psutil.virtual_memory().total / 2**30, 1)

@@ -38,7 +38,7 @@ XLA_LABEL = "XLA kernels (xla_elementwise)"
 
 def kernel_times(trace_dir: str) -> collections.Counter:
     """Seconds per `op_name:OpType` kernel event summed over a trace directory's XPlane file."""
-    from tensorflow.tsl.profiler.protobuf import xplane_pb2  # noqa: PLC0415
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
     files = glob.glob(f"{trace_dir}/**/*.xplane.pb", recursive=True)
     if not files:
@@ -105,7 +105,7 @@ def by_layer(times: collections.Counter, steps: int) -> list[tuple[str, float, f
 
 def profile_step(step, steps: int = 3, group=by_op_type) -> list[tuple[str, float, float]]:
     """Warms `step` up, traces `steps` calls of it, returns `group` rows (`by_op_type` or `by_layer`)."""
-    import tensorflow as tf  # noqa: PLC0415
+    import tensorflow as tf
 
     for _ in range(2):
         step()
@@ -137,16 +137,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precision", choices=PRECISIONS, default="float32")
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--by", choices=("op", "layer"), default="op", help="group kernels by op type or sub-layer")
-    parser.add_argument("--inter-op-threads", type=int, default=0,
-                        help="TensorFlow inter-op threads; 1 runs one op at a time (default 0: TensorFlow's choice)")
+    parser.add_argument(
+        "--inter-op-threads",
+        type=int,
+        default=0,
+        help="TensorFlow inter-op threads; 1 runs one op at a time (default 0: TensorFlow's choice)",
+    )
     args = parser.parse_args(argv)
     if args.batch < 1 or args.steps < 1 or args.inter_op_threads < 0:
         parser.error("--batch and --steps must be >= 1, --inter-op-threads >= 0")
     if args.inter_op_threads:
-        import tensorflow as tf  # noqa: PLC0415
+        import tensorflow as tf
 
         tf.config.threading.set_inter_op_parallelism_threads(args.inter_op_threads)
-    from benchmarks import paired, peers  # noqa: PLC0415
+    from benchmarks import paired, peers
 
     arch = peers.resolve_arch(args.model)
     step, _ = paired.build_step(args.task, (args.library, args.precision, False), arch, args.batch)

@@ -56,21 +56,27 @@ def parse_variant(text: str) -> tuple[str, str, bool | str]:
         return parts[0], parts[1], False
     if parts == ["lean", "float32"]:
         return "lean", "float32", False
-    if len(parts) != 3 or parts[0] not in ("keras_vit", "keras_hub") or parts[1] not in PRECISIONS \
-            or parts[2] not in XLA:
-        raise ValueError("A variant is library:precision:xla with library keras_vit|keras_hub, precision "
-                         "float32|bfloat16 and xla xla|off|auto (Keras' default), or matmul:float32|bfloat16, "
-                         "or timm:float32|bfloat16, or products:float32|bfloat16, or lean:float32. "
-                         f"Received: {text!r}")
+    if (
+        len(parts) != 3
+        or parts[0] not in ("keras_vit", "keras_hub")
+        or parts[1] not in PRECISIONS
+        or parts[2] not in XLA
+    ):
+        raise ValueError(
+            "A variant is library:precision:xla with library keras_vit|keras_hub, precision "
+            "float32|bfloat16 and xla xla|off|auto (Keras' default), or matmul:float32|bfloat16, "
+            "or timm:float32|bfloat16, or products:float32|bfloat16, or lean:float32. "
+            f"Received: {text!r}"
+        )
     return parts[0], parts[1], XLA[parts[2]]
 
 
 def build_step(task: str, variant: tuple[str, str, bool | str], arch: dict, batch: int):
     """(a zero-argument callable running one train step, predict call or matmul, its FLOPs)."""
-    import keras  # noqa: PLC0415
-    import tensorflow as tf  # noqa: PLC0415
+    import keras
+    import tensorflow as tf
 
-    from benchmarks import flops, peers, worker  # noqa: PLC0415
+    from benchmarks import flops, peers, worker
 
     lib, precision, jit = variant
     if lib == "matmul":
@@ -88,7 +94,7 @@ def build_step(task: str, variant: tuple[str, str, bool | str], arch: dict, batc
     model = (peers.build_keras_hub if lib == "keras_hub" else peers.build_keras_vit)(arch, dtype=dtype)
     images = tf.constant(worker.synthetic_images(arch, batch))
     if lib == "lean":
-        from benchmarks.lean_forward import lean_forward  # noqa: PLC0415
+        from benchmarks.lean_forward import lean_forward
 
         forward = lean_forward(model)
         return (lambda: forward(images).numpy()), batch * flops.vit_forward_flops(arch)
@@ -123,10 +129,14 @@ def summarize(names: list[str], seconds: np.ndarray, flops_per_call: list[float]
     rates = np.asarray(flops_per_call) / seconds / 1e9  # GFLOP/s, (rounds, variants)
     matmul = [i for i, name in enumerate(names) if name.startswith("matmul:float32")]
     products = [i for i, name in enumerate(names) if name.startswith("products:")]
-    header = ("| variant | GFLOP/s (median) | vs first, per-round median (quartiles) | rounds faster | "
-              "/ fp32 matmul, per-round median (quartiles) |")
-    lines = [header + (" / own products |" if products else ""), "|---|---:|---:|---:|---:|" + (
-        "---:|" if products else "")]
+    header = (
+        "| variant | GFLOP/s (median) | vs first, per-round median (quartiles) | rounds faster | "
+        "/ fp32 matmul, per-round median (quartiles) |"
+    )
+    lines = [
+        header + (" / own products |" if products else ""),
+        "|---|---:|---:|---:|---:|" + ("---:|" if products else ""),
+    ]
 
     def spread(values):
         q1, median, q3 = np.percentile(values, [25, 50, 75])
@@ -160,15 +170,17 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         parser.error(str(error))
     if any(lib == "timm" for lib, _, _ in variants):
-        import timm.models.vision_transformer  # noqa: F401,PLC0415  (torch and timm before TensorFlow, see peers.py)
-    from benchmarks import peers  # noqa: PLC0415
+        import timm.models.vision_transformer  # noqa: F401  (torch and timm before TensorFlow, see peers.py)
+    from benchmarks import peers
 
     arch = peers.resolve_arch(args.model)
     built = [build_step(args.task, v, arch, args.batch) for v in variants]
     seconds = interleave([step for step, _ in built], args.rounds, args.calls)
     info = machine.describe()
-    print(f"{args.task} {args.model} batch {args.batch}, {args.rounds} rounds x {args.calls} calls, "
-          f"{info['date']}, {info['cpu']}, load {machine.load_average()[0]:.1f}\n")
+    print(
+        f"{args.task} {args.model} batch {args.batch}, {args.rounds} rounds x {args.calls} calls, "
+        f"{info['date']}, {info['cpu']}, load {machine.load_average()[0]:.1f}\n"
+    )
     print(summarize(args.variants, seconds, [flops_per_call for _, flops_per_call in built]))
     return 0
 

@@ -30,8 +30,8 @@ def resolve_arch(model: str | dict[str, Any]) -> dict[str, Any]:
     Returns:
         The complete argument dict (`ViTConfig.to_dict()`), sizes as lists.
     """
-    from keras_vit.models.registry import model_spec  # noqa: PLC0415 (keeps TF out until needed)
-    from keras_vit.models.vit import ViTConfig  # noqa: PLC0415
+    from keras_vit.models.registry import model_spec
+    from keras_vit.models.vit import ViTConfig
 
     if isinstance(model, str):
         arch = dict(model_spec(model).arch)
@@ -45,8 +45,14 @@ def resolve_arch(model: str | dict[str, Any]) -> dict[str, Any]:
 def check_comparable(arch: dict[str, Any]) -> None:
     """Raises ValueError when the peers cannot express `arch` (they have no such options)."""
     unsupported = {
-        "distillation_token": False, "num_register_tokens": 0, "qk_norm": False, "layer_scale_init": None,
-        "class_token": True, "pooling": "token", "position_embedding": "learned", "pos_embed_prefix": True,
+        "distillation_token": False,
+        "num_register_tokens": 0,
+        "qk_norm": False,
+        "layer_scale_init": None,
+        "class_token": True,
+        "pooling": "token",
+        "position_embedding": "learned",
+        "pos_embed_prefix": True,
         "representation_size": None,
     }
     for key, plain in unsupported.items():
@@ -61,15 +67,15 @@ def check_comparable(arch: dict[str, Any]) -> None:
 
 def build_keras_vit(arch: dict[str, Any], dtype: str | None = None):
     """keras_vit's `ViT` with `arch`; `dtype` is a Keras dtype policy name or None (global)."""
-    from keras_vit.models.vit import ViT  # noqa: PLC0415
+    from keras_vit.models.vit import ViT
 
     return ViT(dtype=dtype, **arch)
 
 
 def build_keras_hub(arch: dict[str, Any], dtype: str | None = None):
     """keras-hub `ViTBackbone` with the same dims, class-token slice and a float32 Dense head."""
-    import keras  # noqa: PLC0415
-    import keras_hub  # noqa: PLC0415
+    import keras
+    import keras_hub
 
     check_comparable(arch)
     height, width = arch["image_size"]
@@ -95,7 +101,7 @@ def build_keras_hub(arch: dict[str, Any], dtype: str | None = None):
 
 def build_timm(arch: dict[str, Any]):
     """timm's `VisionTransformer` with the same dims (PyTorch, float32 weights, eval mode)."""
-    from timm.models.vision_transformer import VisionTransformer  # noqa: PLC0415
+    from timm.models.vision_transformer import VisionTransformer
 
     check_comparable(arch)
     model = VisionTransformer(
@@ -129,7 +135,8 @@ def copy_keras_hub_to_keras_vit(hub_model, vit_model) -> None:
         return np.asarray(variable.numpy(), dtype="float32")
 
     vit_model.get_layer("patch_embed").projection.set_weights(
-        [flat(embed.patch_embedding.kernel), flat(embed.patch_embedding.bias)])
+        [flat(embed.patch_embedding.kernel), flat(embed.patch_embedding.bias)]
+    )
     vit_model.get_layer("prefix_tokens").cls_token.assign(flat(embed.class_token))
     vit_model.get_layer("pos_embed").embeddings.assign(flat(embed.position_embedding.embeddings)[None])
     for i, block in enumerate(encoder.encoder_layers):

@@ -31,15 +31,25 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 def run_one(case: dict, timeout_s: float) -> dict:
     """Runs one case in a subprocess; returns its record (`ok`, `result` or `error`, load, wall time)."""
     record = dict(id=case_lists.case_id(case), case=case, load_before=machine.load_average())
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=os.pathsep.join(
-        [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+    env = dict(
+        os.environ,
+        TF_CPP_MIN_LOG_LEVEL="2",
+        PYTHONPATH=os.pathsep.join([str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]),
+    )
     start = time.perf_counter()
     try:
-        done = subprocess.run([sys.executable, "-m", "benchmarks.worker", json.dumps(case)], cwd=ROOT, env=env,
-                              capture_output=True, text=True, timeout=timeout_s, check=False)
+        done = subprocess.run(
+            [sys.executable, "-m", "benchmarks.worker", json.dumps(case)],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            check=False,
+        )
         lines = [line for line in done.stdout.splitlines() if line.startswith(RESULT_PREFIX)]
         if done.returncode == 0 and lines:
-            result = json.loads(lines[-1][len(RESULT_PREFIX):])
+            result = json.loads(lines[-1][len(RESULT_PREFIX) :])
             record.update(ok=True, result=result, peak_rss_mib=result.pop("peak_rss_mib"))
         else:
             record.update(ok=False, error=f"exit {done.returncode}: {done.stderr.strip()[-1500:]}")
@@ -74,8 +84,11 @@ def run(selected: list[dict], mode: str, out_dir: Path, name: str, timeout_s: fl
         write_atomic(out_dir / f"{name}.json", json.dumps(run_record, indent=1) + "\n")  # partial results survive
         if verbose:
             status = "ok" if record["ok"] else "FAILED " + record["error"][-300:]
-            print(f"[{index}/{len(selected)}] {record['id']}: {record['wall_s']:.1f} s, load "
-                  f"{record['load_before'][0]:.1f}, {status}", flush=True)
+            print(
+                f"[{index}/{len(selected)}] {record['id']}: {record['wall_s']:.1f} s, load "
+                f"{record['load_before'][0]:.1f}, {status}",
+                flush=True,
+            )
     run_record["total_s"] = time.perf_counter() - started
     write_atomic(out_dir / f"{name}.json", json.dumps(run_record, indent=1) + "\n")
     write_atomic(out_dir / f"{name}.md", report.markdown(run_record))
@@ -85,12 +98,17 @@ def run(selected: list[dict], mode: str, out_dir: Path, name: str, timeout_s: fl
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true", help="tiny shapes, one step each (seconds per case)")
-    parser.add_argument("--accuracy", action="store_true",
-                        help="train the default recipe in float32 and bfloat16 and compare test accuracy")
-    parser.add_argument("--seeds", default=None,
-                        help="with --accuracy: comma-separated recipe seeds, each run in both precisions")
-    parser.add_argument("--only", action="append", default=[],
-                        help="run only cases whose id contains this text (repeatable)")
+    parser.add_argument(
+        "--accuracy",
+        action="store_true",
+        help="train the default recipe in float32 and bfloat16 and compare test accuracy",
+    )
+    parser.add_argument(
+        "--seeds", default=None, help="with --accuracy: comma-separated recipe seeds, each run in both precisions"
+    )
+    parser.add_argument(
+        "--only", action="append", default=[], help="run only cases whose id contains this text (repeatable)"
+    )
     parser.add_argument("--name", default=None, help="output file stem (default: 'latest' or 'smoke')")
     parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per case before it is abandoned")

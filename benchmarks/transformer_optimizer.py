@@ -23,14 +23,16 @@ VOCAB_SIZE = 1000
 
 def build_steps(width: int, batch: int, tokens: int = 32, layers: int = 2) -> list:
     """Two zero-argument train-step callables: Keras' `Adam` first, then `transformer_optimizer`'s."""
-    import keras  # noqa: PLC0415
+    import keras
 
-    import keras_vit  # noqa: PLC0415
-    from keras_vit.training.sequence import LabelSmoothedSequenceLoss, transformer_optimizer  # noqa: PLC0415
+    import keras_vit
+    from keras_vit.training.sequence import LabelSmoothedSequenceLoss, transformer_optimizer
 
     rng = np.random.default_rng(0)
-    inputs = {name: rng.integers(3, VOCAB_SIZE, (batch, tokens)).astype("int32")
-              for name in ("encoder_tokens", "decoder_tokens")}
+    inputs = {
+        name: rng.integers(3, VOCAB_SIZE, (batch, tokens)).astype("int32")
+        for name in ("encoder_tokens", "decoder_tokens")
+    }
     labels = rng.integers(3, VOCAB_SIZE, (batch, tokens)).astype("int32")
     fused = transformer_optimizer(width, warmup_steps=100, clipnorm=1.0)
     optimizers = [keras.optimizers.Adam.from_config(fused.get_config()), fused]  # same settings, Keras' update
@@ -38,9 +40,19 @@ def build_steps(width: int, batch: int, tokens: int = 32, layers: int = 2) -> li
     for optimizer in optimizers:
         keras.utils.set_random_seed(0)
         model = keras_vit.Transformer(
-            vocab_size=VOCAB_SIZE, share_embeddings=True, tie_output=True, hidden_dim=width,
-            num_encoder_layers=layers, num_decoder_layers=layers, num_heads=4, mlp_dim=2 * width, dropout_rate=0.0,
-            max_length=tokens + 1, pad_token_id=0, start_token_id=1, end_token_id=2,
+            vocab_size=VOCAB_SIZE,
+            share_embeddings=True,
+            tie_output=True,
+            hidden_dim=width,
+            num_encoder_layers=layers,
+            num_decoder_layers=layers,
+            num_heads=4,
+            mlp_dim=2 * width,
+            dropout_rate=0.0,
+            max_length=tokens + 1,
+            pad_token_id=0,
+            start_token_id=1,
+            end_token_id=2,
         )
         model.compile(optimizer=optimizer, loss=LabelSmoothedSequenceLoss(0.1, pad_token_id=0))
         steps.append(lambda model=model: model.train_on_batch(inputs, labels))
@@ -59,9 +71,11 @@ def main(argv: list[str] | None = None) -> int:
     seconds = paired.interleave(build_steps(args.width, args.batch), args.rounds, args.calls)
     speedup = seconds[:, 0] / seconds[:, 1]
     q1, median, q3 = np.percentile(speedup, [25, 50, 75])
-    print(f"width {args.width}, batch {args.batch}: Keras Adam {1e3 * np.median(seconds[:, 0]):.1f} ms/step, "
-          f"FusedAdam {1e3 * np.median(seconds[:, 1]):.1f} ms/step; FusedAdam {median:.3f}x "
-          f"(quartiles {q1:.3f}-{q3:.3f}), faster in {int(np.sum(speedup > 1))}/{len(speedup)} rounds")
+    print(
+        f"width {args.width}, batch {args.batch}: Keras Adam {1e3 * np.median(seconds[:, 0]):.1f} ms/step, "
+        f"FusedAdam {1e3 * np.median(seconds[:, 1]):.1f} ms/step; FusedAdam {median:.3f}x "
+        f"(quartiles {q1:.3f}-{q3:.3f}), faster in {int(np.sum(speedup > 1))}/{len(speedup)} rounds"
+    )
     return 0
 
 

@@ -14,7 +14,8 @@ import os
 import resource
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -48,8 +49,12 @@ def time_calls(fn: Callable[[], Any], warmup: int, repeats: int, min_repeats: in
         seconds.append(time.perf_counter() - start)
         cpu_seconds.append(time.process_time() - cpu_start)
         spent += seconds[-1]
-    return dict(first_call_s=first, seconds=seconds, median_s=float(np.median(seconds)),
-                median_cpu_s=float(np.median(cpu_seconds)))
+    return dict(
+        first_call_s=first,
+        seconds=seconds,
+        median_s=float(np.median(seconds)),
+        median_cpu_s=float(np.median(cpu_seconds)),
+    )
 
 
 def synthetic_images(arch: dict, batch: int, channels_first: bool = False) -> np.ndarray:
@@ -61,7 +66,7 @@ def synthetic_images(arch: dict, batch: int, channels_first: bool = False) -> np
 
 
 def _set_keras_precision(precision: str) -> None:
-    import keras  # noqa: PLC0415
+    import keras
 
     keras.mixed_precision.set_global_policy("mixed_bfloat16" if precision == "bfloat16" else "float32")
 
@@ -79,18 +84,21 @@ def compile_for_training(model, lib: str, jit: bool | str, learning_rate: float 
     hyper-parameters (Keras' defaults, weight decay 0.05), run as one fused
     TensorFlow kernel per variable.
     """
-    import keras  # noqa: PLC0415
+    import keras
 
     optimizer_class = keras.optimizers.AdamW
     if lib == "keras_vit":
-        from keras_vit.training import LayerDecayAdamW as optimizer_class  # noqa: PLC0415
-    model.compile(optimizer=optimizer_class(learning_rate=learning_rate, weight_decay=0.05),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), **jit_kwargs(jit))
+        from keras_vit.training import LayerDecayAdamW as optimizer_class
+    model.compile(
+        optimizer=optimizer_class(learning_rate=learning_rate, weight_decay=0.05),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        **jit_kwargs(jit),
+    )
 
 
 def matmul_call(size: int, dtype: str) -> Callable[[], Any]:
     """One call of a compiled `size` x `size` matmul in `dtype`, waited for (a corner copied to the host)."""
-    import tensorflow as tf  # noqa: PLC0415
+    import tensorflow as tf
 
     a = tf.cast(tf.random.normal((size, size), dtype="float32", seed=1), dtype)
     b = tf.cast(tf.random.normal((size, size), dtype="float32", seed=2), dtype)
@@ -108,9 +116,9 @@ def model_matmuls_call(arch: dict, batch: int, dtype: str) -> Callable[[], Any]:
     per product measured 7% slower for ViT-B/16 and 25% for ViT-Ti/16 at
     batch 8, which would understate the ceiling.)
     """
-    import tensorflow as tf  # noqa: PLC0415
+    import tensorflow as tf
 
-    from benchmarks import flops  # noqa: PLC0415
+    from benchmarks import flops
 
     products = flops.vit_forward_matmuls(arch, batch)
     operands = {}
@@ -134,8 +142,13 @@ def run_matmul(case: dict) -> dict:
     size = int(case.get("size", 2048))
     rates = {}
     for dtype in case.get("dtypes", ["float32"]):
-        timing = time_calls(matmul_call(size, dtype), case.get("warmup", 2), case.get("repeats", 7),
-                            case.get("min_repeats", 3), case.get("budget_s", 10.0))
+        timing = time_calls(
+            matmul_call(size, dtype),
+            case.get("warmup", 2),
+            case.get("repeats", 7),
+            case.get("min_repeats", 3),
+            case.get("budget_s", 10.0),
+        )
         timing["gflops"] = 2 * size**3 / timing["median_s"] / 1e9
         rates[dtype] = timing
     return dict(size=size, rates=rates)
@@ -144,13 +157,18 @@ def run_matmul(case: dict) -> dict:
 def run_products(case: dict, arch: dict) -> dict:
     """A model's forward matrix products alone at `case["batch"]` (`model_matmuls_call`): its matmul ceiling."""
     batch = int(case.get("batch", 8))
-    timing = time_calls(model_matmuls_call(arch, batch, case["precision"]), case.get("warmup", 1),
-                        case.get("repeats", 5), case.get("min_repeats", 3), case.get("budget_s", 5.0))
+    timing = time_calls(
+        model_matmuls_call(arch, batch, case["precision"]),
+        case.get("warmup", 1),
+        case.get("repeats", 5),
+        case.get("min_repeats", 3),
+        case.get("budget_s", 5.0),
+    )
     return dict(batch=batch, images_per_s=batch / timing["median_s"], **timing)
 
 
 def keras_predictor(case: dict, arch: dict) -> Callable[[np.ndarray], Any]:
-    from benchmarks import peers  # noqa: PLC0415
+    from benchmarks import peers
 
     _set_keras_precision(case["precision"])
     model = peers.build_keras_vit(arch) if case["lib"] == "keras_vit" else peers.build_keras_hub(arch)
@@ -159,9 +177,9 @@ def keras_predictor(case: dict, arch: dict) -> Callable[[np.ndarray], Any]:
 
 
 def timm_predictor(case: dict, arch: dict) -> Callable[[np.ndarray], Any]:
-    import torch  # noqa: PLC0415
+    import torch
 
-    from benchmarks import peers  # noqa: PLC0415
+    from benchmarks import peers
 
     torch.set_num_threads(os.cpu_count() or 1)
     model = peers.build_timm(arch)
@@ -183,8 +201,13 @@ def run_infer(case: dict, arch: dict) -> dict:
     rows = []
     for batch in case["batches"]:
         images = synthetic_images(arch, batch, channels_first)
-        timing = time_calls(lambda: predict(images), case.get("warmup", 2), case.get("repeats", 5),
-                            case.get("min_repeats", 3), case.get("budget_s", 15.0))
+        timing = time_calls(
+            lambda: predict(images),
+            case.get("warmup", 2),
+            case.get("repeats", 5),
+            case.get("min_repeats", 3),
+            case.get("budget_s", 15.0),
+        )
         rows.append(dict(batch=batch, images_per_s=batch / timing["median_s"], **timing))
     return dict(batches=rows)
 
@@ -196,10 +219,10 @@ def run_train(case: dict, arch: dict) -> dict:
     of the keras-hub model the other case builds (same seed), so both runs
     walk the same loss curve when their numerics agree.
     """
-    import keras  # noqa: PLC0415
-    import tensorflow as tf  # noqa: PLC0415
+    import keras
+    import tensorflow as tf
 
-    from benchmarks import peers  # noqa: PLC0415
+    from benchmarks import peers
 
     _set_keras_precision(case["precision"])
     keras.utils.set_random_seed(int(case.get("seed", 0)))
@@ -218,8 +241,10 @@ def run_train(case: dict, arch: dict) -> dict:
     compile_for_training(model, case["lib"], case.get("jit", "auto"), case.get("learning_rate", 1e-3))
     batch, warmup, steps = case["batch"], case.get("warmup", 2), case.get("steps", 5)
     if warmup < 1 or steps < 1:
-        raise ValueError(f"Training needs >= 1 warm-up step (it compiles) and >= 1 timed step. "
-                         f"Received: warmup={warmup}, steps={steps}")
+        raise ValueError(
+            f"Training needs >= 1 warm-up step (it compiles) and >= 1 timed step. "
+            f"Received: warmup={warmup}, steps={steps}"
+        )
     images = synthetic_images(arch, batch)
     labels = np.random.default_rng(1).integers(0, arch["num_classes"], batch).astype("int32")
     data = tf.data.Dataset.from_tensors((images, labels)).repeat()
@@ -227,18 +252,25 @@ def run_train(case: dict, arch: dict) -> dict:
     start = time.perf_counter()
     model.fit(data, steps_per_epoch=warmup + steps, epochs=1, verbose=0, shuffle=False, callbacks=[timer])
     total = time.perf_counter() - start
-    step_s, cpu_s = np.diff(timer.ends)[warmup - 1:], np.diff(timer.cpu_ends)[warmup - 1:]
+    step_s, cpu_s = np.diff(timer.ends)[warmup - 1 :], np.diff(timer.cpu_ends)[warmup - 1 :]
     median = float(np.median(step_s))
-    return dict(batch=batch, seconds=[float(s) for s in step_s], median_s=median, images_per_s=batch / median,
-                median_cpu_s=float(np.median(cpu_s)),
-                first_call_s=float(timer.ends[0] - start), fit_total_s=total, losses=timer.losses())
+    return dict(
+        batch=batch,
+        seconds=[float(s) for s in step_s],
+        median_s=median,
+        images_per_s=batch / median,
+        median_cpu_s=float(np.median(cpu_s)),
+        first_call_s=float(timer.ends[0] - start),
+        fit_total_s=total,
+        losses=timer.losses(),
+    )
 
 
 class _StepTimer:
     """Keras callback recording when each training step ends and the running-mean loss then."""
 
     def __init__(self):
-        import keras  # noqa: PLC0415
+        import keras
 
         self.ends: list[float] = []
         self.cpu_ends: list[float] = []
@@ -267,15 +299,21 @@ def run_recipe(case: dict) -> dict:
     This is the accuracy side of the bfloat16 question: the same recipe, seed
     and data in both precisions.
     """
-    import tempfile  # noqa: PLC0415
+    import tempfile
 
-    from keras_vit.recipes import runner  # noqa: PLC0415
+    from keras_vit.recipes import runner
 
     overrides = dict(case.get("overrides", {}))
     with tempfile.TemporaryDirectory(prefix="keras_vit_bench_") as run_dir:
         start = time.perf_counter()
-        result = runner.run(case["recipe"], mixed_precision=case["precision"] == "bfloat16", run_dir=run_dir,
-                            tensorboard=False, verbose=0, **overrides)
+        result = runner.run(
+            case["recipe"],
+            mixed_precision=case["precision"] == "bfloat16",
+            run_dir=run_dir,
+            tensorboard=False,
+            verbose=0,
+            **overrides,
+        )
         seconds = time.perf_counter() - start
     metrics = {k: float(v) for k, v in result.metrics.items() if isinstance(v, (int, float))}
     return dict(recipe=case["recipe"], overrides=overrides, train_and_eval_s=seconds, metrics=metrics)
@@ -293,7 +331,7 @@ def run_case(case: dict) -> dict:
     case.setdefault("precision", "float32")
     if kind == "recipe":
         return run_recipe(case)
-    from benchmarks import flops, peers  # noqa: PLC0415
+    from benchmarks import flops, peers
 
     arch = peers.resolve_arch(case["model"])
     if kind == "products":
@@ -309,8 +347,8 @@ def main(argv: list[str]) -> int:
     case = json.loads(argv[1])
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if case.get("lib") == "timm":
-        import torch  # noqa: F401,PLC0415  (torch and timm before TensorFlow, see peers.py)
-        import timm  # noqa: F401,PLC0415
+        import timm  # noqa: F401
+        import torch  # noqa: F401  (torch and timm before TensorFlow, see peers.py)
     start = time.perf_counter()
     result = run_case(case)
     result.update(case_wall_s=time.perf_counter() - start, peak_rss_mib=peak_rss_mib())

@@ -33,6 +33,7 @@ def public_modules(package: str = "keras_vit") -> list[str]:
     pdoc alone follows a package's `__all__`, which names the API, not every
     module; the reference lists them all (layers, weights, training, ...).
     """
+
     def fail(name: str) -> None:
         raise  # noqa: PLE0704 (re-raises the import error of subpackage `name` instead of skipping it)
 
@@ -102,8 +103,7 @@ def build(output: str | os.PathLike = DEFAULT_OUTPUT, modules: list[str] | None 
 
     output = pathlib.Path(output).resolve()
     output.parent.mkdir(parents=True, exist_ok=True)
-    pdoc.render.configure(docformat="google", footer_text=f"keras_vit {__version__}", show_source=True,
-                          search=True)
+    pdoc.render.configure(docformat="google", footer_text=f"keras_vit {__version__}", show_source=True, search=True)
     names = modules or public_modules()
     problems = []
     for name in names:  # every module that fails to import, not only the first

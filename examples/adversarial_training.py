@@ -31,8 +31,7 @@ from keras_vit.training.adversarial import (
 )
 
 SPEC = keras_vit.model_spec("vit_digits_patch2_8")
-ARCH = dict(image_size=8, patch_size=2, num_channels=1, hidden_dim=32, depth=1, num_heads=2, mlp_dim=64,
-            num_classes=10)
+ARCH = dict(image_size=8, patch_size=2, num_channels=1, hidden_dim=32, depth=1, num_heads=2, mlp_dim=64, num_classes=10)
 
 
 def main() -> int:
@@ -59,33 +58,41 @@ def main() -> int:
     normal = keras_vit.ViT(**ARCH)
     normal.compile(keras.optimizers.Adam(3e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     normal.fit(x, y, batch_size=64, epochs=args.epochs, verbose=0)
-    fgsm = evaluate_robustness(normal, x_test, y_test, epsilon=args.epsilon, steps=1, step_size=args.epsilon,
-                               random_start=False, pixels=pixels)
+    fgsm = evaluate_robustness(
+        normal, x_test, y_test, epsilon=args.epsilon, steps=1, step_size=args.epsilon, random_start=False, pixels=pixels
+    )
     before = evaluate_robustness(normal, x_test, y_test, **attack)
 
     keras.utils.set_random_seed(0)
     robust = keras_vit.ViT(**ARCH)
-    trainer = AdversarialTrainer(robust, epsilon=args.epsilon, steps=args.train_steps, eval_steps=args.eval_steps,
-                                 pixels=pixels)
+    trainer = AdversarialTrainer(
+        robust, epsilon=args.epsilon, steps=args.train_steps, eval_steps=args.eval_steps, pixels=pixels
+    )
     trainer.compile(keras.optimizers.Adam(3e-3))
     trainer.fit(x, y, batch_size=64, epochs=args.epochs, verbose=0)
     after = evaluate_robustness(robust, x_test, y_test, **attack)
 
     print(f"epsilon {args.epsilon} (pixels in [0, 1]), PGD-{args.eval_steps}")
-    print(f"normal training:      clean {before['clean_accuracy']:.4f}  FGSM {fgsm['robust_accuracy']:.4f}  "
-          f"PGD {before['robust_accuracy']:.4f}")
+    print(
+        f"normal training:      clean {before['clean_accuracy']:.4f}  FGSM {fgsm['robust_accuracy']:.4f}  "
+        f"PGD {before['robust_accuracy']:.4f}"
+    )
     print(f"adversarial training: clean {after['clean_accuracy']:.4f}  PGD {after['robust_accuracy']:.4f}")
     # The script's own check: both models learned (clean accuracy above chance), no attack helped them, and
     # adversarial training made the model more robust to the same PGD attack.
     chance = 1.0 / ARCH["num_classes"]
     learned = min(before["clean_accuracy"], after["clean_accuracy"]) > chance
-    attacks_hurt = (fgsm["robust_accuracy"] <= before["clean_accuracy"]
-                    and before["robust_accuracy"] <= before["clean_accuracy"]
-                    and after["robust_accuracy"] <= after["clean_accuracy"])
+    attacks_hurt = (
+        fgsm["robust_accuracy"] <= before["clean_accuracy"]
+        and before["robust_accuracy"] <= before["clean_accuracy"]
+        and after["robust_accuracy"] <= after["clean_accuracy"]
+    )
     more_robust = after["robust_accuracy"] > before["robust_accuracy"]
-    print(f"check: clean accuracy above chance ({chance:.2f}): {learned}; attacks never help: {attacks_hurt}; "
-          f"PGD accuracy {before['robust_accuracy']:.4f} -> {after['robust_accuracy']:.4f} (more robust: "
-          f"{more_robust})")
+    print(
+        f"check: clean accuracy above chance ({chance:.2f}): {learned}; attacks never help: {attacks_hurt}; "
+        f"PGD accuracy {before['robust_accuracy']:.4f} -> {after['robust_accuracy']:.4f} (more robust: "
+        f"{more_robust})"
+    )
     return 0 if learned and attacks_hurt and more_robust else 1
 
 

@@ -61,15 +61,17 @@ def main() -> int:
     export_dir = os.path.join(tempfile.mkdtemp(prefix="keras_vit_teacher_"), "teacher")
     teacher.export(export_dir, verbose=False)  # any SavedModel with a serving signature can teach
 
-    student = keras_vit.DeiT(image_size=8, patch_size=2, num_channels=1, hidden_dim=32, depth=2, num_heads=2,
-                             mlp_dim=64, num_classes=10)
+    student = keras_vit.DeiT(
+        image_size=8, patch_size=2, num_channels=1, hidden_dim=32, depth=2, num_heads=2, mlp_dim=64, num_classes=10
+    )
     distiller = Distiller(student, export_dir, mode=args.mode, alpha=args.alpha, temperature=args.temperature)
     distiller.compile(keras.optimizers.AdamW(2e-3))
     distiller.fit(x, y, batch_size=64, epochs=args.epochs, verbose=0)
     result = distiller.evaluate(x_test, y_test, verbose=0, return_dict=True)
     print(f"teacher ({teacher.count_params():,} params) test accuracy: {teacher_accuracy:.4f}")
-    print(f"student ({student.count_params():,} params, {args.mode} distillation) test accuracy: "
-          f"{result['accuracy']:.4f}")
+    print(
+        f"student ({student.count_params():,} params, {args.mode} distillation) test accuracy: {result['accuracy']:.4f}"
+    )
     chance = 1.0 / 10
     passed = min(teacher_accuracy, result["accuracy"]) > chance
     print(f"check: teacher and student above chance ({chance:.2f}): {passed}")

@@ -94,8 +94,9 @@ def run(model, name: str, output_dir: str, classes: list[str] | None) -> None:
 
     # 1. Export: <output_dir>/<name>/<version>, written to a temporary folder and renamed into place.
     version_path = export.saved_model(model, os.path.join(output_dir, name), class_names=classes, verify=True)
-    config = export.write_models_config(os.path.join(output_dir, "models.config"),
-                                        {name: os.path.join(output_dir, name)})
+    config = export.write_models_config(
+        os.path.join(output_dir, "models.config"), {name: os.path.join(output_dir, name)}
+    )
     print(f"exported {version_path}\nmodels.config: {config}")
 
     # 2. Serve it locally (127.0.0.1, free ports), as `keras-vit serve --model_config_file=...` would.

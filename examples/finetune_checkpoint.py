@@ -57,7 +57,8 @@ def write_digits_folder(root: str) -> str:
             folder = os.path.join(root, split, str(label))
             os.makedirs(folder, exist_ok=True)
             Image.fromarray((image[..., 0].astype("float32") * 255.0 / 16.0).round().astype("uint8")).save(
-                os.path.join(folder, f"{index:04d}.png"))
+                os.path.join(folder, f"{index:04d}.png")
+            )
     return root
 
 
@@ -71,13 +72,16 @@ def write_smoke_checkpoint(path: str, epochs: int = 3) -> str:
     pixels = (pixels - np.asarray(spec.mean, "float32")) / np.asarray(spec.std, "float32")
     keras.utils.set_random_seed(0)
     model = keras_vit.ViT(SMOKE_MODEL, image_size=16, num_classes=5, **SMOKE_ARCH)
-    model.compile(keras.optimizers.AdamW(3e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"])
+    model.compile(
+        keras.optimizers.AdamW(3e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"]
+    )
     history = model.fit(pixels, labels[keep], batch_size=32, epochs=epochs, verbose=0)
     save_weights(model, path)
     keys = sorted(read_checkpoint(path).state)
-    print(f"--smoke: wrote {path} ({len(keys)} timm keys, e.g. {keys[0]!r}); pretrained on digits 0-4 to "
-          f"training accuracy {history.history['accuracy'][-1]:.3f}")
+    print(
+        f"--smoke: wrote {path} ({len(keys)} timm keys, e.g. {keys[0]!r}); pretrained on digits 0-4 to "
+        f"training accuracy {history.history['accuracy'][-1]:.3f}"
+    )
     return path
 
 
@@ -88,11 +92,15 @@ def resolve_model(checkpoint: str, model: str | None) -> tuple[str, dict]:
         arch = {k: v for k, v in entry.arch.items() if k != "num_classes"}
         return model or entry.model, arch
     if not os.path.isfile(checkpoint):
-        raise SystemExit(f"--checkpoint {checkpoint!r} is neither a file nor a catalogued name "
-                         "(keras_vit.weights.list_checkpoints()).")
+        raise SystemExit(
+            f"--checkpoint {checkpoint!r} is neither a file nor a catalogued name "
+            "(keras_vit.weights.list_checkpoints())."
+        )
     if model is None:
-        raise SystemExit(f"Pass --model, the registered architecture of {checkpoint!r} (e.g. vit_base_patch16_224; "
-                         "see keras_vit.list_models()).")
+        raise SystemExit(
+            f"Pass --model, the registered architecture of {checkpoint!r} (e.g. vit_base_patch16_224; "
+            "see keras_vit.list_models())."
+        )
     return model, {}
 
 
@@ -108,8 +116,9 @@ def main() -> int:
     parser.add_argument("--lr", type=float, default=0.01, help="peak SGD rate of fine-tuning")
     parser.add_argument("--layer_decay", type=float, default=0.75, help="layer-wise lr decay of fine-tuning")
     parser.add_argument("--run_dir", default=None, help="where the two run folders go (default: temporary)")
-    parser.add_argument("--smoke", action="store_true",
-                        help="tiny checkpoint written here, a few epochs (under a minute)")
+    parser.add_argument(
+        "--smoke", action="store_true", help="tiny checkpoint written here, a few epochs (under a minute)"
+    )
     args = parser.parse_args()
     root = args.run_dir or tempfile.mkdtemp(prefix="keras_vit_finetune_")
     overrides: dict = {}
@@ -126,14 +135,18 @@ def main() -> int:
     if args.data_dir:
         data = dict(dataset="cifar10", data_dir=args.data_dir)  # the recipes' own CIFAR-10 augmentation
     else:
-        data = dict(dataset="folder", data_dir=write_digits_folder(os.path.join(root, "digits")), eval_split="test",
-                    crop="resize", hflip=False)  # a flipped or cropped digit is another digit, or none
+        data = dict(
+            dataset="folder",
+            data_dir=write_digits_folder(os.path.join(root, "digits")),
+            eval_split="test",
+            crop="resize",
+            hflip=False,
+        )  # a flipped or cropped digit is another digit, or none
 
     # 1. Read the published file into a 10-class model at the fine-tuning size.
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        model = keras_vit.ViT(args.model, weights=args.checkpoint, image_size=image_size, num_classes=10,
-                              **overrides)
+        model = keras_vit.ViT(args.model, weights=args.checkpoint, image_size=image_size, num_classes=10, **overrides)
     for warning in caught:
         print(f"loading note: {warning.message}")
     pretrained = os.path.join(root, "pretrained.keras")
@@ -141,15 +154,35 @@ def main() -> int:
     print(f"loaded {args.checkpoint} into {args.model} at {image_size} px ({model.count_params():,} parameters)")
 
     # 2. Linear probe: frozen backbone, only the new head trains.
-    common = dict(model=args.model, model_overrides=overrides, image_size=image_size, batch_size=args.batch_size,
-                  base_batch_size=None, tensorboard=False, verbose=2, **data)
-    probe = recipes.run("linear_probe", init_from=pretrained, epochs=args.probe_epochs, lr=0.1,
-                        run_dir=os.path.join(root, "probe"), **common)
+    common = dict(
+        model=args.model,
+        model_overrides=overrides,
+        image_size=image_size,
+        batch_size=args.batch_size,
+        base_batch_size=None,
+        tensorboard=False,
+        verbose=2,
+        **data,
+    )
+    probe = recipes.run(
+        "linear_probe",
+        init_from=pretrained,
+        epochs=args.probe_epochs,
+        lr=0.1,
+        run_dir=os.path.join(root, "probe"),
+        **common,
+    )
     # 3. Full fine-tuning from the probe, lower blocks moving less (layer decay).
-    finetune = recipes.run("vit_finetune", init_from=os.path.join(probe.run_dir, "model.keras"),
-                           epochs=args.finetune_epochs, lr=args.lr, layer_decay=args.layer_decay,
-                           warmup_epochs=min(1, args.finetune_epochs), run_dir=os.path.join(root, "finetune"),
-                           **common)
+    finetune = recipes.run(
+        "vit_finetune",
+        init_from=os.path.join(probe.run_dir, "model.keras"),
+        epochs=args.finetune_epochs,
+        lr=args.lr,
+        layer_decay=args.layer_decay,
+        warmup_epochs=min(1, args.finetune_epochs),
+        run_dir=os.path.join(root, "finetune"),
+        **common,
+    )
 
     chance = 1.0 / len(finetune.metrics["class_names"])
     accuracy = finetune.metrics["test_accuracy"]

@@ -21,8 +21,7 @@ import tempfile
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-ARCH = dict(image_size=8, patch_size=2, num_channels=1, hidden_dim=32, depth=1, num_heads=2, mlp_dim=64,
-            num_classes=10)
+ARCH = dict(image_size=8, patch_size=2, num_channels=1, hidden_dim=32, depth=1, num_heads=2, mlp_dim=64, num_classes=10)
 DIGITS_MEAN, DIGITS_STD = 0.3050, 0.3761  # vit_digits_patch2_8's spec
 
 
@@ -56,16 +55,27 @@ def train(args) -> None:
     images, labels = digits(args.examples)
     with strategy.scope():
         model, optimizer = build(args.seed, args.lr)
-    trainer = DistributedTrainer(model, optimizer, keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                                 global_batch_size=args.global_batch, strategy=strategy,
-                                 checkpoint_dir=args.checkpoint_dir)
+    trainer = DistributedTrainer(
+        model,
+        optimizer,
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        global_batch_size=args.global_batch,
+        strategy=strategy,
+        checkpoint_dir=args.checkpoint_dir,
+    )
     examples = tf.data.Dataset.from_tensor_slices((images, labels))
     # same order on every worker; a per-epoch seed replays exactly after a restart
-    history = trainer.fit(lambda epoch: examples.shuffle(len(images), seed=args.seed + epoch) if args.shuffle
-                          else examples, epochs=args.epochs)
+    history = trainer.fit(
+        lambda epoch: examples.shuffle(len(images), seed=args.seed + epoch) if args.shuffle else examples,
+        epochs=args.epochs,
+    )
     if is_chief(strategy):
-        print(f"replicas={strategy.num_replicas_in_sync} final loss={history['loss'][-1]:.4f}"
-              if history else "nothing left to train", flush=True)
+        print(
+            f"replicas={strategy.num_replicas_in_sync} final loss={history['loss'][-1]:.4f}"
+            if history
+            else "nothing left to train",
+            flush=True,
+        )
         if args.out:
             save_weights_npz(model, args.out)
 
@@ -100,9 +110,26 @@ def main(argv=None) -> int:
     checkpoint_dir = args.checkpoint_dir or tempfile.mkdtemp(prefix="keras_vit_mw_")
     if args.smoke and not args.out:
         args.out = os.path.join(checkpoint_dir, "weights.npz")
-    worker = [sys.executable, os.path.abspath(__file__), "--launch", "0", "--strategy", args.strategy,
-              "--epochs", str(args.epochs), "--global_batch", str(args.global_batch), "--examples",
-              str(args.examples), "--seed", str(args.seed), "--lr", str(args.lr), "--checkpoint_dir", checkpoint_dir]
+    worker = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--launch",
+        "0",
+        "--strategy",
+        args.strategy,
+        "--epochs",
+        str(args.epochs),
+        "--global_batch",
+        str(args.global_batch),
+        "--examples",
+        str(args.examples),
+        "--seed",
+        str(args.seed),
+        "--lr",
+        str(args.lr),
+        "--checkpoint_dir",
+        checkpoint_dir,
+    ]
     worker += ["--shuffle"] if args.shuffle else []
     worker += ["--out", args.out] if args.out else []
     codes = launch_local_workers(worker, args.launch, timeout=args.timeout, env={"CUDA_VISIBLE_DEVICES": ""})

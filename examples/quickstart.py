@@ -27,8 +27,13 @@ def main() -> int:
     args = parser.parse_args()
     overrides = {}
     if args.smoke:
-        overrides = dict(model_overrides=dict(depth=1, hidden_dim=32, num_heads=2, mlp_dim=64), epochs=2,
-                         steps_per_epoch=22, warmup_epochs=0, tensorboard=False)
+        overrides = dict(
+            model_overrides=dict(depth=1, hidden_dim=32, num_heads=2, mlp_dim=64),
+            epochs=2,
+            steps_per_epoch=22,
+            warmup_epochs=0,
+            tensorboard=False,
+        )
     root = args.run_dir or tempfile.mkdtemp(prefix="keras_vit_quickstart_")
 
     # 1. A recipe run whole: trains, evaluates on the held-out split, writes model/logs/metrics/plot.
@@ -38,9 +43,15 @@ def main() -> int:
 
     # 2. The same recipe as parts: compiled model, tf.data pipelines and callbacks; call fit yourself.
     parts = recipes.prepare("digits_vit", run_dir=os.path.join(root, "parts"), **overrides)
-    parts.train_model.fit(parts.train_data, epochs=parts.recipe.epochs, steps_per_epoch=parts.steps_per_epoch,
-                          validation_data=parts.val_data, callbacks=parts.callbacks, verbose=2,
-                          shuffle=False)  # the pipeline shuffles (seeded)
+    parts.train_model.fit(
+        parts.train_data,
+        epochs=parts.recipe.epochs,
+        steps_per_epoch=parts.steps_per_epoch,
+        validation_data=parts.val_data,
+        callbacks=parts.callbacks,
+        verbose=2,
+        shuffle=False,
+    )  # the pipeline shuffles (seeded)
     evaluation = parts.train_model.evaluate(parts.test_data, return_dict=True, verbose=0)
     print("evaluate:", evaluation)
 
@@ -51,8 +62,10 @@ def main() -> int:
     # The script's own check: both ways trained a model that beats chance on the held-out digits.
     chance = 1.0 / 10
     passed = min(result.metrics["test_accuracy"], evaluation["accuracy"]) > chance
-    print(f"check: held-out accuracy {result.metrics['test_accuracy']:.4f} and {evaluation['accuracy']:.4f} above "
-          f"chance ({chance:.2f}): {passed}")
+    print(
+        f"check: held-out accuracy {result.metrics['test_accuracy']:.4f} and {evaluation['accuracy']:.4f} above "
+        f"chance ({chance:.2f}): {passed}"
+    )
     return 0 if passed else 1
 
 

@@ -71,15 +71,36 @@ def to_text(tokens) -> str:
 def build_model(position_encoding: str, max_length: int) -> keras_vit.Transformer:
     """A 2+2-layer, 64-wide Transformer with one shared digit vocabulary and tied output projection."""
     return keras_vit.Transformer(
-        vocab_size=VOCAB_SIZE, share_embeddings=True, tie_output=True, hidden_dim=64, num_encoder_layers=2,
-        num_decoder_layers=2, num_heads=4, mlp_dim=128, dropout_rate=0.0, position_encoding=position_encoding,
-        max_length=max_length + 1, pad_token_id=PAD, start_token_id=START, end_token_id=END,
+        vocab_size=VOCAB_SIZE,
+        share_embeddings=True,
+        tie_output=True,
+        hidden_dim=64,
+        num_encoder_layers=2,
+        num_decoder_layers=2,
+        num_heads=4,
+        mlp_dim=128,
+        dropout_rate=0.0,
+        position_encoding=position_encoding,
+        max_length=max_length + 1,
+        pad_token_id=PAD,
+        start_token_id=START,
+        end_token_id=END,
     )
 
 
-def run(position_encoding: str = "sinusoidal", train_size: int = 20000, eval_size: int = 1000, epochs: int = 6,
-        batch_size: int = 64, min_length: int = 4, max_length: int = 8, seed: int = 0, beam_size: int = 3,
-        lr_scale: float = 0.5, verbose: int = 2) -> dict:
+def run(
+    position_encoding: str = "sinusoidal",
+    train_size: int = 20000,
+    eval_size: int = 1000,
+    epochs: int = 6,
+    batch_size: int = 64,
+    min_length: int = 4,
+    max_length: int = 8,
+    seed: int = 0,
+    beam_size: int = 3,
+    lr_scale: float = 0.5,
+    verbose: int = 2,
+) -> dict:
     """Trains on reversal, evaluates exact match on held-out strings with greedy and beam decoding."""
     keras.utils.set_random_seed(seed)
     rng = np.random.default_rng(seed)
@@ -97,8 +118,12 @@ def run(position_encoding: str = "sinusoidal", train_size: int = 20000, eval_siz
     )
     start = time.time()
     history = model.fit(
-        {"encoder_tokens": train_source, "decoder_tokens": np.asarray(decoder_tokens)}, np.asarray(labels),
-        batch_size=batch_size, epochs=epochs, verbose=verbose, shuffle=True,
+        {"encoder_tokens": train_source, "decoder_tokens": np.asarray(decoder_tokens)},
+        np.asarray(labels),
+        batch_size=batch_size,
+        epochs=epochs,
+        verbose=verbose,
+        shuffle=True,
     )
     train_seconds = time.time() - start
 
@@ -139,8 +164,9 @@ def write_json(path: str, payload: dict) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--position_encoding", default="sinusoidal",
-                        choices=["sinusoidal", "learned", "relative", "rotary"])
+    parser.add_argument(
+        "--position_encoding", default="sinusoidal", choices=["sinusoidal", "learned", "relative", "rotary"]
+    )
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--train_size", type=int, default=20000)
     parser.add_argument("--eval_size", type=int, default=1000)
@@ -149,8 +175,14 @@ def main() -> int:
     parser.add_argument("--smoke", action="store_true", help="a few steps on little data: checks the pipeline")
     parser.add_argument("--output", default=None, help="write the metrics as JSON here")
     args = parser.parse_args()
-    options = dict(position_encoding=args.position_encoding, epochs=args.epochs, train_size=args.train_size,
-                   eval_size=args.eval_size, seed=args.seed, lr_scale=args.lr_scale)
+    options = dict(
+        position_encoding=args.position_encoding,
+        epochs=args.epochs,
+        train_size=args.train_size,
+        eval_size=args.eval_size,
+        seed=args.seed,
+        lr_scale=args.lr_scale,
+    )
     if args.smoke:
         options.update(epochs=2, train_size=4096, eval_size=32)
     metrics = run(**options)
@@ -161,8 +193,10 @@ def main() -> int:
     # a full run also decodes held-out strings exactly (see the README for the measured rate).
     chance = 1.0 / 10
     passed = metrics["final_token_accuracy"] > chance
-    print(f"check: token accuracy {metrics['final_token_accuracy']:.4f} above chance ({chance:.2f}): {passed}; "
-          f"held-out exact match (greedy) {metrics['exact_match_greedy']:.4f}")
+    print(
+        f"check: token accuracy {metrics['final_token_accuracy']:.4f} above chance ({chance:.2f}): {passed}; "
+        f"held-out exact match (greedy) {metrics['exact_match_greedy']:.4f}"
+    )
     return 0 if passed else 1
 
 

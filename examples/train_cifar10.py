@@ -47,13 +47,17 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--batch_size", type=int, default=None)
     parser.add_argument("--strategy", default="auto")
-    parser.add_argument("--mixed_precision", action="store_true",
-                        help="force mixed precision (default: the recipe's 'auto', bfloat16 where it is faster)")
+    parser.add_argument(
+        "--mixed_precision",
+        action="store_true",
+        help="force mixed precision (default: the recipe's 'auto', bfloat16 where it is faster)",
+    )
     parser.add_argument("--run_dir", default=None)
     parser.add_argument("--smoke", action="store_true", help="seconds, offline (synthetic data without --data_dir)")
     args = parser.parse_args()
-    overrides = dict(strategy=args.strategy, mixed_precision=True if args.mixed_precision else "auto",
-                     data_dir=args.data_dir)
+    overrides = dict(
+        strategy=args.strategy, mixed_precision=True if args.mixed_precision else "auto", data_dir=args.data_dir
+    )
     if args.epochs:
         overrides["epochs"] = args.epochs
     if args.batch_size:
@@ -64,9 +68,14 @@ def main() -> int:
         if args.data_dir is None:
             overrides["data_dir"] = write_synthetic_cifar10(tempfile.mkdtemp(prefix="cifar10_synthetic_"))
             print(f"--smoke: synthetic random CIFAR-format data in {overrides['data_dir']} (accuracy is meaningless)")
-        overrides.update(model_overrides=dict(depth=1, hidden_dim=32, num_heads=2, mlp_dim=64), epochs=1,
-                         steps_per_epoch=2, batch_size=32, tensorboard=False,
-                         run_dir=args.run_dir or tempfile.mkdtemp(prefix="cifar10_smoke_run_"))
+        overrides.update(
+            model_overrides=dict(depth=1, hidden_dim=32, num_heads=2, mlp_dim=64),
+            epochs=1,
+            steps_per_epoch=2,
+            batch_size=32,
+            tensorboard=False,
+            run_dir=args.run_dir or tempfile.mkdtemp(prefix="cifar10_smoke_run_"),
+        )
     result = recipes.run("cifar10_vit_scratch", verbose=2, **overrides)
     print({k: v for k, v in result.metrics.items() if k.startswith("test_")}, "->", result.run_dir)
     # The script's own check: the run folder holds the trained model and its metrics, and the loss is finite
@@ -76,8 +85,10 @@ def main() -> int:
     real_run = not args.smoke  # a full run on real CIFAR-10 must also beat chance
     if real_run:
         passed = passed and result.metrics["test_accuracy"] > 0.1
-    print(f"check: wrote {', '.join(n for n, ok in written.items() if ok)} in {result.run_dir}; finite test loss"
-          f"{' and accuracy above chance (0.10)' if real_run else ''}: {passed}")
+    print(
+        f"check: wrote {', '.join(n for n, ok in written.items() if ok)} in {result.run_dir}; finite test loss"
+        f"{' and accuracy above chance (0.10)' if real_run else ''}: {passed}"
+    )
     return 0 if passed else 1
 
 

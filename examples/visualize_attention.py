@@ -32,13 +32,13 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
+import keras
+import numpy as np
+from PIL import Image
 
-import keras_vit  # noqa: E402
-from keras_vit import visualize  # noqa: E402
-from keras_vit.visualize.figures import publish  # noqa: E402
+import keras_vit
+from keras_vit import visualize
+from keras_vit.visualize.figures import publish
 
 DIGITS = "vit_digits_patch2_8"
 PHOTO_SIZE = (48, 72)
@@ -102,8 +102,15 @@ def digits_model(args, workdir: str) -> tuple[keras.Model, str, str]:
     keras.utils.set_random_seed(0)
     model = compile_model(keras_vit.ViT(DIGITS), 2e-3)
     start = time.time()
-    model.fit(normalise(train_x[:count]), train_y[:count], validation_split=0.1, epochs=epochs, batch_size=32,
-              verbose=0, callbacks=[keras.callbacks.CSVLogger(log)])
+    model.fit(
+        normalise(train_x[:count]),
+        train_y[:count],
+        validation_split=0.1,
+        epochs=epochs,
+        batch_size=32,
+        verbose=0,
+        callbacks=[keras.callbacks.CSVLogger(log)],
+    )
     print(f"digits model: {DIGITS} trained here for {epochs} epochs in {time.time() - start:.0f} s")
     return model, log, "trained in this example"
 
@@ -133,8 +140,9 @@ def random_crops(photos: list[np.ndarray], count: int, size: tuple[int, int], se
         crop_h = int(min(photo.shape[0], np.sqrt(area * height / width)))
         crop_w = int(min(photo.shape[1], crop_h * width / height))
         top, left = rng.integers(0, photo.shape[0] - crop_h + 1), rng.integers(0, photo.shape[1] - crop_w + 1)
-        crop = Image.fromarray(photo[top : top + crop_h, left : left + crop_w]).resize((width, height),
-                                                                                        Image.Resampling.BILINEAR)
+        crop = Image.fromarray(photo[top : top + crop_h, left : left + crop_w]).resize(
+            (width, height), Image.Resampling.BILINEAR
+        )
         images[index] = np.asarray(crop)[:, ::-1] if rng.random() < 0.5 else np.asarray(crop)
     return images, labels
 
@@ -144,16 +152,26 @@ def photo_model(photos: list[np.ndarray], smoke: bool) -> keras.Model:
     keras.utils.set_random_seed(0)
     width = 32 if smoke else 96  # --smoke: a narrow model (the figures need 4 blocks), fewer crops
     model = compile_model(
-        keras_vit.ViT(image_size=PHOTO_SIZE, patch_size=6, hidden_dim=width, depth=4, num_heads=4, mlp_dim=2 * width,
-                      num_register_tokens=2, num_classes=len(photos)),
+        keras_vit.ViT(
+            image_size=PHOTO_SIZE,
+            patch_size=6,
+            hidden_dim=width,
+            depth=4,
+            num_heads=4,
+            mlp_dim=2 * width,
+            num_register_tokens=2,
+            num_classes=len(photos),
+        ),
         1e-3,
     )
     images, labels = random_crops(photos, 128 if smoke else 2000, PHOTO_SIZE)
     inputs, _ = visualize.prepare_images(list(images), PHOTO_SIZE)  # mean = std = 0.5
     start = time.time()
     history = model.fit(inputs, labels, epochs=1 if smoke else 6, batch_size=64, verbose=0)
-    print(f"photo model: trained for {len(history.epoch)} epochs in {time.time() - start:.0f} s, "
-          f"final training accuracy {history.history['accuracy'][-1]:.3f}")
+    print(
+        f"photo model: trained for {len(history.epoch)} epochs in {time.time() - start:.0f} s, "
+        f"final training accuracy {history.history['accuracy'][-1]:.3f}"
+    )
     return model
 
 
@@ -184,15 +202,27 @@ def main() -> int:
         accuracy = float(np.mean(np.argmax(model.predict(normalise(test_x), verbose=0), -1) == test_y))
         print(f"digits test accuracy: {accuracy:.3f} ({source})")
         cached = visualize.run_intermediates(model, inputs)
-        written += [visualize.plot_attention_rollout(model, inputs[:4], os.path.join(args.out, "digits_rollout.png"),
-                                                     display_images=test_x[:4], panel_px=120)["path"]]
-        written += [visualize.plot_mean_attention_distance(model, inputs, os.path.join(args.out, "digits_distance.png"),
-                                                           intermediates=cached)["path"]]
-        written += [visualize.plot_position_embedding_similarity(
-            model, os.path.join(args.out, "digits_position_similarity.png"), width_px=480, height_px=420)["path"]]
+        written += [
+            visualize.plot_attention_rollout(
+                model, inputs[:4], os.path.join(args.out, "digits_rollout.png"), display_images=test_x[:4], panel_px=120
+            )["path"]
+        ]
+        written += [
+            visualize.plot_mean_attention_distance(
+                model, inputs, os.path.join(args.out, "digits_distance.png"), intermediates=cached
+            )["path"]
+        ]
+        written += [
+            visualize.plot_position_embedding_similarity(
+                model, os.path.join(args.out, "digits_position_similarity.png"), width_px=480, height_px=420
+            )["path"]
+        ]
         if log:
-            written += [visualize.plot_training_curves(log, os.path.join(args.out, "digits_training_curves.png"),
-                                                       panel_px=(320, 240))["path"]]
+            written += [
+                visualize.plot_training_curves(
+                    log, os.path.join(args.out, "digits_training_curves.png"), panel_px=(320, 240)
+                )["path"]
+            ]
 
         # ---- photographs: non-square input, register tokens, resized position embeddings ----
         named = photographs()
@@ -204,19 +234,50 @@ def main() -> int:
         print("photo model at 96x144 predicts:", [names[i] for i in predicted], "for", names)
         _, drawn = visualize.prepare_images(photos, (192, 288))  # sharper pictures under the maps
         cached = visualize.run_intermediates(big, inputs)
-        written += [visualize.plot_attention_rollout(
-            big, inputs, os.path.join(args.out, "photos_rollout.png"), display_images=drawn, panel_px=130,
-            discard_ratio=0.5, intermediates=cached)["path"]]
-        written += [visualize.plot_attention_heads(
-            big, inputs, os.path.join(args.out, "photos_heads.png"), index=3, display_images=drawn, columns=5,
-            panel_px=130, intermediates=cached)["path"]]
-        written += [visualize.plot_mean_attention_distance(
-            big, inputs, os.path.join(args.out, "photos_distance.png"), intermediates=cached)["path"]]
-        written += [visualize.plot_position_embedding_similarity(
-            model, os.path.join(args.out, "photos_position_similarity.png"))["path"]]
-        written += [visualize.plot_activation_statistics(
-            big, inputs, os.path.join(args.out, "photos_activations.png"), index=3, width_px=900, height_px=640,
-            intermediates=cached)["path"]]
+        written += [
+            visualize.plot_attention_rollout(
+                big,
+                inputs,
+                os.path.join(args.out, "photos_rollout.png"),
+                display_images=drawn,
+                panel_px=130,
+                discard_ratio=0.5,
+                intermediates=cached,
+            )["path"]
+        ]
+        written += [
+            visualize.plot_attention_heads(
+                big,
+                inputs,
+                os.path.join(args.out, "photos_heads.png"),
+                index=3,
+                display_images=drawn,
+                columns=5,
+                panel_px=130,
+                intermediates=cached,
+            )["path"]
+        ]
+        written += [
+            visualize.plot_mean_attention_distance(
+                big, inputs, os.path.join(args.out, "photos_distance.png"), intermediates=cached
+            )["path"]
+        ]
+        written += [
+            visualize.plot_position_embedding_similarity(
+                model, os.path.join(args.out, "photos_position_similarity.png")
+            )["path"]
+        ]
+        written += [
+            visualize.plot_activation_statistics(
+                big,
+                inputs,
+                os.path.join(args.out, "photos_activations.png"),
+                index=3,
+                width_px=900,
+                height_px=640,
+                intermediates=cached,
+            )["path"]
+        ]
     for path in written:
         compact_png(path)
         print(f"{path}  {os.path.getsize(path) / 1024:.0f} KB")

@@ -12,12 +12,14 @@ from keras_vit.models import (
     model_spec,
     register_model,
 )
-from keras_vit.version import __version__
 
 # Registers the optimizers, schedules and sequence losses/metrics that saved
 # runs reference, so `keras.saving.load_model("runs/<run>/model.keras")` works
 # after a plain `import keras_vit`.
-from keras_vit.training import optimizers as _optimizers, schedules as _schedules, sequence as _sequence  # noqa: E402,F401
+from keras_vit.training import optimizers as _optimizers  # noqa: F401
+from keras_vit.training import schedules as _schedules
+from keras_vit.training import sequence as _sequence
+from keras_vit.version import __version__
 
 __all__ = [
     "DeiT",

@@ -17,11 +17,17 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "distill": ("keras_vit.recipes.cli_distill", "Train a student (distilled DeiT) from a frozen teacher model."),
     "info": ("keras_vit.models.cli", "Show a model's spec (dims, parameters, preprocessing, source)."),
     "train": ("keras_vit.recipes.cli", "Train a recipe (default digits_vit, offline), evaluate, write a run folder."),
-    "finetune": ("keras_vit.recipes.cli", "Fine-tune a trained .keras model with a recipe (--init, default vit_finetune)."),
+    "finetune": (
+        "keras_vit.recipes.cli",
+        "Fine-tune a trained .keras model with a recipe (--init, default vit_finetune).",
+    ),
     "evaluate": ("keras_vit.recipes.cli", "Evaluate a .keras model on a recipe's held-out split (--model_path)."),
     "export": ("keras_vit.export.cli", "Export a model as a TF Serving SavedModel (and LiteRT/ONNX), with --verify."),
     "serve": ("keras_vit.export.cli", "Serve SavedModels over TF Serving's REST and gRPC APIs (local, 127.0.0.1)."),
-    "convert": ("keras_vit.weights.cli", "Convert a checkpoint (.npz, timm/HF safetensors) to .weights.h5 or .safetensors."),
+    "convert": (
+        "keras_vit.weights.cli",
+        "Convert a checkpoint (.npz, timm/HF safetensors) to .weights.h5 or .safetensors.",
+    ),
     "visualize": ("keras_vit.visualize.cli", "Attention rollout, per-head maps and feature plots for images."),
 }
 

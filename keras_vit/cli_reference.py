@@ -30,15 +30,19 @@ START, END = "<!-- cli-reference:start -->", "<!-- cli-reference:end -->"
 POSITIONAL = {"list": "[PATTERN]", "info": "NAME", "convert": "IN OUT"}
 
 
-_TYPES = {"string enum": "one of", "multi string": "string, repeatable", "comma separated list of strings":
-          "comma-separated list"}
+_TYPES = {
+    "string enum": "one of",
+    "multi string": "string, repeatable",
+    "comma separated list of strings": "comma-separated list",
+}
 
 
 def _own_help(text: str) -> str:
     """The help a module wrote, without the parts absl adds (enum choices, the multi-flag note)."""
     text = re.sub(r"^<[^>]*>: ", "", text)
     return text.replace(";\n    repeat this option to specify a list of values", "").replace(
-        "; repeat this option to specify a list of values", "")
+        "; repeat this option to specify a list of values", ""
+    )
 
 
 def _flags_here() -> dict[str, list[dict[str, Any]]]:
@@ -57,9 +61,15 @@ def _flags_here() -> dict[str, list[dict[str, Any]]]:
         entries = []
         for flag in flags.FLAGS.get_flags_for_module(module_name):
             values = getattr(flag.parser, "enum_values", None)
-            entries.append({"name": flag.name, "type": _TYPES.get(flag.flag_type(), flag.flag_type()),
-                            "default": flag.default_as_str, "values": list(values) if values else None,
-                            "help": _own_help(flag.help)})
+            entries.append(
+                {
+                    "name": flag.name,
+                    "type": _TYPES.get(flag.flag_type(), flag.flag_type()),
+                    "default": flag.default_as_str,
+                    "values": list(values) if values else None,
+                    "help": _own_help(flag.help),
+                }
+            )
             delattr(flags.FLAGS, flag.name)  # the next module defines its own flag of that name
         result[module_name] = entries
     return result
@@ -72,8 +82,9 @@ def collect_flags() -> dict[str, list[dict[str, Any]]]:
         {module name: [flag dicts in definition order]}.
     """
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    out = subprocess.run([sys.executable, "-m", "keras_vit.cli_reference", "--json"], capture_output=True,
-                         text=True, check=True, env=env)
+    out = subprocess.run(
+        [sys.executable, "-m", "keras_vit.cli_reference", "--json"], capture_output=True, text=True, check=True, env=env
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

@@ -10,12 +10,13 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
-import torch  # noqa: E402,F401  (before TensorFlow, see above)
-import torch._dynamo  # noqa: E402,F401
+import torch  # before TensorFlow, see above
+import torch._dynamo  # noqa: F401
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+# isort: split
+import keras
+import numpy as np
+import pytest
 
 
 @pytest.fixture(autouse=True)

@@ -9,17 +9,33 @@ from __future__ import annotations
 import numpy as np
 
 
-def original_vit_arrays(rng: np.random.Generator, *, dim: int, depth: int, heads: int, mlp: int, patch: int,
-                        grid: int, classes: int, representation_size: int | None = None,
-                        scale: float = 0.02) -> dict[str, np.ndarray]:
+def original_vit_arrays(
+    rng: np.random.Generator,
+    *,
+    dim: int,
+    depth: int,
+    heads: int,
+    mlp: int,
+    patch: int,
+    grid: int,
+    classes: int,
+    representation_size: int | None = None,
+    scale: float = 0.02,
+) -> dict[str, np.ndarray]:
     """One class token, a `grid x grid` patch grid, `depth` encoder blocks and a `classes`-way head."""
+
     def normal(*shape, mean=0.0):
         return (mean + scale * rng.standard_normal(shape)).astype("float32")
 
     head_dim = dim // heads
-    w = {"embedding/kernel": normal(patch, patch, 3, dim), "embedding/bias": normal(dim), "cls": normal(1, 1, dim),
-         "Transformer/posembed_input/pos_embedding": normal(1, 1 + grid * grid, dim),
-         "Transformer/encoder_norm/scale": normal(dim, mean=1.0), "Transformer/encoder_norm/bias": normal(dim)}
+    w = {
+        "embedding/kernel": normal(patch, patch, 3, dim),
+        "embedding/bias": normal(dim),
+        "cls": normal(1, 1, dim),
+        "Transformer/posembed_input/pos_embedding": normal(1, 1 + grid * grid, dim),
+        "Transformer/encoder_norm/scale": normal(dim, mean=1.0),
+        "Transformer/encoder_norm/bias": normal(dim),
+    }
     for i in range(depth):
         b = f"Transformer/encoderblock_{i}/"
         for ln in ("LayerNorm_0", "LayerNorm_2"):

@@ -1,8 +1,8 @@
 """Input pipelines: data set readers, preprocessing from a model spec, augmentation.
 
-    source = keras_vit.data.load_source("digits", "train")
-    prep = keras_vit.data.Preprocessing.from_spec(keras_vit.model_spec("vit_digits_patch2_8"))
-    train = keras_vit.data.make_pipeline(source, prep, 64, training=True, seed=0)
+source = keras_vit.data.load_source("digits", "train")
+prep = keras_vit.data.Preprocessing.from_spec(keras_vit.model_spec("vit_digits_patch2_8"))
+train = keras_vit.data.make_pipeline(source, prep, 64, training=True, seed=0)
 """
 
 from keras_vit.data.augment import Augment, MixupCutmix
@@ -37,8 +37,10 @@ def load_source(name: str, split: str = "train", data_dir: str | None = None, **
         return load_cifar_source(name, split, data_dir, **kwargs)
     if name == "folder":
         if not data_dir:
-            raise ValueError("Data set 'folder' needs data_dir: the folder with one subfolder per class "
-                             "(or train/ and val/ folders).")
+            raise ValueError(
+                "Data set 'folder' needs data_dir: the folder with one subfolder per class "
+                "(or train/ and val/ folders)."
+            )
         return load_folder_source(data_dir, split, **kwargs)
     if name.startswith("tfds:"):
         return load_tfds_source(name[5:], split, data_dir, **kwargs)
@@ -46,7 +48,22 @@ def load_source(name: str, split: str = "train", data_dir: str | None = None, **
 
 
 __all__ = [
-    "DATASETS", "Augment", "ImageSource", "MixupCutmix", "Preprocessing", "TrainCrop", "array_source",
-    "cifar_arrays", "digits_arrays", "load_cifar_source", "load_digits_source", "load_folder_source",
-    "load_source", "load_tfds_source", "make_pipeline", "split_source", "subset_source", "verify_images",
+    "DATASETS",
+    "Augment",
+    "ImageSource",
+    "MixupCutmix",
+    "Preprocessing",
+    "TrainCrop",
+    "array_source",
+    "cifar_arrays",
+    "digits_arrays",
+    "load_cifar_source",
+    "load_digits_source",
+    "load_folder_source",
+    "load_source",
+    "load_tfds_source",
+    "make_pipeline",
+    "split_source",
+    "subset_source",
+    "verify_images",
 ]

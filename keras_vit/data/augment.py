@@ -89,15 +89,24 @@ class MixupCutmix:
         (images, labels) with labels mixed by the pixel weights.
     """
 
-    def __init__(self, mixup_alpha: float = 0.8, cutmix_alpha: float = 1.0, mix_prob: float = 1.0,
-                 switch_prob: float = 0.5, seed: int | None = None):
+    def __init__(
+        self,
+        mixup_alpha: float = 0.8,
+        cutmix_alpha: float = 1.0,
+        mix_prob: float = 1.0,
+        switch_prob: float = 0.5,
+        seed: int | None = None,
+    ):
         Augment(mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha, mix_prob=mix_prob, switch_prob=switch_prob)
         self.mix_prob = mix_prob
         self.switch_prob = switch_prob if (mixup_alpha > 0 and cutmix_alpha > 0) else float(cutmix_alpha > 0)
         self.mixup = keras.layers.MixUp(alpha=mixup_alpha, seed=seed, dtype="float32") if mixup_alpha > 0 else None
         # Keras draws CutMix's alpha from U(factor); a point range gives timm's fixed alpha.
-        self.cutmix = keras.layers.CutMix(factor=(cutmix_alpha, cutmix_alpha), seed=seed,
-                                          dtype="float32") if cutmix_alpha > 0 else None
+        self.cutmix = (
+            keras.layers.CutMix(factor=(cutmix_alpha, cutmix_alpha), seed=seed, dtype="float32")
+            if cutmix_alpha > 0
+            else None
+        )
 
     def _apply(self, layer, images, labels):
         out = layer({"images": images, "labels": labels}, training=True)
@@ -124,8 +133,9 @@ class MixupCutmix:
                 return self._apply_cutmix(images, labels)
             if self.cutmix is None:
                 return self._apply(self.mixup, images, labels)
-            return tf.cond(use_cutmix, lambda: self._apply_cutmix(images, labels),
-                           lambda: self._apply(self.mixup, images, labels))
+            return tf.cond(
+                use_cutmix, lambda: self._apply_cutmix(images, labels), lambda: self._apply(self.mixup, images, labels)
+            )
 
         return tf.cond(mix, mixed, lambda: (images, labels))
 
@@ -134,8 +144,13 @@ def rand_augment(augment: Augment, seed: int | None = None):
     """Keras `RandAugment` on [0, 1] images, or None when off."""
     if not augment.randaugment_ops:
         return None
-    return keras.layers.RandAugment(value_range=(0, 1), num_ops=augment.randaugment_ops,
-                                    factor=augment.randaugment_magnitude, seed=seed, dtype="float32")
+    return keras.layers.RandAugment(
+        value_range=(0, 1),
+        num_ops=augment.randaugment_ops,
+        factor=augment.randaugment_magnitude,
+        seed=seed,
+        dtype="float32",
+    )
 
 
 def random_erasing(augment: Augment, seed: int | None = None):

@@ -27,10 +27,11 @@ PIXELS = 32 * 32 * 3
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 _LAYOUTS = {
     "cifar10": {
-        "binary": ("cifar-10-batches-bin", {"train": [f"data_batch_{i}.bin" for i in range(1, 6)],
-                                            "test": ["test_batch.bin"]}),
-        "python": ("cifar-10-batches-py", {"train": [f"data_batch_{i}" for i in range(1, 6)],
-                                           "test": ["test_batch"]}),
+        "binary": (
+            "cifar-10-batches-bin",
+            {"train": [f"data_batch_{i}.bin" for i in range(1, 6)], "test": ["test_batch.bin"]},
+        ),
+        "python": ("cifar-10-batches-py", {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}),
     },
     "cifar100": {
         "binary": ("cifar-100-binary", {"train": ["train.bin"], "test": ["test.bin"]}),
@@ -43,8 +44,10 @@ class _ArraysOnlyUnpickler(pickle.Unpickler):
     """Unpickles CIFAR's dicts of bytes, lists and numpy arrays, and refuses anything else (no code runs)."""
 
     _ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy", "ndarray"), ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
         ("_codecs", "encode"),  # how protocol-2 pickles written by Python 3 store bytes
     }
 
@@ -67,14 +70,17 @@ def find_layout(data_dir: str, name: str) -> tuple[str, str]:
     if name not in _LAYOUTS:
         raise ValueError(f"Unknown CIFAR data set. Expected one of {sorted(_LAYOUTS)}. Received: name={name!r}")
     if not os.path.isdir(data_dir):
-        raise ValueError(f"CIFAR data directory {data_dir!r} does not exist. Pass the folder holding the extracted "
-                         f"archive, or no data_dir to download {name} through keras.datasets.")
+        raise ValueError(
+            f"CIFAR data directory {data_dir!r} does not exist. Pass the folder holding the extracted "
+            f"archive, or no data_dir to download {name} through keras.datasets."
+        )
     for layout, (folder, files) in _LAYOUTS[name].items():
         for candidate in (os.path.join(data_dir, folder), data_dir):
             if all(os.path.isfile(os.path.join(candidate, f)) for f in files["train"] + files["test"]):
                 return layout, candidate
-    expected = " or ".join(f"{folder}/{{{', '.join(files['train'] + files['test'])}}}"
-                           for folder, files in _LAYOUTS[name].values())
+    expected = " or ".join(
+        f"{folder}/{{{', '.join(files['train'] + files['test'])}}}" for folder, files in _LAYOUTS[name].values()
+    )
     raise ValueError(f"No {name} copy found under {data_dir!r}. Expected the official layout: {expected}.")
 
 
@@ -82,8 +88,10 @@ def _read_binary(path: str, label_bytes: int, label_index: int) -> tuple[np.ndar
     raw = np.fromfile(path, dtype=np.uint8)
     record = label_bytes + PIXELS
     if raw.size == 0 or raw.size % record:
-        raise ValueError(f"{path} holds {raw.size} bytes, not a whole number of {record}-byte CIFAR records "
-                         f"({label_bytes} label byte(s) + {PIXELS} pixels). The file is truncated or not CIFAR.")
+        raise ValueError(
+            f"{path} holds {raw.size} bytes, not a whole number of {record}-byte CIFAR records "
+            f"({label_bytes} label byte(s) + {PIXELS} pixels). The file is truncated or not CIFAR."
+        )
     raw = raw.reshape(-1, record)
     labels = raw[:, label_index].astype("int32")
     return raw[:, label_bytes:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels
@@ -122,8 +130,9 @@ def _class_names(name: str, layout: str, folder: str, label_mode: str) -> tuple[
     return CIFAR10_CLASSES if name == "cifar10" else tuple(str(i) for i in range(count))
 
 
-def cifar_arrays(name: str, split: str, data_dir: str | None = None,
-                 label_mode: str = "fine") -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+def cifar_arrays(
+    name: str, split: str, data_dir: str | None = None, label_mode: str = "fine"
+) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
     """Images `(N, 32, 32, 3)` uint8, int32 labels and class names of a CIFAR split.
 
     Args:
@@ -163,8 +172,9 @@ def cifar_arrays(name: str, split: str, data_dir: str | None = None,
     return images, labels, _class_names(name, layout, folder, label_mode)
 
 
-def load_cifar_source(name: str, split: str = "train", data_dir: str | None = None,
-                      label_mode: str = "fine") -> ImageSource:
+def load_cifar_source(
+    name: str, split: str = "train", data_dir: str | None = None, label_mode: str = "fine"
+) -> ImageSource:
     """A CIFAR split as an `ImageSource`; see `cifar_arrays` for the arguments."""
     images, labels, names = cifar_arrays(name, split, data_dir, label_mode)
     return array_source(name, split, images, labels, names, scale=255.0)

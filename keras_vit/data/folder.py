@@ -26,8 +26,10 @@ _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 def split_folder(root: str, split: str) -> str:
     """The folder of `split` under `root`: `root/<split>` when it exists, else `root` itself for "train"."""
     if not os.path.isdir(root):
-        raise ValueError(f"Image folder {root!r} does not exist. Pass a folder holding one subfolder per class "
-                         "(or train/ and val/ folders that do).")
+        raise ValueError(
+            f"Image folder {root!r} does not exist. Pass a folder holding one subfolder per class "
+            "(or train/ and val/ folders that do)."
+        )
     if split not in SPLIT_DIRS:
         raise ValueError(f"Image folders have splits {tuple(SPLIT_DIRS)}. Received: split={split!r}")
     for name in SPLIT_DIRS[split]:
@@ -56,15 +58,18 @@ def list_images(folder: str, class_names: tuple[str, ...] | None = None) -> tupl
         class_names = tuple(found)
     elif tuple(found) != tuple(class_names):
         missing, extra = sorted(set(class_names) - set(found)), sorted(set(found) - set(class_names))
-        raise ValueError(f"Class folders of {folder!r} differ from the training split's: missing {missing}, "
-                         f"extra {extra}. Every split needs the same class subfolders.")
+        raise ValueError(
+            f"Class folders of {folder!r} differ from the training split's: missing {missing}, "
+            f"extra {extra}. Every split needs the same class subfolders."
+        )
     paths, labels = [], []
     for index, name in enumerate(class_names):
         class_dir = os.path.join(folder, name)
         files = sorted(f for f in os.listdir(class_dir) if f.lower().endswith(EXTENSIONS) and not f.startswith("."))
         if not files:
-            raise ValueError(f"Class folder {class_dir!r} holds no JPEG or PNG images. Add images or remove the "
-                             "folder.")
+            raise ValueError(
+                f"Class folder {class_dir!r} holds no JPEG or PNG images. Add images or remove the folder."
+            )
         paths.extend(os.path.join(class_dir, f) for f in files)
         labels.extend([index] * len(files))
     return paths, labels, class_names
@@ -92,12 +97,18 @@ def verify_images(paths: list[str], mode: str = "full") -> None:
                 tf.io.decode_image(tf.io.read_file(path), expand_animations=False)
             except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as error:
                 message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-                raise ValueError(f"Corrupt image {path!r}: it does not decode ({message}). Remove or replace "
-                                 "it.") from None
+                raise ValueError(
+                    f"Corrupt image {path!r}: it does not decode ({message}). Remove or replace it."
+                ) from None
 
 
-def load_folder_source(root: str, split: str = "train", num_channels: int = 3, verify: str = "full",
-                       class_names: tuple[str, ...] | None = None) -> ImageSource:
+def load_folder_source(
+    root: str,
+    split: str = "train",
+    num_channels: int = 3,
+    verify: str = "full",
+    class_names: tuple[str, ...] | None = None,
+) -> ImageSource:
     """An image-folder split as an `ImageSource` of variable-size images.
 
     Args:

@@ -55,12 +55,16 @@ def make_pipeline(
     if not isinstance(batch_size, int) or batch_size <= 0:
         raise ValueError(f"`batch_size` must be a positive int. Received: batch_size={batch_size!r}")
     if source.num_channels != preprocessing.num_channels:
-        raise ValueError(f"{source.name} has {source.num_channels}-channel images but the model takes "
-                         f"{preprocessing.num_channels}. Pick a model with num_channels={source.num_channels}.")
+        raise ValueError(
+            f"{source.name} has {source.num_channels}-channel images but the model takes "
+            f"{preprocessing.num_channels}. Pick a model with num_channels={source.num_channels}."
+        )
     drop_remainder = training if drop_remainder is None else drop_remainder
     if drop_remainder and source.num_examples < batch_size:
-        raise ValueError(f"{source.name}/{source.split} has {source.num_examples} examples, fewer than one batch of "
-                         f"{batch_size}. Use a smaller batch_size.")
+        raise ValueError(
+            f"{source.name}/{source.split} has {source.num_examples} examples, fewer than one batch of "
+            f"{batch_size}. Use a smaller batch_size."
+        )
     num_classes = source.num_classes
     height, width = preprocessing.image_size
     ds = source.make()
@@ -76,13 +80,16 @@ def make_pipeline(
         def train_example(element, example_seed):
             image, label = element
             # static shape first: RandAugment's colour ops need to see the channel count
-            image = tf.ensure_shape(crop(image, example_seed, preprocessing), [height, width, preprocessing.num_channels])
+            image = tf.ensure_shape(
+                crop(image, example_seed, preprocessing), [height, width, preprocessing.num_channels]
+            )
             if randaug is not None:
                 image = tf.clip_by_value(tf.cast(randaug(image, training=True), tf.float32), 0.0, 1.0)
             return image, label
 
         ds = tf.data.Dataset.zip((ds, _seeds(seed, 1))).map(train_example, num_parallel_calls=AUTOTUNE)
     else:
+
         def eval_example(image, label):
             image = preprocessing.eval_crop(image)
             return tf.ensure_shape(image, [height, width, preprocessing.num_channels]), label
@@ -90,8 +97,11 @@ def make_pipeline(
         ds = ds.map(eval_example, num_parallel_calls=AUTOTUNE)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     eraser = random_erasing(augment, seed) if training else None
-    mixer = (MixupCutmix(augment.mixup_alpha, augment.cutmix_alpha, augment.mix_prob, augment.switch_prob, seed)
-             if training and augment.mixes else None)
+    mixer = (
+        MixupCutmix(augment.mixup_alpha, augment.cutmix_alpha, augment.mix_prob, augment.switch_prob, seed)
+        if training and augment.mixes
+        else None
+    )
 
     def finish_batch(images, labels, batch_seed=None):
         if eraser is not None:

@@ -53,23 +53,31 @@ class Preprocessing:
         object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
         object.__setattr__(self, "std", tuple(float(s) for s in self.std))
         if len(self.mean) != self.num_channels or len(self.std) != self.num_channels:
-            raise ValueError(f"`mean` and `std` need one value per channel ({self.num_channels}). "
-                             f"Received: mean={self.mean}, std={self.std}")
+            raise ValueError(
+                f"`mean` and `std` need one value per channel ({self.num_channels}). "
+                f"Received: mean={self.mean}, std={self.std}"
+            )
         if min(self.std) <= 0:
             raise ValueError(f"`std` must be positive. Received: std={self.std}")
         if not 0.0 < self.crop_pct <= 1.0:
             raise ValueError(f"`crop_pct` must be in (0, 1]. Received: crop_pct={self.crop_pct}")
         if self.interpolation not in INTERPOLATIONS:
-            raise ValueError(f"`interpolation` must be one of {INTERPOLATIONS}. "
-                             f"Received: interpolation={self.interpolation!r}")
+            raise ValueError(
+                f"`interpolation` must be one of {INTERPOLATIONS}. Received: interpolation={self.interpolation!r}"
+            )
 
     @classmethod
     def from_spec(cls, spec, image_size=None) -> Preprocessing:
         """Settings of a `keras_vit.ModelSpec` (any object with its fields), optionally at another size."""
         interpolation = spec.interpolation if spec.interpolation in INTERPOLATIONS else "bilinear"
-        return cls(image_size=image_size or tuple(spec.input_size), mean=tuple(spec.mean), std=tuple(spec.std),
-                   crop_pct=spec.crop_pct, interpolation=interpolation,
-                   num_channels=int(spec.arch.get("num_channels", len(spec.mean))))
+        return cls(
+            image_size=image_size or tuple(spec.input_size),
+            mean=tuple(spec.mean),
+            std=tuple(spec.std),
+            crop_pct=spec.crop_pct,
+            interpolation=interpolation,
+            num_channels=int(spec.arch.get("num_channels", len(spec.mean))),
+        )
 
     def resize(self, image: tf.Tensor, size) -> tf.Tensor:
         """Resizes to exactly `size` with this filter, keeping values in [0, 1] (no-op at that size)."""
@@ -132,9 +140,15 @@ class TrainCrop:
         seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 2)
         if self.mode == "random_resized":
             begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
-                tf.shape(image), tf.zeros([1, 0, 4]), seed=seeds[0], min_object_covered=0.0,
-                aspect_ratio_range=self.ratio, area_range=self.scale, max_attempts=10,
-                use_image_if_no_bounding_boxes=True)
+                tf.shape(image),
+                tf.zeros([1, 0, 4]),
+                seed=seeds[0],
+                min_object_covered=0.0,
+                aspect_ratio_range=self.ratio,
+                area_range=self.scale,
+                max_attempts=10,
+                use_image_if_no_bounding_boxes=True,
+            )
             image = preprocessing.resize(tf.slice(image, begin, size), (height, width))
         elif self.mode == "pad_crop":
             image = preprocessing.resize(image, (height, width))

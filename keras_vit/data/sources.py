@@ -120,14 +120,20 @@ def split_source(source: ImageSource, fraction: float, seed: int) -> tuple[Image
 
         return make
 
-    rest = dataclasses.replace(source, split=f"{source.split}[rest]", num_examples=source.num_examples - count,
-                               make=pick(False))
+    rest = dataclasses.replace(
+        source, split=f"{source.split}[rest]", num_examples=source.num_examples - count, make=pick(False)
+    )
     held_out = dataclasses.replace(source, split=f"{source.split}[held-out]", num_examples=count, make=pick(True))
     return rest, held_out
 
 
-def subset_source(source: ImageSource, classes=None, per_class: int | None = None, seed: int = 0,
-                  part: tuple[float, float] | None = None) -> ImageSource:
+def subset_source(
+    source: ImageSource,
+    classes=None,
+    per_class: int | None = None,
+    seed: int = 0,
+    part: tuple[float, float] | None = None,
+) -> ImageSource:
     """Keeps a part of a split, some classes (relabelled 0..k-1 in the given order) and/or `per_class` of each.
 
     Used for transfer experiments (pretrain on one part or some classes,
@@ -147,13 +153,15 @@ def subset_source(source: ImageSource, classes=None, per_class: int | None = Non
         if not 0.0 <= start < end <= 1.0:
             raise ValueError(f"`part` must be (start, end) with 0 <= start < end <= 1. Received: part={part}")
         order = np.random.default_rng(seed).permutation(len(labels))
-        keep_part = np.sort(order[int(start * len(labels)):int(end * len(labels))])
+        keep_part = np.sort(order[int(start * len(labels)) : int(end * len(labels))])
         images, labels = images[keep_part], labels[keep_part]
     classes = tuple(range(source.num_classes)) if classes is None else tuple(int(c) for c in classes)
     bad = [c for c in classes if not 0 <= c < source.num_classes]
     if bad or len(set(classes)) != len(classes) or not classes:
-        raise ValueError(f"`classes` must be distinct indices in [0, {source.num_classes}) of {source.name}. "
-                         f"Received: classes={classes}")
+        raise ValueError(
+            f"`classes` must be distinct indices in [0, {source.num_classes}) of {source.name}. "
+            f"Received: classes={classes}"
+        )
     if per_class is not None and (not isinstance(per_class, int) or per_class <= 0):
         raise ValueError(f"`per_class` must be a positive int or None. Received: per_class={per_class!r}")
     rng = np.random.default_rng(seed)
@@ -162,13 +170,17 @@ def subset_source(source: ImageSource, classes=None, per_class: int | None = Non
         index = np.flatnonzero(labels == old)
         if per_class is not None:
             if len(index) < per_class:
-                raise ValueError(f"Class {old} of {source.name}/{source.split} has {len(index)} examples, fewer than "
-                                 f"per_class={per_class}.")
+                raise ValueError(
+                    f"Class {old} of {source.name}/{source.split} has {len(index)} examples, fewer than "
+                    f"per_class={per_class}."
+                )
             index = np.sort(rng.choice(index, per_class, replace=False))
         keep.append(index)
         new_labels.append(np.full(len(index), new))
     keep = np.concatenate(keep)
-    split = (f"{source.split}[classes={list(classes)}{'' if per_class is None else f', {per_class}/class'}"
-             f"{'' if part is None else f', part={tuple(part)}'}]")
+    split = (
+        f"{source.split}[classes={list(classes)}{'' if per_class is None else f', {per_class}/class'}"
+        f"{'' if part is None else f', part={tuple(part)}'}]"
+    )
     names = tuple(source.class_names[c] for c in classes)
     return array_source(source.name, split, images[keep], np.concatenate(new_labels), names, scale=1.0)

@@ -7,8 +7,9 @@ import tensorflow as tf
 from keras_vit.data.sources import ImageSource
 
 
-def load_tfds_source(name: str, split: str = "train", data_dir: str | None = None,
-                     download: bool = True) -> ImageSource:
+def load_tfds_source(
+    name: str, split: str = "train", data_dir: str | None = None, download: bool = True
+) -> ImageSource:
     """A TFDS split (`as_supervised`: image and label features) as an `ImageSource`.
 
     Args:
@@ -22,8 +23,15 @@ def load_tfds_source(name: str, split: str = "train", data_dir: str | None = Non
     except ImportError:
         raise ValueError(f"Data set 'tfds:{name}' needs TensorFlow Datasets: pip install 'keras-vit[tfds]'.") from None
     try:
-        dataset, info = tfds.load(name, split=split, data_dir=data_dir, as_supervised=True, with_info=True,
-                                  download=download, shuffle_files=False)
+        dataset, info = tfds.load(
+            name,
+            split=split,
+            data_dir=data_dir,
+            as_supervised=True,
+            with_info=True,
+            download=download,
+            shuffle_files=False,
+        )
     except Exception as error:
         raise ValueError(f"TFDS could not load {name!r} split {split!r}: {error}") from None
     image_feature, label_feature = info.features["image"], info.features["label"]

@@ -25,8 +25,12 @@ def _define(kind: str, name: str, default, help_text: str, **kwargs) -> None:
 
 
 # export
-_define("string", "model", None, "Registered model name (keras-vit list); sets the preprocessing and, without "
-        "--keras_file, builds the model.")
+_define(
+    "string",
+    "model",
+    None,
+    "Registered model name (keras-vit list); sets the preprocessing and, without --keras_file, builds the model.",
+)
 _define("string", "keras_file", None, "A saved .keras model (e.g. fine-tuned) to export.")
 _define("integer", "num_classes", None, "Override the head size when building --model.")
 _define("string", "output_dir", "saved_models", "Folder holding <name>/<version> folders and models.config.")
@@ -40,8 +44,12 @@ _define("list", "std", None, "Per-channel std of [0, 1] pixels.")
 _define("float", "crop_pct", None, "Centre-crop fraction; defaults to the model spec's (1.0 for other models).")
 _define("string", "interpolation", None, "Resize filter: bicubic, bilinear, nearest, area, lanczos3.")
 _define("boolean", "verify", False, "Reload every written file and compare it with the Keras model.")
-_define("string", "config_base_path_prefix", None, "Write models.config base paths as <prefix>/<name> "
-        "(e.g. /models inside the tensorflow/serving container).")
+_define(
+    "string",
+    "config_base_path_prefix",
+    None,
+    "Write models.config base paths as <prefix>/<name> (e.g. /models inside the tensorflow/serving container).",
+)
 # serve (tensorflow_model_server's names)
 _define("integer", "port", 8500, "gRPC port (0 picks a free one).")
 _define("integer", "rest_api_port", 8501, "REST port (0 picks a free one).")
@@ -57,10 +65,20 @@ def export_main() -> dict:
     from keras_vit.export.commands import export_command
 
     return export_command(
-        model_name=FLAGS.model, keras_file=FLAGS.keras_file, num_classes=FLAGS.num_classes,
-        output_dir=FLAGS.output_dir, name=FLAGS.name, version=FLAGS.version, formats=FLAGS.formats,
-        class_names_file=FLAGS.class_names, top_k=FLAGS.top_k, mean=FLAGS.mean, std=FLAGS.std,
-        crop_pct=FLAGS.crop_pct, interpolation=FLAGS.interpolation, verify=FLAGS.verify,
+        model_name=FLAGS.model,
+        keras_file=FLAGS.keras_file,
+        num_classes=FLAGS.num_classes,
+        output_dir=FLAGS.output_dir,
+        name=FLAGS.name,
+        version=FLAGS.version,
+        formats=FLAGS.formats,
+        class_names_file=FLAGS.class_names,
+        top_k=FLAGS.top_k,
+        mean=FLAGS.mean,
+        std=FLAGS.std,
+        crop_pct=FLAGS.crop_pct,
+        interpolation=FLAGS.interpolation,
+        verify=FLAGS.verify,
         config_base_path_prefix=FLAGS.config_base_path_prefix,
     )
 
@@ -71,16 +89,23 @@ def serve_main() -> None:
     from keras_vit.export.errors import ServingError
 
     models = served_models(FLAGS.model_name, FLAGS.model_base_path, FLAGS.model_config_file)
-    server = export.ModelServer(models, host=FLAGS.host, rest_port=FLAGS.rest_api_port, grpc_port=FLAGS.port,
-                                max_request_bytes=FLAGS.max_request_bytes,
-                                poll_seconds=FLAGS.file_system_poll_wait_seconds).start()
+    server = export.ModelServer(
+        models,
+        host=FLAGS.host,
+        rest_port=FLAGS.rest_api_port,
+        grpc_port=FLAGS.port,
+        max_request_bytes=FLAGS.max_request_bytes,
+        poll_seconds=FLAGS.file_system_poll_wait_seconds,
+    ).start()
     for name in models:
         try:
             print(f"{name}: version {server.repository.get(name).version}")
         except ServingError:
             print(f"{name}: no version yet under {models[name]} (waiting for one)")
-    print(f"REST on http://{FLAGS.host}:{server.rest_port}/v1/models/<name>, gRPC on {FLAGS.host}:{server.grpc_port}",
-          flush=True)
+    print(
+        f"REST on http://{FLAGS.host}:{server.rest_port}/v1/models/<name>, gRPC on {FLAGS.host}:{server.grpc_port}",
+        flush=True,
+    )
     server.wait()
 
 

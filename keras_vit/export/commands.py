@@ -65,18 +65,28 @@ def export_command(
             class_names = [line.strip() for line in f if line.strip()]
     model = load_model(model_name, keras_file, num_classes)
     name = name or model_name or model.name
-    options = dict(mean=parse_floats(mean, "mean"), std=parse_floats(std, "std"), crop_pct=crop_pct,
-                   interpolation=interpolation, class_names=class_names, top_k=top_k)
+    options = dict(
+        mean=parse_floats(mean, "mean"),
+        std=parse_floats(std, "std"),
+        crop_pct=crop_pct,
+        interpolation=interpolation,
+        class_names=class_names,
+        top_k=top_k,
+    )
     meta = export.metadata_for_model(model, name=name, **options)
     base = os.path.join(output_dir, name)
     report: dict = {"name": name}
     if "saved_model" in formats:
         target = os.path.join(base, str(version)) if version else base
         report["saved_model"] = export.saved_model(model, target, verify=verify, **options)
-        models = {entry: os.path.join(output_dir, entry) for entry in sorted(os.listdir(output_dir))
-                  if export.list_versions(os.path.join(output_dir, entry))}
+        models = {
+            entry: os.path.join(output_dir, entry)
+            for entry in sorted(os.listdir(output_dir))
+            if export.list_versions(os.path.join(output_dir, entry))
+        }
         report["models_config"] = export.write_models_config(
-            os.path.join(output_dir, "models.config"), models, base_path_prefix=config_base_path_prefix)
+            os.path.join(output_dir, "models.config"), models, base_path_prefix=config_base_path_prefix
+        )
     sample = expected = None
     if verify and formats & {"litert", "onnx"}:
         sample = np.random.default_rng(0).normal(size=(2, *meta.input_size, meta.num_channels)).astype("float32")

@@ -24,9 +24,22 @@ HTTP_STATUS = {
 }
 # TensorFlow's OpError.error_code numbers are the same canonical codes
 CODE_BY_NUMBER = {
-    0: "OK", 1: "CANCELLED", 2: "UNKNOWN", 3: "INVALID_ARGUMENT", 4: "DEADLINE_EXCEEDED", 5: "NOT_FOUND",
-    6: "ALREADY_EXISTS", 7: "PERMISSION_DENIED", 8: "RESOURCE_EXHAUSTED", 9: "FAILED_PRECONDITION", 10: "ABORTED",
-    11: "OUT_OF_RANGE", 12: "UNIMPLEMENTED", 13: "INTERNAL", 14: "UNAVAILABLE", 15: "DATA_LOSS",
+    0: "OK",
+    1: "CANCELLED",
+    2: "UNKNOWN",
+    3: "INVALID_ARGUMENT",
+    4: "DEADLINE_EXCEEDED",
+    5: "NOT_FOUND",
+    6: "ALREADY_EXISTS",
+    7: "PERMISSION_DENIED",
+    8: "RESOURCE_EXHAUSTED",
+    9: "FAILED_PRECONDITION",
+    10: "ABORTED",
+    11: "OUT_OF_RANGE",
+    12: "UNIMPLEMENTED",
+    13: "INTERNAL",
+    14: "UNAVAILABLE",
+    15: "DATA_LOSS",
     16: "UNAUTHENTICATED",
 }
 
@@ -54,9 +67,14 @@ def from_op_error(error) -> ServingError:
     """A TensorFlow `OpError` as a ServingError, its message cut to the part a client can act on."""
     code = CODE_BY_NUMBER.get(getattr(error, "error_code", 2), "UNKNOWN")
     lines = [line.strip() for line in str(error.message).splitlines()]
-    kept = [line for line in lines if line and not line.startswith(("Detected at node", "Graph execution error",
-                                                                     "[[", "File \"", "Stack trace",
-                                                                     "<stack traces"))]
+    kept = [
+        line
+        for line in lines
+        if line
+        and not line.startswith(
+            ("Detected at node", "Graph execution error", "[[", 'File "', "Stack trace", "<stack traces")
+        )
+    ]
     message = kept[0] if kept else str(error.message).strip()
     if " [[" in message:
         message = message.split(" [[")[0]

@@ -63,14 +63,15 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
             loaded = self.repository.get(name, _requested_version(request.model_spec))
             signature = request.model_spec.signature_name or DEFAULT_SIGNATURE
             if signature not in loaded.signatures:
-                raise invalid(f"Serving signature name: \"{signature}\" not found in signature def. "
-                              f"Available: {sorted(loaded.signatures)}")
+                raise invalid(
+                    f'Serving signature name: "{signature}" not found in signature def. '
+                    f"Available: {sorted(loaded.signatures)}"
+                )
             specs = loaded.input_specs(signature)
             unknown = sorted(set(request.inputs) - set(specs))
             if unknown:
                 raise invalid(f"Unexpected input(s) {unknown}; signature '{signature}' takes {sorted(specs)}.")
-            inputs = {key: _tensor_to_array(key, request.inputs[key], specs[key].dtype)
-                      for key in request.inputs}
+            inputs = {key: _tensor_to_array(key, request.inputs[key], specs[key].dtype) for key in request.inputs}
             outputs = run_signature(loaded, signature, inputs)
             wanted = list(request.output_filter) or sorted(outputs)
             missing = sorted(set(wanted) - set(outputs))
@@ -113,8 +114,10 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
 class ModelStatusServicer(model_service_pb2_grpc.ModelServiceServicer):
     """GetModelStatus: which versions are AVAILABLE (or failed)."""
 
-    _STATES = {"AVAILABLE": get_model_status_pb2.ModelVersionStatus.AVAILABLE,
-               "END": get_model_status_pb2.ModelVersionStatus.END}
+    _STATES = {
+        "AVAILABLE": get_model_status_pb2.ModelVersionStatus.AVAILABLE,
+        "END": get_model_status_pb2.ModelVersionStatus.END,
+    }
 
     def __init__(self, repository: ModelRepository):
         self.repository = repository
@@ -136,14 +139,18 @@ class ModelStatusServicer(model_service_pb2_grpc.ModelServiceServicer):
         return response
 
 
-def make_grpc_server(repository: ModelRepository, host: str, port: int, max_request_bytes: int,
-                     max_workers: int = 8) -> tuple[grpc.Server, int]:
+def make_grpc_server(
+    repository: ModelRepository, host: str, port: int, max_request_bytes: int, max_workers: int = 8
+) -> tuple[grpc.Server, int]:
     """A gRPC server with both services bound to `host:port` (0 picks a free port); returns it and the port."""
-    options = [("grpc.max_receive_message_length", max_request_bytes),
-               ("grpc.max_send_message_length", max(max_request_bytes, 64 << 20)),
-               ("grpc.so_reuseport", 0)]
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="keras-vit-grpc"),
-                         options=options)
+    options = [
+        ("grpc.max_receive_message_length", max_request_bytes),
+        ("grpc.max_send_message_length", max(max_request_bytes, 64 << 20)),
+        ("grpc.so_reuseport", 0),
+    ]
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="keras-vit-grpc"), options=options
+    )
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionServicer(repository), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelStatusServicer(repository), server)
     bound = server.add_insecure_port(f"{host}:{port}")

@@ -62,31 +62,38 @@ class ServingMetadata:
     def validate(self) -> None:
         """Raises `ValueError` naming the bad value and the fix."""
         if len(self.input_size) != 2 or min(self.input_size) <= 0:
-            raise ValueError(f"`input_size` must be two positive ints (height, width). Received: "
-                             f"input_size={self.input_size}")
+            raise ValueError(
+                f"`input_size` must be two positive ints (height, width). Received: input_size={self.input_size}"
+            )
         for field in ("mean", "std"):
             values = getattr(self, field)
             if len(values) not in (1, self.num_channels):
-                raise ValueError(f"`{field}` needs 1 or num_channels={self.num_channels} values. Received: "
-                                 f"{field}={values}")
+                raise ValueError(
+                    f"`{field}` needs 1 or num_channels={self.num_channels} values. Received: {field}={values}"
+                )
         if min(self.std) <= 0:
             raise ValueError(f"`std` must be positive. Received: std={self.std}")
         if not (0 < self.crop_pct <= 1):
             raise ValueError(f"`crop_pct` must be in (0, 1]; 1.0 means no crop. Received: crop_pct={self.crop_pct}")
         if self.interpolation not in INTERPOLATIONS:
-            raise ValueError(f"`interpolation` must be one of {INTERPOLATIONS}. Received: "
-                             f"interpolation={self.interpolation!r}")
+            raise ValueError(
+                f"`interpolation` must be one of {INTERPOLATIONS}. Received: interpolation={self.interpolation!r}"
+            )
         if not self.pixel_scale > 0:
-            raise ValueError(f"`pixel_scale` must be positive (255 for 8-bit images). Received: "
-                             f"pixel_scale={self.pixel_scale}")
+            raise ValueError(
+                f"`pixel_scale` must be positive (255 for 8-bit images). Received: pixel_scale={self.pixel_scale}"
+            )
         if self.num_channels not in (1, 3, 4):
-            raise ValueError(f"`num_channels` must be 1, 3 or 4 to decode images. Received: "
-                             f"num_channels={self.num_channels}")
+            raise ValueError(
+                f"`num_channels` must be 1, 3 or 4 to decode images. Received: num_channels={self.num_channels}"
+            )
         if not isinstance(self.top_k, int) or self.top_k < 1:
             raise ValueError(f"`top_k` must be a positive int. Received: top_k={self.top_k!r}")
         if self.class_names is not None and len(self.class_names) != self.num_classes:
-            raise ValueError(f"`class_names` must name every one of the model's {self.num_classes} classes. "
-                             f"Received {len(self.class_names)} names.")
+            raise ValueError(
+                f"`class_names` must name every one of the model's {self.num_classes} classes. "
+                f"Received {len(self.class_names)} names."
+            )
 
     @property
     def resize_size(self) -> tuple[int, int] | int:
@@ -143,13 +150,17 @@ def metadata_for_model(
     """
     shape = tuple(model.input_shape)
     if len(shape) != 4 or None in shape[1:]:
-        raise ValueError(f"Export needs a model with a static (batch, height, width, channels) image input. "
-                         f"Received: input_shape={shape}")
+        raise ValueError(
+            f"Export needs a model with a static (batch, height, width, channels) image input. "
+            f"Received: input_shape={shape}"
+        )
     spec = _registered_spec(model)
     if spec is None and (mean is None or std is None):
-        raise ValueError(f"Model {model.name!r} is not built from the keras_vit registry, so its preprocessing is "
-                         f"unknown. Pass `mean` and `std` (per channel, for pixels in [0, 1]) and optionally "
-                         f"`crop_pct`. Received: mean={mean}, std={std}")
+        raise ValueError(
+            f"Model {model.name!r} is not built from the keras_vit registry, so its preprocessing is "
+            f"unknown. Pass `mean` and `std` (per channel, for pixels in [0, 1]) and optionally "
+            f"`crop_pct`. Received: mean={mean}, std={std}"
+        )
     output_shape = model.output_shape
     num_classes = int(output_shape[-1]) if getattr(getattr(model, "config", None), "num_classes", 1) else 0
     return ServingMetadata(

@@ -33,8 +33,13 @@ def write_models_config(path: str, models: Mapping[str, str], *, base_path_prefi
         if not _NAME.match(name):
             raise ValueError(f"Model names may hold letters, digits, '_', '.', '-'. Received: name={name!r}")
         target = f"{base_path_prefix.rstrip('/')}/{name}" if base_path_prefix else os.path.abspath(base)
-        lines += ["  config {", f"    name: '{name}'", f"    base_path: '{target}'",
-                  "    model_platform: 'tensorflow'", "  }"]
+        lines += [
+            "  config {",
+            f"    name: '{name}'",
+            f"    base_path: '{target}'",
+            "    model_platform: 'tensorflow'",
+            "  }",
+        ]
     lines.append("}")
     path = os.path.abspath(path)
     os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -60,8 +65,10 @@ def read_models_config(path: str) -> dict[str, str]:
     models = {}
     for entry in config.model_config_list.config:
         if entry.model_platform not in ("", "tensorflow"):
-            raise ValueError(f"Model {entry.name!r}: only model_platform 'tensorflow' is served. "
-                             f"Received: model_platform={entry.model_platform!r}")
+            raise ValueError(
+                f"Model {entry.name!r}: only model_platform 'tensorflow' is served. "
+                f"Received: model_platform={entry.model_platform!r}"
+            )
         base = entry.base_path
         models[entry.name] = base if os.path.isabs(base) else os.path.join(os.path.dirname(os.path.abspath(path)), base)
     if not models:

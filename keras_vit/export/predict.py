@@ -31,8 +31,9 @@ def _shape_text(shape) -> str:
 def check_inputs(loaded: LoadedVersion, signature: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Validates input names, dtypes and shapes against the signature; returns arrays of the right dtype."""
     if signature not in loaded.signatures:
-        raise invalid(f"Serving signature name: \"{signature}\" not found in signature def. "
-                      f"Available: {sorted(loaded.signatures)}")
+        raise invalid(
+            f'Serving signature name: "{signature}" not found in signature def. Available: {sorted(loaded.signatures)}'
+        )
     specs = loaded.input_specs(signature)
     missing, extra = sorted(set(specs) - set(inputs)), sorted(set(inputs) - set(specs))
     if missing or extra:
@@ -43,17 +44,22 @@ def check_inputs(loaded: LoadedVersion, signature: str, inputs: dict[str, np.nda
         want = spec.dtype.as_numpy_dtype
         if spec.dtype.name == "string":
             if value.dtype.kind not in ("O", "S", "U"):
-                raise invalid(f"Input '{name}' of signature '{signature}' expects strings (DT_STRING), "
-                              f"e.g. {{\"b64\": \"...\"}} values; received {value.dtype.name} values.")
+                raise invalid(
+                    f"Input '{name}' of signature '{signature}' expects strings (DT_STRING), "
+                    f'e.g. {{"b64": "..."}} values; received {value.dtype.name} values.'
+                )
         elif value.dtype.kind in ("O", "S", "U"):
-            raise invalid(f"Input '{name}' of signature '{signature}' expects {spec.dtype.name} numbers; "
-                          "received strings.")
+            raise invalid(
+                f"Input '{name}' of signature '{signature}' expects {spec.dtype.name} numbers; received strings."
+            )
         elif value.dtype.kind == "b" and spec.dtype.name != "bool":
             raise invalid(f"Input '{name}' of signature '{signature}' expects {spec.dtype.name}; received booleans.")
         expected = spec.shape.as_list()
         if value.ndim != len(expected) or any(e is not None and e != a for e, a in zip(expected, value.shape)):
-            raise invalid(f"Input '{name}' of signature '{signature}' must have shape {_shape_text(expected)}; "
-                          f"received shape {_shape_text(value.shape)}.")
+            raise invalid(
+                f"Input '{name}' of signature '{signature}' must have shape {_shape_text(expected)}; "
+                f"received shape {_shape_text(value.shape)}."
+            )
         if value.ndim and value.shape[0] == 0:
             raise invalid(f"Input '{name}' has an empty batch; send at least one example.")
         checked[name] = value if spec.dtype.name == "string" else value.astype(want, copy=False)
@@ -78,12 +84,12 @@ def _decode_values(value: Any) -> Any:
     if isinstance(value, dict):
         if set(value) == {"b64"}:
             if not isinstance(value["b64"], str):
-                raise invalid("A {\"b64\": ...} value must hold a base64 string.")
+                raise invalid('A {"b64": ...} value must hold a base64 string.')
             try:
                 return base64.b64decode(value["b64"], validate=True)
             except (binascii.Error, ValueError):
-                raise invalid("Unable to base64 decode a {\"b64\": ...} value.") from None
-        raise invalid(f"Unexpected object {sorted(value)} inside a tensor value; only {{\"b64\": ...}} is allowed.")
+                raise invalid('Unable to base64 decode a {"b64": ...} value.') from None
+        raise invalid(f'Unexpected object {sorted(value)} inside a tensor value; only {{"b64": ...}} is allowed.')
     if isinstance(value, list):
         return [_decode_values(v) for v in value]
     return value
@@ -98,8 +104,7 @@ def _to_array(value: Any, name: str) -> np.ndarray:
     if array.dtype.kind in ("S", "U", "O"):  # strings: keep bytes whole (fixed-width "S" drops trailing NULs)
         array = np.array(value, dtype=object)
         if not all(isinstance(v, (bytes, str)) for v in array.ravel()):
-            raise invalid(f"Input '{name}' is ragged or mixes types: every example must have the same shape "
-                          "and type.")
+            raise invalid(f"Input '{name}' is ragged or mixes types: every example must have the same shape and type.")
         array = np.vectorize(lambda s: s.encode("utf-8") if isinstance(s, str) else s, otypes=[object])(array)
     return array
 
@@ -118,12 +123,16 @@ def parse_predict_body(body: bytes, loaded: LoadedVersion) -> tuple[str, dict[st
     if not isinstance(signature, str):
         raise invalid(f"'signature_name' must be a string. Received: {signature!r}")
     if signature not in loaded.signatures:
-        raise invalid(f"Serving signature name: \"{signature}\" not found in signature def. "
-                      f"Available: {sorted(loaded.signatures)}")
+        raise invalid(
+            f'Serving signature name: "{signature}" not found in signature def. Available: {sorted(loaded.signatures)}'
+        )
     names = sorted(loaded.input_specs(signature))
     if ("instances" in request) == ("inputs" in request):
-        raise invalid("Missing 'inputs' or 'instances' key" if "instances" not in request
-                      else "Request must contain only one of 'instances' or 'inputs', not both.")
+        raise invalid(
+            "Missing 'inputs' or 'instances' key"
+            if "instances" not in request
+            else "Request must contain only one of 'instances' or 'inputs', not both."
+        )
     if "instances" in request:
         instances = request["instances"]
         if not isinstance(instances, list) or not instances:
@@ -141,8 +150,10 @@ def parse_predict_body(body: bytes, loaded: LoadedVersion) -> tuple[str, dict[st
         elif len(names) == 1:
             columns = {names[0]: instances}
         else:
-            raise invalid(f"Signature '{signature}' takes several inputs {names}: each instance must be an object "
-                          "of named inputs.")
+            raise invalid(
+                f"Signature '{signature}' takes several inputs {names}: each instance must be an object "
+                "of named inputs."
+            )
         return signature, {k: _to_array(v, k) for k, v in columns.items()}, "row"
     inputs = request["inputs"]
     if isinstance(inputs, dict) and set(inputs) != {"b64"}:
@@ -155,8 +166,7 @@ def parse_predict_body(body: bytes, loaded: LoadedVersion) -> tuple[str, dict[st
 def _json_value(name: str, array: np.ndarray) -> Any:
     if array.dtype == object or array.dtype.kind == "S":
         if name.endswith("_bytes"):
-            return np.vectorize(lambda b: {"b64": base64.b64encode(b).decode("ascii")}, otypes=[object])(
-                array).tolist()
+            return np.vectorize(lambda b: {"b64": base64.b64encode(b).decode("ascii")}, otypes=[object])(array).tolist()
         return np.vectorize(lambda b: b.decode("utf-8", "replace"), otypes=[object])(array).tolist()
     return array.tolist()
 

@@ -161,12 +161,22 @@ class ModelRepository:
             current = self._current.get(name)
         entries = []
         if current is not None:
-            entries.append({"version": str(current.version), "state": "AVAILABLE",
-                            "status": {"error_code": "OK", "error_message": ""}})
+            entries.append(
+                {
+                    "version": str(current.version),
+                    "state": "AVAILABLE",
+                    "status": {"error_code": "OK", "error_message": ""},
+                }
+            )
         for (model, failed), (message, _) in sorted(self._failed.items()):
             if model == name:
-                entries.append({"version": str(failed), "state": "END",
-                                "status": {"error_code": "UNKNOWN", "error_message": message}})
+                entries.append(
+                    {
+                        "version": str(failed),
+                        "state": "END",
+                        "status": {"error_code": "UNKNOWN", "error_message": message},
+                    }
+                )
         if version is not None:
             entries = [e for e in entries if e["version"] == str(version)]
         if not entries:

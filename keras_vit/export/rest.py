@@ -21,8 +21,10 @@ from keras_vit.export.predict import format_predict_response, parse_predict_body
 from keras_vit.export.repository import ModelRepository
 
 log = logging.getLogger("keras_vit.serve")
-_PATH = re.compile(r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>[0-9]+))?"
-                   r"(?:(?P<metadata>/metadata)|:(?P<verb>[a-z]+))?/?$")
+_PATH = re.compile(
+    r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>[0-9]+))?"
+    r"(?:(?P<metadata>/metadata)|:(?P<verb>[a-z]+))?/?$"
+)
 
 
 def signature_def_map_json(signature_defs: dict[str, Any]) -> dict[str, Any]:
@@ -77,8 +79,14 @@ class _Handler(BaseHTTPRequestHandler):
         return super().handle_expect_100()
 
     def _too_large(self, length: int) -> None:
-        self._send(413, {"error": f"Request body of {length} bytes exceeds the limit of "
-                                  f"{self.max_request_bytes} bytes (--max_request_bytes)."}, close=True)
+        self._send(
+            413,
+            {
+                "error": f"Request body of {length} bytes exceeds the limit of "
+                f"{self.max_request_bytes} bytes (--max_request_bytes)."
+            },
+            close=True,
+        )
 
     def do_GET(self) -> None:
         try:
@@ -87,10 +95,13 @@ class _Handler(BaseHTTPRequestHandler):
                 raise ServingError("NOT_FOUND", f"Malformed request: GET {self.path} (use POST for :{verb})")
             if metadata:
                 loaded = self.repository.get(name, version)
-                self._send(200, {
-                    "model_spec": {"name": name, "signature_name": "", "version": str(loaded.version)},
-                    "metadata": {"signature_def": signature_def_map_json(loaded.signature_defs)},
-                })
+                self._send(
+                    200,
+                    {
+                        "model_spec": {"name": name, "signature_name": "", "version": str(loaded.version)},
+                        "metadata": {"signature_def": signature_def_map_json(loaded.signature_defs)},
+                    },
+                )
             else:
                 self._send(200, {"model_version_status": self.repository.status(name, version)})
         except ServingError as error:

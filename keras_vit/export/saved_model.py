@@ -28,8 +28,11 @@ def list_versions(base_path: str) -> list[int]:
     """Numbered version folders under `base_path` (TF Serving's rule: all-digit names), ascending."""
     if not os.path.isdir(base_path):
         return []
-    return sorted(int(entry) for entry in os.listdir(base_path)
-                  if _VERSION.match(entry) and os.path.isdir(os.path.join(base_path, entry)))
+    return sorted(
+        int(entry)
+        for entry in os.listdir(base_path)
+        if _VERSION.match(entry) and os.path.isdir(os.path.join(base_path, entry))
+    )
 
 
 def resolve_export_path(path: str) -> tuple[str, int]:
@@ -78,8 +81,10 @@ def saved_model(
     base, version = resolve_export_path(path)
     final = os.path.join(base, str(version))
     if os.path.exists(final) and not overwrite:
-        raise ValueError(f"Version folder {final!r} exists. Export a new version number (servers pick the highest) "
-                         f"or pass overwrite=True.")
+        raise ValueError(
+            f"Version folder {final!r} exists. Export a new version number (servers pick the highest) "
+            f"or pass overwrite=True."
+        )
     os.makedirs(base, exist_ok=True)
     temp = os.path.join(base, f".tmp-{version}-{uuid.uuid4().hex[:8]}")
     try:
@@ -114,14 +119,19 @@ def load_metadata(version_path: str) -> ServingMetadata:
 
     file = os.path.join(version_path, EXTRA_DIR, METADATA_FILE)
     if not os.path.exists(file):
-        raise ValueError(f"{version_path!r} has no {EXTRA_DIR}/{METADATA_FILE}; it was not written by "
-                         "keras_vit.export.saved_model.")
+        raise ValueError(
+            f"{version_path!r} has no {EXTRA_DIR}/{METADATA_FILE}; it was not written by keras_vit.export.saved_model."
+        )
     with open(file) as f:
         return ServingMetadata.from_dict(json.load(f))
 
 
 def verify_saved_model(
-    model: keras.Model, path: str, meta: ServingMetadata | None = None, *, atol: float | None = None,
+    model: keras.Model,
+    path: str,
+    meta: ServingMetadata | None = None,
+    *,
+    atol: float | None = None,
     batch_size: int = 3,
 ) -> dict[str, Any]:
     """Reloads a written SavedModel and checks its signatures against the Keras model.
@@ -159,12 +169,14 @@ def verify_saved_model(
         pairs["features"] = (features, np.asarray(model.feature_extractor()(normalised), "float32"))
     diffs = {name: float(np.max(np.abs(got - want))) for name, (got, want) in pairs.items()}
     compute_dtype = lowest_compute_dtype(model)
-    limits = {name: low_precision_atol(want, compute_dtype) if atol is None else atol
-              for name, (_, want) in pairs.items()}
+    limits = {
+        name: low_precision_atol(want, compute_dtype) if atol is None else atol for name, (_, want) in pairs.items()
+    }
     bad = {name: (diffs[name], limits[name]) for name in diffs if not diffs[name] <= limits[name]}
     if bad:
-        raise ValueError(f"Exported model at {path!r} differs from the Keras model: {{output: (max abs diff, atol)}} "
-                         f"{bad}.")
+        raise ValueError(
+            f"Exported model at {path!r} differs from the Keras model: {{output: (max abs diff, atol)}} {bad}."
+        )
     return {"max_abs_diff": diffs, "atol": limits, "batch_size": batch_size}
 
 

@@ -33,18 +33,28 @@ class ModelServer:
         ...     print(server.rest_port, server.grpc_port)
     """
 
-    def __init__(self, models: dict[str, str], *, host: str = LOOPBACK, rest_port: int | None = 8501,
-                 grpc_port: int | None = 8500, max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
-                 poll_seconds: float = 1.0, grpc_workers: int = 8):
+    def __init__(
+        self,
+        models: dict[str, str],
+        *,
+        host: str = LOOPBACK,
+        rest_port: int | None = 8501,
+        grpc_port: int | None = 8500,
+        max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+        poll_seconds: float = 1.0,
+        grpc_workers: int = 8,
+    ):
         if rest_port is None and grpc_port is None:
             raise ValueError("Enable REST, gRPC or both. Received: rest_port=None, grpc_port=None")
         for label, port in (("rest_port", rest_port), ("grpc_port", grpc_port)):
             if port is not None and not (isinstance(port, int) and 0 <= port < 65536):
-                raise ValueError(f"`{label}` must be an int in [0, 65535] (0 picks a free port). "
-                                 f"Received: {label}={port!r}")
+                raise ValueError(
+                    f"`{label}` must be an int in [0, 65535] (0 picks a free port). Received: {label}={port!r}"
+                )
         if not isinstance(max_request_bytes, int) or max_request_bytes < 1024:
             raise ValueError(
-                f"`max_request_bytes` must be an int >= 1024. Received: max_request_bytes={max_request_bytes!r}")
+                f"`max_request_bytes` must be an int >= 1024. Received: max_request_bytes={max_request_bytes!r}"
+            )
         self.repository = ModelRepository(models, poll_seconds=poll_seconds)
         self.host = host
         self._requested = (rest_port, grpc_port)
@@ -59,8 +69,10 @@ class ModelServer:
     def start(self) -> ModelServer:
         """Loads the models and starts answering; returns at once (threads serve)."""
         if self.host not in (LOOPBACK, "localhost", "::1"):
-            log.warning("Binding %s: the server has no authentication; anyone who can reach this address can "
-                        "call it.", self.host)
+            log.warning(
+                "Binding %s: the server has no authentication; anyone who can reach this address can call it.",
+                self.host,
+            )
         self.repository.start()
         rest_port, grpc_port = self._requested
         try:
@@ -69,14 +81,16 @@ class ModelServer:
 
                 self._http = make_rest_server(self.repository, self.host, rest_port, self.max_request_bytes)
                 self.rest_port = self._http.server_address[1]
-                self._http_thread = threading.Thread(target=self._http.serve_forever, kwargs={"poll_interval": 0.2},
-                                                     name="keras-vit-rest", daemon=True)
+                self._http_thread = threading.Thread(
+                    target=self._http.serve_forever, kwargs={"poll_interval": 0.2}, name="keras-vit-rest", daemon=True
+                )
                 self._http_thread.start()
             if grpc_port is not None:
                 from keras_vit.export.grpc_service import make_grpc_server
 
-                self._grpc, self.grpc_port = make_grpc_server(self.repository, self.host, grpc_port,
-                                                              self.max_request_bytes, self.grpc_workers)
+                self._grpc, self.grpc_port = make_grpc_server(
+                    self.repository, self.host, grpc_port, self.max_request_bytes, self.grpc_workers
+                )
                 self._grpc.start()
         except Exception:
             self.stop()

@@ -55,8 +55,12 @@ def build_archive(model: keras.Model, meta: ServingMetadata) -> keras.export.Exp
         logits = tf.cast(model(inputs, training=False), tf.float32)
         probabilities = tf.nn.softmax(logits, axis=-1)
         scores, classes = tf.math.top_k(probabilities, k=top_k)
-        outputs = {"logits": logits, "probabilities": probabilities, "classes": tf.cast(classes, tf.int64),
-                   "scores": scores}
+        outputs = {
+            "logits": logits,
+            "probabilities": probabilities,
+            "classes": tf.cast(classes, tf.int64),
+            "scores": scores,
+        }
         if names is not None:
             outputs["labels"] = tf.gather(names, classes)
         return outputs

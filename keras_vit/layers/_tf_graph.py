@@ -18,8 +18,8 @@ def tensorflow_op_by_op() -> bool:
     if keras.backend.backend() != "tensorflow":
         return False
     try:
-        from tensorflow.python.framework import ops as tf_ops  # noqa: PLC0415
-        from tensorflow.python.ops import control_flow_util  # noqa: PLC0415
+        from tensorflow.python.framework import ops as tf_ops
+        from tensorflow.python.ops import control_flow_util
 
         return not control_flow_util.GraphOrParentsInXlaContext(tf_ops.get_default_graph())
     except (ImportError, AttributeError):
@@ -28,7 +28,7 @@ def tensorflow_op_by_op() -> bool:
 
 def backward_scope() -> str:
     """`<current name scope>/backward/`, so that profiles attribute a hand-written backward to its layer."""
-    import tensorflow as tf  # noqa: PLC0415 (only reached on the TensorFlow backend)
+    import tensorflow as tf
 
     return f"{tf.get_current_name_scope()}/backward/".lstrip("/")
 
@@ -40,7 +40,7 @@ def gradient_recorded() -> bool:
     wherever TensorFlow's internal test is missing (the inference path is always correct).
     """
     try:
-        from tensorflow.python.eager import record  # noqa: PLC0415
+        from tensorflow.python.eager import record
 
         return bool(record.could_possibly_record())
     except (ImportError, AttributeError):

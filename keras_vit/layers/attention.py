@@ -110,12 +110,8 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         self.proj.build(input_shape)
         if self.qk_norm:
             head_shape = (None, None, None, self.head_dim)
-            self.q_norm = LayerNorm(
-                epsilon=self.layer_norm_epsilon, name="q_norm", dtype=self.dtype_policy
-            )
-            self.k_norm = LayerNorm(
-                epsilon=self.layer_norm_epsilon, name="k_norm", dtype=self.dtype_policy
-            )
+            self.q_norm = LayerNorm(epsilon=self.layer_norm_epsilon, name="q_norm", dtype=self.dtype_policy)
+            self.k_norm = LayerNorm(epsilon=self.layer_norm_epsilon, name="k_norm", dtype=self.dtype_policy)
             self.q_norm.build(head_shape)
             self.k_norm.build(head_shape)
         self.attention_dropout = keras.layers.Dropout(self.attention_dropout_rate, dtype=self.dtype_policy)

@@ -82,9 +82,7 @@ class TransformerEncoderBlock(keras.layers.Layer):
 
     def build(self, input_shape):
         def norm(name):
-            layer = LayerNorm(
-                epsilon=self.layer_norm_epsilon, name=name, dtype=self.dtype_policy
-            )
+            layer = LayerNorm(epsilon=self.layer_norm_epsilon, name=name, dtype=self.dtype_policy)
             layer.build(input_shape)
             return layer
 

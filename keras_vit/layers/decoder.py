@@ -79,8 +79,13 @@ class TransformerDecoderBlock(SequenceBlock):
     ):
         def self_attention(x):
             return self.self_attn(
-                x, attention_mask=self_attention_mask, attention_bias=self_attention_bias, use_causal_mask=True,
-                cache=self_attention_cache, cache_index=cache_index, training=training,
+                x,
+                attention_mask=self_attention_mask,
+                attention_bias=self_attention_bias,
+                use_causal_mask=True,
+                cache=self_attention_cache,
+                cache_index=cache_index,
+                training=training,
             )
 
         def cross_attention(x):

@@ -24,9 +24,7 @@ from keras_vit.layers._tf_graph import backward_scope, tensorflow_op_by_op
 from keras_vit.layers.xla_elementwise import scaled_softmax_backward
 
 
-def dot_product_attention(
-    query, key, value, scale: float, bias=None, weights_dropout: Callable | None = None
-) -> tuple:
+def dot_product_attention(query, key, value, scale: float, bias=None, weights_dropout: Callable | None = None) -> tuple:
     """`softmax(query key^T * scale + bias) value` over `(batch, heads, tokens, head_dim)` inputs.
 
     Args:
@@ -64,7 +62,7 @@ def _attention_with_backward(scale: float, bias):
     `rowsum(dO value^T * S) = rowsum(dO * O)`; the `dS` terms are computed only
     when something downstream uses the weights. Query, key and value share one dtype.
     """
-    import tensorflow as tf  # noqa: PLC0415 (only reached on the TensorFlow backend)
+    import tensorflow as tf
 
     @ops.custom_gradient
     def attend(query, key, value):
@@ -96,7 +94,7 @@ def _is_unconnected(upstream) -> bool:
     `Fill` of 0 or a small constant); any other tensor, eager ones included,
     takes the general (always correct) path.
     """
-    import tensorflow as tf  # noqa: PLC0415
+    import tensorflow as tf
 
     if upstream is None:
         return True

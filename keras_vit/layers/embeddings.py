@@ -15,8 +15,7 @@ def to_pair(value: int | tuple[int, int] | list[int], name: str) -> tuple[int, i
     pair = (value, value) if isinstance(value, int) else tuple(value)
     if len(pair) != 2 or not all(isinstance(v, int) and v > 0 for v in pair):
         raise ValueError(
-            f"`{name}` must be a positive int or a pair (height, width) of positive ints. "
-            f"Received: {name}={value!r}"
+            f"`{name}` must be a positive int or a pair (height, width) of positive ints. Received: {name}={value!r}"
         )
     return pair
 
@@ -174,9 +173,7 @@ class PrefixTokens(keras.layers.Layer):
         if not self.tokens:
             return tokens
         batch, dim = ops.shape(tokens)[0], ops.shape(tokens)[-1]
-        prefix = [
-            ops.broadcast_to(ops.cast(t, tokens.dtype), (batch, t.shape[1], dim)) for t in self.tokens
-        ]
+        prefix = [ops.broadcast_to(ops.cast(t, tokens.dtype), (batch, t.shape[1], dim)) for t in self.tokens]
         return ops.concatenate(prefix + [tokens], axis=1)
 
     def compute_output_shape(self, input_shape):

@@ -19,4 +19,3 @@ def unflatten_tokens(flat, like):
     if len(like.shape) == 2:
         return flat
     return ops.reshape(flat, tuple(ops.shape(like)[:-1]) + (flat.shape[-1],))
-

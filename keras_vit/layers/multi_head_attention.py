@@ -80,8 +80,14 @@ class MultiHeadAttention(keras.layers.Layer):
         if asked for; then the updated cache if one was passed.
     """
 
-    def __init__(self, num_heads: int, use_bias: bool = True, attention_dropout_rate: float = 0.0,
-                 rotary_max_wavelength: float | None = None, **kwargs):
+    def __init__(
+        self,
+        num_heads: int,
+        use_bias: bool = True,
+        attention_dropout_rate: float = 0.0,
+        rotary_max_wavelength: float | None = None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         if not isinstance(num_heads, int) or isinstance(num_heads, bool) or num_heads <= 0:
             raise ValueError(f"`num_heads` must be a positive int. Received: num_heads={num_heads!r}")
@@ -169,9 +175,7 @@ class MultiHeadAttention(keras.layers.Layer):
             positions = ops.arange(ops.shape(query_heads)[1]) + offset
             query_heads = apply_rotary_embedding(query_heads, positions, self.rotary_max_wavelength)
         scale = 1.0 / math.sqrt(self.head_dim)
-        logits = ops.einsum(
-            "bqhd,bkhd->bhqk", ops.cast(query_heads, "float32") * scale, ops.cast(key, "float32")
-        )
+        logits = ops.einsum("bqhd,bkhd->bhqk", ops.cast(query_heads, "float32") * scale, ops.cast(key, "float32"))
         num_queries, num_keys = ops.shape(query_heads)[1], ops.shape(key)[1]
         if attention_mask is not None:
             static_keys = key.shape[1] if cache is None or cache_index is None else None

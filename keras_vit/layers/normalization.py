@@ -62,7 +62,7 @@ def _normalize_with_backward(has_gamma: bool, has_beta: bool, epsilon: float, ma
     reductions stay TensorFlow ops, faster here than XLA's. XLA train steps
     fuse the autodiff graph better, so they keep that.
     """
-    import tensorflow as tf  # noqa: PLC0415 (only reached on the TensorFlow backend)
+    import tensorflow as tf
 
     @ops.custom_gradient
     def normalize(x, *params):

@@ -131,9 +131,7 @@ class PositionEmbedding(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(
-            grid_size=self.grid_size, num_prefix_tokens=self.num_prefix_tokens, initializer=self.initializer
-        )
+        config.update(grid_size=self.grid_size, num_prefix_tokens=self.num_prefix_tokens, initializer=self.initializer)
         return config
 
 
@@ -253,7 +251,5 @@ class SinCosPositionEmbedding2D(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(
-            grid_size=self.grid_size, num_prefix_tokens=self.num_prefix_tokens, temperature=self.temperature
-        )
+        config.update(grid_size=self.grid_size, num_prefix_tokens=self.num_prefix_tokens, temperature=self.temperature)
         return config

@@ -23,8 +23,9 @@ from keras import ops
 from keras_vit.layers._serializable import serializable
 
 
-def relative_position_bucket(relative_position, bidirectional: bool = True, num_buckets: int = 32,
-                             max_distance: int = 128):
+def relative_position_bucket(
+    relative_position, bidirectional: bool = True, num_buckets: int = 32, max_distance: int = 128
+):
     """Maps relative positions (`key - query`) to bucket ids in `[0, num_buckets)`.
 
     Args:
@@ -79,8 +80,9 @@ class RelativePositionBias(keras.layers.Layer):
         A float32 bias `(1, num_heads, queries, keys)`.
     """
 
-    def __init__(self, num_heads: int, bidirectional: bool = True, num_buckets: int = 32,
-                 max_distance: int = 128, **kwargs):
+    def __init__(
+        self, num_heads: int, bidirectional: bool = True, num_buckets: int = 32, max_distance: int = 128, **kwargs
+    ):
         super().__init__(**kwargs)
         for name, value in (("num_heads", num_heads), ("num_buckets", num_buckets), ("max_distance", max_distance)):
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
@@ -154,8 +156,7 @@ def apply_rotary_embedding(x, positions, max_wavelength: float = 10000.0):
     if dim is None or dim % 2:
         raise ValueError(f"Rotary embeddings need an even head dimension. Received: head_dim={dim}")
     half = dim // 2
-    inv_freq = ops.convert_to_tensor(1.0 / max_wavelength ** (np.arange(0, dim, 2, dtype=np.float64) / dim),
-                                     "float32")
+    inv_freq = ops.convert_to_tensor(1.0 / max_wavelength ** (np.arange(0, dim, 2, dtype=np.float64) / dim), "float32")
     angles = ops.cast(positions, "float32")[:, None] * inv_freq[None, :]
     cos = ops.concatenate([ops.cos(angles), ops.cos(angles)], axis=-1)[None, :, None, :]
     sin = ops.concatenate([ops.sin(angles), ops.sin(angles)], axis=-1)[None, :, None, :]

@@ -76,8 +76,12 @@ class TokenEmbedding(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(vocab_size=self.vocab_size, dim=self.dim, scale=self.scale,
-                      initializer=_initializer_config(self.initializer))
+        config.update(
+            vocab_size=self.vocab_size,
+            dim=self.dim,
+            scale=self.scale,
+            initializer=_initializer_config(self.initializer),
+        )
         return config
 
 
@@ -114,7 +118,8 @@ class LearnedPositionEncoding(keras.layers.Layer):
         if initializer == "truncated_normal":
             initializer = keras.initializers.TruncatedNormal(stddev=0.02)
         self.embeddings = self.add_weight(
-            shape=(self.max_length, input_shape[-1]), initializer=keras.initializers.get(initializer),
+            shape=(self.max_length, input_shape[-1]),
+            initializer=keras.initializers.get(initializer),
             name="embeddings",
         )
 

@@ -62,13 +62,21 @@ class SequenceBlock(keras.layers.Layer):
 
     def _attention(self, name: str, rotary_max_wavelength: float | None = None) -> MultiHeadAttention:
         return MultiHeadAttention(
-            self.num_heads, attention_dropout_rate=self.attention_dropout_rate,
-            rotary_max_wavelength=rotary_max_wavelength, name=name, dtype=self.dtype_policy,
+            self.num_heads,
+            attention_dropout_rate=self.attention_dropout_rate,
+            rotary_max_wavelength=rotary_max_wavelength,
+            name=name,
+            dtype=self.dtype_policy,
         )
 
     def _mlp(self) -> Mlp:
-        return Mlp(self.mlp_dim, dropout_rate=self.dropout_rate, activation=self.activation, name="mlp",
-                   dtype=self.dtype_policy)
+        return Mlp(
+            self.mlp_dim,
+            dropout_rate=self.dropout_rate,
+            activation=self.activation,
+            name="mlp",
+            dtype=self.dtype_policy,
+        )
 
     def _build_norms(self, count: int, shape) -> None:
         for i in range(1, count + 1):

@@ -33,7 +33,7 @@ def _math_dtype(tf, dtype):
 @functools.cache
 def _kernels():
     """The XLA-compiled functions, built on first use (TensorFlow is imported only here)."""
-    import tensorflow as tf  # noqa: PLC0415 (only reached on the TensorFlow backend)
+    import tensorflow as tf
 
     def xla(fn):
         return tf.function(fn, jit_compile=True, autograph=False, reduce_retracing=True)
@@ -81,7 +81,7 @@ def gelu_erf_with_xla(x):
     Computed in float32 for half-precision inputs; the backward recomputes
     the normal CDF from the saved input rather than keeping a second tensor.
     """
-    import tensorflow as tf  # noqa: PLC0415
+    import tensorflow as tf
 
     forward, backward = _kernels()["gelu_forward"], _kernels()["gelu_backward"]
 

@@ -5,4 +5,15 @@ from keras_vit.models.registry import ModelSpec, create_model, list_models, mode
 from keras_vit.models.transformer import Transformer, TransformerConfig
 from keras_vit.models.vit import DeiT, ViT, ViTConfig
 
-__all__ = ["DeiT", "ModelSpec", "Transformer", "TransformerConfig", "ViT", "ViTConfig", "create_model", "list_models", "model_spec", "register_model"]
+__all__ = [
+    "DeiT",
+    "ModelSpec",
+    "Transformer",
+    "TransformerConfig",
+    "ViT",
+    "ViTConfig",
+    "create_model",
+    "list_models",
+    "model_spec",
+    "register_model",
+]

@@ -90,8 +90,9 @@ def _gather_beams(values, indices):
     """`values[b, indices[b, j]]` for `values` (batch, beams, ...) and `indices` (batch, k)."""
     extra = len(values.shape) - 2
     index = ops.reshape(indices, tuple(ops.shape(indices)) + (1,) * extra)
-    return ops.take_along_axis(values, ops.broadcast_to(index, tuple(ops.shape(indices)) + tuple(
-        ops.shape(values)[2:])), axis=1)
+    return ops.take_along_axis(
+        values, ops.broadcast_to(index, tuple(ops.shape(indices)) + tuple(ops.shape(values)[2:])), axis=1
+    )
 
 
 def beam_search(
@@ -139,8 +140,9 @@ def beam_search(
     k = beam_size
     rows = batch_size * k
     state = keras.tree.map_structure(lambda x: ops.repeat(x, k, axis=0), state)
-    alive_tokens = ops.reshape(_initial_tokens(rows, max_length, start_token_id, pad_token_id),
-                               (batch_size, k, max_length + 1))
+    alive_tokens = ops.reshape(
+        _initial_tokens(rows, max_length, start_token_id, pad_token_id), (batch_size, k, max_length + 1)
+    )
     # Only the first beam is live at the start, so the first step does not pick duplicates.
     first = ops.concatenate([ops.zeros((1,)), ops.full((k - 1,), NEG_INF)], axis=0)
     alive_log_probs = ops.tile(first[None], (batch_size, 1))
@@ -185,9 +187,7 @@ def beam_search(
 
     index = ops.convert_to_tensor(0, dtype="int32")
     loop_vars = (index, alive_tokens, alive_log_probs, finished_tokens, finished_scores, state)
-    index, alive_tokens, alive_log_probs, finished_tokens, finished_scores, _ = ops.while_loop(
-        cond, body, loop_vars
-    )
+    index, alive_tokens, alive_log_probs, finished_tokens, finished_scores, _ = ops.while_loop(cond, body, loop_vars)
     # Prefixes still alive at max_length count as finished there (they are worse than every
     # finished sequence when the loop stopped early, so this only matters at max_length).
     alive_scores = alive_log_probs / worst_normaliser

@@ -15,7 +15,8 @@ import difflib
 import fnmatch
 import importlib.metadata
 import warnings
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 ENTRY_POINT_GROUP = "keras_vit.models"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -149,9 +150,7 @@ def _entry(name: str) -> _Entry:
     if name not in _REGISTRY:
         close = difflib.get_close_matches(str(name), _REGISTRY, n=5, cutoff=0.6)
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
-        raise ValueError(
-            f"Unknown model name {name!r}.{hint} See `keras_vit.list_models()` for every registered name."
-        )
+        raise ValueError(f"Unknown model name {name!r}.{hint} See `keras_vit.list_models()` for every registered name.")
     return _REGISTRY[name]
 
 

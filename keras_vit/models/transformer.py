@@ -63,8 +63,16 @@ class TransformerConfig:
 
     def validate(self) -> None:
         """Raises `ValueError` naming the bad value and the fix."""
-        for field in ("vocab_size", "hidden_dim", "num_encoder_layers", "num_heads", "mlp_dim", "max_length",
-                      "relative_num_buckets", "relative_max_distance"):
+        for field in (
+            "vocab_size",
+            "hidden_dim",
+            "num_encoder_layers",
+            "num_heads",
+            "mlp_dim",
+            "max_length",
+            "relative_num_buckets",
+            "relative_max_distance",
+        ):
             _check_int(getattr(self, field), field, minimum=1)
         _check_int(self.num_decoder_layers, "num_decoder_layers", minimum=0)
         if self.target_vocab_size is not None:
@@ -255,8 +263,9 @@ class Transformer(keras.Model):
     def encode(self, encoder_tokens, encoder_padding_mask=None, training: bool = False):
         """Runs the encoder. Returns `(memory (batch, length, dim), padding mask (batch, length))`."""
         c = self.config
-        inputs = prepare_inputs({"encoder_tokens": encoder_tokens, "encoder_padding_mask": encoder_padding_mask},
-                                c, require_decoder=False)
+        inputs = prepare_inputs(
+            {"encoder_tokens": encoder_tokens, "encoder_padding_mask": encoder_padding_mask}, c, require_decoder=False
+        )
         tokens, mask = inputs["encoder_tokens"], inputs["encoder_padding_mask"]
         embedding = self.get_layer("token_embedding" if c.share_embeddings or c.encoder_only else "source_embedding")
         x = embedding(tokens)
@@ -270,8 +279,17 @@ class Transformer(keras.Model):
             x = self.get_layer("encoder_norm")(x)
         return x, mask
 
-    def _decode_tokens(self, tokens, start_index=0, key_length=None, caches=None, cross_caches=None,
-                       memory=None, memory_mask=None, self_mask=None):
+    def _decode_tokens(
+        self,
+        tokens,
+        start_index=0,
+        key_length=None,
+        caches=None,
+        cross_caches=None,
+        memory=None,
+        memory_mask=None,
+        self_mask=None,
+    ):
         """Decoder stack over `tokens` at positions `start_index...`; with caches, one incremental step."""
         c = self.config
         y = self._target_embedding()(tokens)
@@ -287,8 +305,13 @@ class Transformer(keras.Model):
                 y = block(y, memory, self_attention_mask=self_mask, memory_mask=memory_mask, self_attention_bias=bias)
             else:
                 y, cache = block(
-                    y, None, memory_mask=memory_mask, self_attention_bias=bias, self_attention_cache=caches[i],
-                    cross_attention_cache=cross_caches[i], cache_index=start_index,
+                    y,
+                    None,
+                    memory_mask=memory_mask,
+                    self_attention_bias=bias,
+                    self_attention_cache=caches[i],
+                    cross_attention_cache=cross_caches[i],
+                    cache_index=start_index,
                 )
                 new_caches.append(cache)
         if c.use_final_norm:
@@ -296,8 +319,9 @@ class Transformer(keras.Model):
         logits = self._target_embedding()(y, reverse=True) if c.tie_output else self.get_layer("output_projection")(y)
         return logits, new_caches
 
-    def check_generate_options(self, encoder_tokens, max_length, beam_size, length_penalty, start_token_id=None,
-                               end_token_id=None) -> tuple[int, int, int]:
+    def check_generate_options(
+        self, encoder_tokens, max_length, beam_size, length_penalty, start_token_id=None, end_token_id=None
+    ) -> tuple[int, int, int]:
         """Validates `generate` options; returns `(start_token_id, end_token_id, max_length)` with defaults filled."""
         c = self.config
         if c.encoder_only:
@@ -386,7 +410,11 @@ class Transformer(keras.Model):
             def step(tokens, index, caches):
                 token = ops.expand_dims(ops.take(tokens, index, axis=1), 1)
                 logits, caches = self._decode_tokens(
-                    token, start_index=index, key_length=max_length, caches=caches, cross_caches=cross_caches,
+                    token,
+                    start_index=index,
+                    key_length=max_length,
+                    caches=caches,
+                    cross_caches=cross_caches,
                     memory_mask=memory_mask,
                 )
                 return logits[:, 0], caches
@@ -467,11 +495,13 @@ def _assert_in_vocabulary(name: str, tokens, vocab_size: int, fix: str) -> Any:
     """
     if keras.backend.backend() != "tensorflow" or isinstance(tokens, keras.KerasTensor):
         return tokens
-    import tensorflow as tf  # noqa: PLC0415 (TensorFlow backend only)
+    import tensorflow as tf
 
     message = f"`{name}` holds a token id outside the vocabulary [0, {vocab_size}). {fix}"
-    checks = [tf.debugging.assert_non_negative(tokens, message=message),
-              tf.debugging.assert_less(tokens, tf.cast(vocab_size, tokens.dtype), message=message)]
+    checks = [
+        tf.debugging.assert_non_negative(tokens, message=message),
+        tf.debugging.assert_less(tokens, tf.cast(vocab_size, tokens.dtype), message=message),
+    ]
     with tf.control_dependencies(checks):
         return tf.identity(tokens)
 
@@ -523,8 +553,10 @@ def prepare_inputs(inputs, config: TransformerConfig, require_decoder: bool = Tr
 
 def _build_graph(c: TransformerConfig, dtype) -> tuple[dict, keras.KerasTensor]:
     """Lays out the functional training graph: embeddings -> encoder (-> decoder) -> logits."""
-    inputs = {"encoder_tokens": keras.Input((None,), dtype="int32", name="encoder_tokens"),
-              "encoder_padding_mask": keras.Input((None,), dtype="bool", name="encoder_padding_mask")}
+    inputs = {
+        "encoder_tokens": keras.Input((None,), dtype="int32", name="encoder_tokens"),
+        "encoder_padding_mask": keras.Input((None,), dtype="bool", name="encoder_padding_mask"),
+    }
     if not c.encoder_only:
         inputs["decoder_tokens"] = keras.Input((None,), dtype="int32", name="decoder_tokens")
         inputs["decoder_padding_mask"] = keras.Input((None,), dtype="bool", name="decoder_padding_mask")
@@ -546,15 +578,24 @@ def _build_graph(c: TransformerConfig, dtype) -> tuple[dict, keras.KerasTensor]:
         if c.position_encoding == "rotary":
             return x, None  # applied inside self-attention
         bias = RelativePositionBias(
-            c.num_heads, bidirectional=side == "encoder", num_buckets=c.relative_num_buckets,
-            max_distance=c.relative_max_distance, name=f"{side}_relative_bias", dtype=dtype,
+            c.num_heads,
+            bidirectional=side == "encoder",
+            num_buckets=c.relative_num_buckets,
+            max_distance=c.relative_max_distance,
+            name=f"{side}_relative_bias",
+            dtype=dtype,
         )(x)
         return x, bias
 
     block_args = dict(
-        num_heads=c.num_heads, mlp_dim=c.mlp_dim, dropout_rate=c.dropout_rate,
-        attention_dropout_rate=c.attention_dropout_rate, activation=c.activation, norm_first=c.norm_first,
-        layer_norm_epsilon=c.layer_norm_epsilon, dtype=dtype,
+        num_heads=c.num_heads,
+        mlp_dim=c.mlp_dim,
+        dropout_rate=c.dropout_rate,
+        attention_dropout_rate=c.attention_dropout_rate,
+        activation=c.activation,
+        norm_first=c.norm_first,
+        layer_norm_epsilon=c.layer_norm_epsilon,
+        dtype=dtype,
         rotary_max_wavelength=10000.0 if c.position_encoding == "rotary" else None,
     )
 
@@ -575,8 +616,11 @@ def _build_graph(c: TransformerConfig, dtype) -> tuple[dict, keras.KerasTensor]:
         x = keras.layers.Dropout(c.dropout_rate, name="decoder_dropout", dtype=dtype)(x)
         for i in range(c.num_decoder_layers):
             x = TransformerDecoderBlock(name=f"decoder_block_{i}", **block_args)(
-                x, memory, self_attention_mask=inputs["decoder_padding_mask"],
-                memory_mask=inputs["encoder_padding_mask"], self_attention_bias=bias,
+                x,
+                memory,
+                self_attention_mask=inputs["decoder_padding_mask"],
+                memory_mask=inputs["encoder_padding_mask"],
+                self_attention_bias=bias,
             )
         if c.use_final_norm:
             x = norm("decoder_norm")(x)
@@ -598,25 +642,66 @@ def _transformer_specs() -> list:
     # target and the pre-softmax projection (section 3.4).
     shared = dict(vocab_size=37000, share_embeddings=True, tie_output=True)
     variants = {
-        "transformer_base": dict(hidden_dim=512, num_encoder_layers=6, num_decoder_layers=6, num_heads=8,
-                                 mlp_dim=2048, dropout_rate=0.1, **shared),
-        "transformer_big": dict(hidden_dim=1024, num_encoder_layers=6, num_decoder_layers=6, num_heads=16,
-                                mlp_dim=4096, dropout_rate=0.3, **shared),
+        "transformer_base": dict(
+            hidden_dim=512,
+            num_encoder_layers=6,
+            num_decoder_layers=6,
+            num_heads=8,
+            mlp_dim=2048,
+            dropout_rate=0.1,
+            **shared,
+        ),
+        "transformer_big": dict(
+            hidden_dim=1024,
+            num_encoder_layers=6,
+            num_decoder_layers=6,
+            num_heads=16,
+            mlp_dim=4096,
+            dropout_rate=0.3,
+            **shared,
+        ),
         # Tiny variants for tests and the digit-string example (vocabulary: pad, start, end, 10 digits, 3 spare).
-        "transformer_tiny": dict(vocab_size=16, share_embeddings=True, hidden_dim=32, num_encoder_layers=2,
-                                 num_decoder_layers=2, num_heads=4, mlp_dim=64, dropout_rate=0.0, max_length=64),
-        "transformer_encoder_tiny": dict(vocab_size=16, hidden_dim=32, num_encoder_layers=2, num_decoder_layers=0,
-                                         num_heads=4, mlp_dim=64, dropout_rate=0.0, max_length=64),
+        "transformer_tiny": dict(
+            vocab_size=16,
+            share_embeddings=True,
+            hidden_dim=32,
+            num_encoder_layers=2,
+            num_decoder_layers=2,
+            num_heads=4,
+            mlp_dim=64,
+            dropout_rate=0.0,
+            max_length=64,
+        ),
+        "transformer_encoder_tiny": dict(
+            vocab_size=16,
+            hidden_dim=32,
+            num_encoder_layers=2,
+            num_decoder_layers=0,
+            num_heads=4,
+            mlp_dim=64,
+            dropout_rate=0.0,
+            max_length=64,
+        ),
     }
     specs = []
     for name, arch in variants.items():
         config = TransformerConfig(**arch)
-        specs.append(ModelSpec(
-            name=name, family="transformer", arch=arch, input_size=(), mean=(), std=(),  # token ids, no images
-            crop_pct=1.0, interpolation="none", num_classes=config.output_vocab_size,
-            source=TRANSFORMER_SOURCE if not name.endswith("tiny") else "keras_vit tests and examples",
-            license="Apache-2.0", num_params=transformer_param_count(config),
-        ))
+        specs.append(
+            ModelSpec(
+                name=name,
+                family="transformer",
+                arch=arch,
+                input_size=(),
+                mean=(),
+                std=(),  # token ids, no images
+                crop_pct=1.0,
+                interpolation="none",
+                num_classes=config.output_vocab_size,
+                source=TRANSFORMER_SOURCE if not name.endswith("tiny") else "keras_vit tests and examples",
+                license="Apache-2.0",
+                num_params=transformer_param_count(config),
+            )
+        )
     return specs
 
 

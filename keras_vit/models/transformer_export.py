@@ -55,8 +55,13 @@ def export_generate(
 
     @tf.function(input_signature=[tf.TensorSpec((None, None), tf.int32, name="encoder_tokens")])
     def generate(encoder_tokens):
-        outputs = model.generate(encoder_tokens, max_length=max_length, beam_size=beam_size,
-                                 length_penalty=length_penalty, use_cache=use_cache)
+        outputs = model.generate(
+            encoder_tokens,
+            max_length=max_length,
+            beam_size=beam_size,
+            length_penalty=length_penalty,
+            use_cache=use_cache,
+        )
         return {"tokens": outputs["tokens"], "scores": outputs["scores"]}
 
     module.generate = generate

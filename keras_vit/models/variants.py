@@ -34,8 +34,9 @@ CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 
 def _arch(size: str, patch: int, image: int, **extra) -> dict:
     dim, depth, heads = VIT_SIZES[size]
-    return dict(image_size=image, patch_size=patch, hidden_dim=dim, depth=depth, num_heads=heads,
-                mlp_dim=4 * dim, **extra)
+    return dict(
+        image_size=image, patch_size=patch, hidden_dim=dim, depth=depth, num_heads=heads, mlp_dim=4 * dim, **extra
+    )
 
 
 def _vit_specs() -> list[ModelSpec]:
@@ -47,11 +48,19 @@ def _vit_specs() -> list[ModelSpec]:
                     continue
                 if image == 384 and patch in (8, 14):
                     continue
-                specs.append(ModelSpec(
-                    name=f"vit_{size}_patch{patch}_{image}", family="vit", arch=_arch(size, patch, image),
-                    input_size=(image, image), mean=INCEPTION_MEAN, std=INCEPTION_STD,
-                    crop_pct=0.9 if image == 224 else 1.0, source=VIT_SOURCE, license="Apache-2.0",
-                ))
+                specs.append(
+                    ModelSpec(
+                        name=f"vit_{size}_patch{patch}_{image}",
+                        family="vit",
+                        arch=_arch(size, patch, image),
+                        input_size=(image, image),
+                        mean=INCEPTION_MEAN,
+                        std=INCEPTION_STD,
+                        crop_pct=0.9 if image == 224 else 1.0,
+                        source=VIT_SOURCE,
+                        license="Apache-2.0",
+                    )
+                )
     return specs
 
 
@@ -63,11 +72,19 @@ def _deit_specs() -> list[ModelSpec]:
                 continue
             for distilled in (False, True):
                 name = f"deit_{size}{'_distilled' if distilled else ''}_patch16_{image}"
-                specs.append(ModelSpec(
-                    name=name, family="deit", arch=_arch(size, 16, image, distillation_token=distilled),
-                    input_size=(image, image), mean=IMAGENET_MEAN, std=IMAGENET_STD,
-                    crop_pct=0.875 if image == 224 else 1.0, source=DEIT_SOURCE, license="Apache-2.0",
-                ))
+                specs.append(
+                    ModelSpec(
+                        name=name,
+                        family="deit",
+                        arch=_arch(size, 16, image, distillation_token=distilled),
+                        input_size=(image, image),
+                        mean=IMAGENET_MEAN,
+                        std=IMAGENET_STD,
+                        crop_pct=0.875 if image == 224 else 1.0,
+                        source=DEIT_SOURCE,
+                        license="Apache-2.0",
+                    )
+                )
     return specs
 
 
@@ -75,40 +92,78 @@ def _register_token_specs() -> list[ModelSpec]:
     dinov2 = dict(layer_scale_init=1e-5, num_register_tokens=4, pos_embed_prefix=False)
     gap = dict(class_token=False, pos_embed_prefix=False, pooling="gap", num_register_tokens=4)
     return [
-        ModelSpec(name=f"vit_{size}_patch14_reg4_dinov2", family="vit",
-                  arch=_arch(size, 14, 518, num_classes=0, **dinov2), input_size=(518, 518),
-                  mean=IMAGENET_MEAN, std=IMAGENET_STD, crop_pct=1.0, num_classes=0,
-                  source="DINOv2 with registers, " + REG_SOURCE, license="Apache-2.0")
+        ModelSpec(
+            name=f"vit_{size}_patch14_reg4_dinov2",
+            family="vit",
+            arch=_arch(size, 14, 518, num_classes=0, **dinov2),
+            input_size=(518, 518),
+            mean=IMAGENET_MEAN,
+            std=IMAGENET_STD,
+            crop_pct=1.0,
+            num_classes=0,
+            source="DINOv2 with registers, " + REG_SOURCE,
+            license="Apache-2.0",
+        )
         for size in ("small", "base")
     ] + [
-        ModelSpec(name="vit_base_patch16_reg4_gap_256", family="vit", arch=_arch("base", 16, 256, **gap),
-                  input_size=(256, 256), mean=INCEPTION_MEAN, std=INCEPTION_STD, crop_pct=0.95,
-                  source="timm, " + REG_SOURCE, license="Apache-2.0"),
+        ModelSpec(
+            name="vit_base_patch16_reg4_gap_256",
+            family="vit",
+            arch=_arch("base", 16, 256, **gap),
+            input_size=(256, 256),
+            mean=INCEPTION_MEAN,
+            std=INCEPTION_STD,
+            crop_pct=0.95,
+            source="timm, " + REG_SOURCE,
+            license="Apache-2.0",
+        ),
     ]
 
 
 def _small_image_specs() -> list[ModelSpec]:
-    cifar = dict(input_size=(32, 32), mean=CIFAR10_MEAN, std=CIFAR10_STD, crop_pct=1.0, num_classes=10,
-                 license="Apache-2.0")
+    cifar = dict(
+        input_size=(32, 32), mean=CIFAR10_MEAN, std=CIFAR10_STD, crop_pct=1.0, num_classes=10, license="Apache-2.0"
+    )
     return [
         # Patch 4, dim 192, depth 9, 12 heads, MLP 384: a common from-scratch CIFAR-10 ViT.
-        ModelSpec(name="vit_cifar_patch4_32", family="vit",
-                  arch=dict(image_size=32, patch_size=4, hidden_dim=192, depth=9, num_heads=12, mlp_dim=384,
-                            num_classes=10),
-                  source="small-data ViT from scratch; cf. Lee et al. 2021, https://arxiv.org/abs/2112.13492",
-                  **cifar),
+        ModelSpec(
+            name="vit_cifar_patch4_32",
+            family="vit",
+            arch=dict(image_size=32, patch_size=4, hidden_dim=192, depth=9, num_heads=12, mlp_dim=384, num_classes=10),
+            source="small-data ViT from scratch; cf. Lee et al. 2021, https://arxiv.org/abs/2112.13492",
+            **cifar,
+        ),
         # ViT-Lite-7/4 of Hassani et al. 2021 (dim 256, depth 7, 4 heads, MLP 512).
-        ModelSpec(name="vit_lite7_patch4_32", family="vit",
-                  arch=dict(image_size=32, patch_size=4, hidden_dim=256, depth=7, num_heads=4, mlp_dim=512,
-                            num_classes=10),
-                  source="ViT-Lite-7/4, Hassani et al. 2021, https://arxiv.org/abs/2104.05704", **cifar),
+        ModelSpec(
+            name="vit_lite7_patch4_32",
+            family="vit",
+            arch=dict(image_size=32, patch_size=4, hidden_dim=256, depth=7, num_heads=4, mlp_dim=512, num_classes=10),
+            source="ViT-Lite-7/4, Hassani et al. 2021, https://arxiv.org/abs/2104.05704",
+            **cifar,
+        ),
         # For the 8x8 grey digits of scikit-learn (the offline default recipe).
-        ModelSpec(name="vit_digits_patch2_8", family="vit",
-                  arch=dict(image_size=8, patch_size=2, num_channels=1, hidden_dim=64, depth=4, num_heads=4,
-                            mlp_dim=128, num_classes=10),
-                  # mean/std: pixel statistics (of [0, 1] pixels) of keras_vit.data's fixed digits training split
-                  input_size=(8, 8), mean=(0.3054,), std=(0.3761,), crop_pct=1.0, num_classes=10,
-                  source="keras_vit default recipe (scikit-learn digits)", license="Apache-2.0"),
+        ModelSpec(
+            name="vit_digits_patch2_8",
+            family="vit",
+            arch=dict(
+                image_size=8,
+                patch_size=2,
+                num_channels=1,
+                hidden_dim=64,
+                depth=4,
+                num_heads=4,
+                mlp_dim=128,
+                num_classes=10,
+            ),
+            # mean/std: pixel statistics (of [0, 1] pixels) of keras_vit.data's fixed digits training split
+            input_size=(8, 8),
+            mean=(0.3054,),
+            std=(0.3761,),
+            crop_pct=1.0,
+            num_classes=10,
+            source="keras_vit default recipe (scikit-learn digits)",
+            license="Apache-2.0",
+        ),
     ]
 
 

@@ -228,10 +228,11 @@ class ViT(keras.Model):
         >>> bigger = model.with_image_size(384)             # resamples position embeddings
     """
 
-    def __init__(self, variant: str | None = None, /, *, name: str | None = None, dtype=None,
-                 weights: str | None = None, **arch):
+    def __init__(
+        self, variant: str | None = None, /, *, name: str | None = None, dtype=None, weights: str | None = None, **arch
+    ):
         if variant is not None:
-            from keras_vit.models.registry import model_spec  # noqa: PLC0415 (registry imports this module)
+            from keras_vit.models.registry import model_spec
 
             spec = model_spec(variant)
             if not spec.arch:
@@ -278,7 +279,7 @@ class ViT(keras.Model):
         See `keras_vit.weights.load_pretrained`: all or nothing, position
         embedding resampled, head replaced (with a warning) when classes differ.
         """
-        from keras_vit.weights import load_pretrained  # noqa: PLC0415
+        from keras_vit.weights import load_pretrained
 
         return load_pretrained(self, path, sha256=sha256)
 
@@ -311,7 +312,9 @@ class ViT(keras.Model):
 
     def feature_extractor(self) -> keras.Model:
         """A model on the same layers returning the pooled embedding the head sees."""
-        return keras.Model(self.input, self.get_layer(_features_layer(self.config)).output, name=f"{self.name}_features")
+        return keras.Model(
+            self.input, self.get_layer(_features_layer(self.config)).output, name=f"{self.name}_features"
+        )
 
     def heads_model(self) -> keras.Model:
         """Distilled models: a model returning `{"cls": logits, "dist": logits}` for a distillation loss."""
@@ -321,7 +324,7 @@ class ViT(keras.Model):
         return keras.Model(self.input, outputs, name=f"{self.name}_heads")
 
     # ---- resolution ------------------------------------------------------------------------
-    def with_image_size(self, image_size) -> "ViT":
+    def with_image_size(self, image_size) -> ViT:
         """A copy of this model at another input size, weights copied and position embeddings resampled.
 
         The learned position table is resampled bicubically (antialiased, as
@@ -347,8 +350,12 @@ class ViT(keras.Model):
     # ---- recipe hooks ----------------------------------------------------------------------
     def no_weight_decay_variables(self) -> list:
         """Variables that take no weight decay: biases, norms, tokens, position tables, LayerScale."""
-        skip = (keras.layers.LayerNormalization, vit_layers.PrefixTokens, vit_layers.PositionEmbedding,
-                vit_layers.LayerScale)
+        skip = (
+            keras.layers.LayerNormalization,
+            vit_layers.PrefixTokens,
+            vit_layers.PositionEmbedding,
+            vit_layers.LayerScale,
+        )
         names = set()
         for layer in _walk_layers(self):
             if isinstance(layer, skip):

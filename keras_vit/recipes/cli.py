@@ -28,38 +28,75 @@ def _define(define, name, default, *args):
         define(name, default, *args)
 
 
-_define(flags.DEFINE_string, "recipe", None, "Recipe name (keras-vit train --recipe list shows them). "
-        "Defaults: train/evaluate digits_vit, finetune vit_finetune.")
+_define(
+    flags.DEFINE_string,
+    "recipe",
+    None,
+    "Recipe name (keras-vit train --recipe list shows them). "
+    "Defaults: train/evaluate digits_vit, finetune vit_finetune.",
+)
 _define(flags.DEFINE_integer, "epochs", None, "Epochs (default: the recipe's).")
 _define(flags.DEFINE_integer, "batch_size", None, "Global batch size, split across replicas (default: the recipe's).")
-_define(flags.DEFINE_enum, "strategy", None, ["auto", "default", "one_device", "mirrored", "multi_worker", "tpu"],
-        "tf.distribute strategy (default: the recipe's, auto).")
-_define(flags.DEFINE_boolean, "mixed_precision", None, "Mixed precision on (float16 on GPU, bfloat16 on CPU) or off (--nomixed_precision). "
-        "Default: the recipe's, 'auto' = mixed bfloat16 where the CPU/GPU has native bfloat16 (on a CPU: models at "
-        "least 128 wide).")
-_define(flags.DEFINE_enum, "xla", None, list(XLA), "XLA compilation on, off or auto (default: the recipe's, auto = "
-        "on a CPU when training a model narrower than 128 in float32).")
+_define(
+    flags.DEFINE_enum,
+    "strategy",
+    None,
+    ["auto", "default", "one_device", "mirrored", "multi_worker", "tpu"],
+    "tf.distribute strategy (default: the recipe's, auto).",
+)
+_define(
+    flags.DEFINE_boolean,
+    "mixed_precision",
+    None,
+    "Mixed precision on (float16 on GPU, bfloat16 on CPU) or off (--nomixed_precision). "
+    "Default: the recipe's, 'auto' = mixed bfloat16 where the CPU/GPU has native bfloat16 (on a CPU: models at "
+    "least 128 wide).",
+)
+_define(
+    flags.DEFINE_enum,
+    "xla",
+    None,
+    list(XLA),
+    "XLA compilation on, off or auto (default: the recipe's, auto = "
+    "on a CPU when training a model narrower than 128 in float32).",
+)
 _define(flags.DEFINE_string, "data_dir", None, "Local copy of the data (CIFAR folder, image folder, TFDS dir).")
 _define(flags.DEFINE_string, "dataset", None, "Data set: digits, cifar10, cifar100, folder or tfds:<name>.")
 _define(flags.DEFINE_string, "model", None, "Registered model name (default: the recipe's).")
-_define(flags.DEFINE_string, "run_dir", None, "Run folder (default runs/<recipe>-<timestamp>); rerun with the same "
-        "folder to resume a killed run.")
+_define(
+    flags.DEFINE_string,
+    "run_dir",
+    None,
+    "Run folder (default runs/<recipe>-<timestamp>); rerun with the same folder to resume a killed run.",
+)
 _define(flags.DEFINE_string, "init", None, "A trained .keras model to start from (finetune).")
 _define(flags.DEFINE_string, "model_path", None, "The .keras model to evaluate (evaluate).")
 _define(flags.DEFINE_integer, "seed", None, "Seed of data order, augmentation and initialisation.")
 _define(flags.DEFINE_multi_string, "set", [], "Any recipe setting as key=value (Python literal), repeatable.")
-_define(flags.DEFINE_integer, "cpu_devices", 0, "Split the CPU into this many logical devices (try 'mirrored' "
-        "without GPUs); 0 leaves it alone.")
+_define(
+    flags.DEFINE_integer,
+    "cpu_devices",
+    0,
+    "Split the CPU into this many logical devices (try 'mirrored' without GPUs); 0 leaves it alone.",
+)
 
 
 def overrides_from_flags(command: str, recipe) -> dict:
     """Recipe overrides given by the flags of `command`."""
-    from keras_vit.recipes.config import parse_settings  # noqa: PLC0415 (keeps `--help` free of TensorFlow)
+    from keras_vit.recipes.config import parse_settings
 
     overrides = parse_settings(FLAGS.set, recipe)
-    for flag, field in (("epochs", "epochs"), ("batch_size", "batch_size"), ("strategy", "strategy"),
-                        ("mixed_precision", "mixed_precision"), ("data_dir", "data_dir"), ("dataset", "dataset"),
-                        ("model", "model"), ("run_dir", "run_dir"), ("seed", "seed")):
+    for flag, field in (
+        ("epochs", "epochs"),
+        ("batch_size", "batch_size"),
+        ("strategy", "strategy"),
+        ("mixed_precision", "mixed_precision"),
+        ("data_dir", "data_dir"),
+        ("dataset", "dataset"),
+        ("model", "model"),
+        ("run_dir", "run_dir"),
+        ("seed", "seed"),
+    ):
         value = getattr(FLAGS, flag)
         if value is not None:
             overrides[field] = value
@@ -115,8 +152,9 @@ def main(argv: list[str]) -> None:
     policy = keras.mixed_precision.global_policy().name
     try:
         parts = prepare(recipe, **overrides)  # every check runs here, before training
-        print(f"keras-vit {command}: recipe {parts.recipe.name}, run folder {os.path.abspath(parts.run_dir)}",
-              flush=True)
+        print(
+            f"keras-vit {command}: recipe {parts.recipe.name}, run folder {os.path.abspath(parts.run_dir)}", flush=True
+        )
         result = fit_prepared(parts)
     finally:
         keras.mixed_precision.set_global_policy(policy)

@@ -39,11 +39,19 @@ DEFAULT_RECIPE = "digits_deit_distill"
 
 def overrides_from_flags(recipe) -> dict:
     """The recipe settings given on the command line: `--set key=value` pairs, then the named flags."""
-    from keras_vit.recipes.config import parse_settings  # noqa: PLC0415 (keeps `--help` free of TensorFlow)
+    from keras_vit.recipes.config import parse_settings
 
-    pairs = {"teacher": FLAGS.teacher, "distill_mode": FLAGS.mode, "distill_alpha": FLAGS.alpha,
-             "distill_temperature": FLAGS.temperature, "epochs": FLAGS.epochs, "batch_size": FLAGS.batch_size,
-             "strategy": FLAGS.strategy, "data_dir": FLAGS.data_dir, "run_dir": FLAGS.run_dir}
+    pairs = {
+        "teacher": FLAGS.teacher,
+        "distill_mode": FLAGS.mode,
+        "distill_alpha": FLAGS.alpha,
+        "distill_temperature": FLAGS.temperature,
+        "epochs": FLAGS.epochs,
+        "batch_size": FLAGS.batch_size,
+        "strategy": FLAGS.strategy,
+        "data_dir": FLAGS.data_dir,
+        "run_dir": FLAGS.run_dir,
+    }
     return {**parse_settings(FLAGS.set, recipe), **{key: value for key, value in pairs.items() if value is not None}}
 
 
@@ -58,12 +66,15 @@ def main(argv: list[str]) -> None:
     recipe = recipes.get_recipe(name)
     if not isinstance(recipe, DistillRecipe):
         distill = [n for n in recipes.list_recipes() if isinstance(recipes.get_recipe(n), DistillRecipe)]
-        raise ValueError(f"Recipe {name!r} is not a distillation recipe; use one of {distill}. "
-                         f"Received: --recipe={name}")
+        raise ValueError(
+            f"Recipe {name!r} is not a distillation recipe; use one of {distill}. Received: --recipe={name}"
+        )
     overrides = overrides_from_flags(recipe)
     if "teacher" not in overrides:
-        raise ValueError("keras-vit distill needs --teacher: a .keras model (e.g. runs/<run>/model.keras from "
-                         "`keras-vit train`) or a SavedModel directory.")
+        raise ValueError(
+            "keras-vit distill needs --teacher: a .keras model (e.g. runs/<run>/model.keras from "
+            "`keras-vit train`) or a SavedModel directory."
+        )
     result = recipes.run(recipe, **overrides)
     print(f"run folder: {result.run_dir}")
     print(f"test accuracy: {result.metrics.get('test_accuracy', float('nan')):.4f}")

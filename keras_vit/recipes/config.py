@@ -139,8 +139,14 @@ class Recipe(AugmentSettings):
 
     # ---- checks ---------------------------------------------------------------------------
     def _check_types(self) -> None:
-        kinds = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,), "tuple": (tuple, list),
-                 "dict": (dict,)}
+        kinds = {
+            "int": (int,),
+            "float": (int, float),
+            "bool": (bool,),
+            "str": (str,),
+            "tuple": (tuple, list),
+            "dict": (dict,),
+        }
         for field in dataclasses.fields(self):
             names = [n.strip() for n in str(field.type).split("|")]
             value = getattr(self, field.name)
@@ -149,8 +155,9 @@ class Recipe(AugmentSettings):
             allowed = tuple(t for n in names for t in kinds.get(n, ()))
             wrong_bool = isinstance(value, bool) and bool not in allowed
             if allowed and (not isinstance(value, allowed) or wrong_bool):
-                raise ValueError(f"Recipe setting `{field.name}` must be of type {field.type}. "
-                                 f"Received: {field.name}={value!r}")
+                raise ValueError(
+                    f"Recipe setting `{field.name}` must be of type {field.type}. Received: {field.name}={value!r}"
+                )
 
     def validate(self) -> None:
         """Raises `ValueError` naming the bad setting and the fix; runs on every construction."""
@@ -161,8 +168,9 @@ class Recipe(AugmentSettings):
             if allow_none and value is None:
                 return
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"`{field}` must be a positive int{' or None' if allow_none else ''}. "
-                                 f"Received: {field}={value!r}")
+                raise ValueError(
+                    f"`{field}` must be a positive int{' or None' if allow_none else ''}. Received: {field}={value!r}"
+                )
 
         for field in ("epochs", "batch_size", "steps_per_execution"):
             positive_int(field)
@@ -195,13 +203,17 @@ class Recipe(AugmentSettings):
         if self.clip_norm is not None and not self.clip_norm > 0:
             raise ValueError(f"`clip_norm` must be positive or None. Received: clip_norm={self.clip_norm!r}")
         if self.early_stopping_patience is not None and self.val_fraction == 0:
-            raise ValueError("`early_stopping_patience` needs a validation split: set val_fraction > 0 (early "
-                             "stopping on the evaluation split would select on test data).")
+            raise ValueError(
+                "`early_stopping_patience` needs a validation split: set val_fraction > 0 (early "
+                "stopping on the evaluation split would select on test data)."
+            )
         if self.init_from is not None and not str(self.init_from).endswith(".keras"):
             raise ValueError(f"`init_from` must be a '.keras' model file. Received: init_from={self.init_from!r}")
         if self.freeze_backbone and self.layer_decay not in (None, 1.0):
-            raise ValueError("A linear probe (freeze_backbone=True) trains only the head; layer_decay does not "
-                             "apply. Set layer_decay=None.")
+            raise ValueError(
+                "A linear probe (freeze_backbone=True) trains only the head; layer_decay does not "
+                "apply. Set layer_decay=None."
+            )
 
     # ---- changing and saving ---------------------------------------------------------------
     def replace(self, **overrides) -> Recipe:
@@ -211,8 +223,7 @@ class Recipe(AugmentSettings):
         if unknown:
             hints = {u: difflib.get_close_matches(u, valid, n=3) for u in unknown}
             hint = "; ".join(f"{u!r}: did you mean {', '.join(h)}?" if h else repr(u) for u, h in hints.items())
-            raise ValueError(f"Unknown recipe setting(s) for {self.name!r}: {hint}. "
-                             f"Valid settings: {sorted(valid)}")
+            raise ValueError(f"Unknown recipe setting(s) for {self.name!r}: {hint}. Valid settings: {sorted(valid)}")
         return dataclasses.replace(self, **overrides)
 
     def to_dict(self) -> dict[str, Any]:

@@ -41,16 +41,22 @@ def check_recipe(recipe: Recipe) -> None:
             adversarial training), EMA weights or early stopping.
     """
     if type(recipe).training_model is not Recipe.training_model:
-        raise ValueError(f"Recipe {recipe.name!r} trains through its own train step ({type(recipe).__name__}), "
-                         "which the multi-worker loop does not run. Use strategy 'mirrored' or one worker. "
-                         "Received: strategy='multi_worker'")
+        raise ValueError(
+            f"Recipe {recipe.name!r} trains through its own train step ({type(recipe).__name__}), "
+            "which the multi-worker loop does not run. Use strategy 'mirrored' or one worker. "
+            "Received: strategy='multi_worker'"
+        )
     if recipe.ema:
-        raise ValueError("EMA weights are not supported with strategy 'multi_worker'. Set ema=False or use "
-                         "another strategy. Received: ema=True")
+        raise ValueError(
+            "EMA weights are not supported with strategy 'multi_worker'. Set ema=False or use "
+            "another strategy. Received: ema=True"
+        )
     if recipe.early_stopping_patience is not None:
-        raise ValueError("Early stopping is not supported with strategy 'multi_worker'. Set "
-                         "early_stopping_patience=None or use another strategy. "
-                         f"Received: early_stopping_patience={recipe.early_stopping_patience}")
+        raise ValueError(
+            "Early stopping is not supported with strategy 'multi_worker'. Set "
+            "early_stopping_patience=None or use another strategy. "
+            f"Received: early_stopping_patience={recipe.early_stopping_patience}"
+        )
 
 
 def top_k_of(metrics: list) -> tuple[int, ...]:
@@ -85,9 +91,16 @@ def train(parts, train_data_for_epoch: Callable[[int], tf.data.Dataset]) -> Dist
         The trainer (its `evaluate(data, batched=True)` evaluates with every worker).
     """
     recipe, model = parts.recipe, parts.model
-    trainer = DistributedTrainer(model, model.optimizer, recipe.loss(), global_batch_size=recipe.batch_size,
-                                 strategy=parts.strategy, checkpoint_dir=os.path.join(parts.run_dir, BACKUP),
-                                 max_to_keep=1, top_k=top_k_of(recipe.metrics(len(parts.class_names))))
+    trainer = DistributedTrainer(
+        model,
+        model.optimizer,
+        recipe.loss(),
+        global_batch_size=recipe.batch_size,
+        strategy=parts.strategy,
+        checkpoint_dir=os.path.join(parts.run_dir, BACKUP),
+        max_to_keep=1,
+        top_k=top_k_of(recipe.metrics(len(parts.class_names))),
+    )
     history_path = os.path.join(parts.run_dir, "history.csv")
     chief = is_chief(parts.strategy)
 
@@ -95,6 +108,13 @@ def train(parts, train_data_for_epoch: Callable[[int], tf.data.Dataset]) -> Dist
         if chief:
             write_history_row(history_path, epoch, logs)
 
-    trainer.fit(train_data_for_epoch, epochs=recipe.epochs, steps_per_epoch=parts.steps_per_epoch,
-                validation_data=parts.val_data, verbose=bool(recipe.verbose), batched=True, on_epoch_end=log_epoch)
+    trainer.fit(
+        train_data_for_epoch,
+        epochs=recipe.epochs,
+        steps_per_epoch=parts.steps_per_epoch,
+        validation_data=parts.val_data,
+        verbose=bool(recipe.verbose),
+        batched=True,
+        on_epoch_end=log_epoch,
+    )
     return trainer

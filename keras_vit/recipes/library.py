@@ -5,77 +5,145 @@ from __future__ import annotations
 from keras_vit.recipes.config import Recipe
 from keras_vit.recipes.registry import register_recipe
 
-DIGITS_VIT = register_recipe(Recipe(
-    name="digits_vit",
-    description="Offline default: a small ViT on scikit-learn's real 8x8 handwritten digits (fixed held-out 20%). "
-                "No random crops (a 1-pixel shift is an eighth of the image and hurt in our runs); light mixup "
-                "(alpha 0.2), AdamW, warmup + cosine, stochastic depth; 50 epochs.",
-    source="keras_vit; optimiser settings after DeiT (Touvron et al. 2020, https://arxiv.org/abs/2012.12877)",
-    model="vit_digits_patch2_8",
-    dataset="digits",
-    crop="resize", hflip=False, mixup_alpha=0.2,
-    epochs=50, batch_size=64, optimizer="adamw", lr=2e-3, weight_decay=0.05,
-    warmup_epochs=5, drop_path_rate=0.1, clip_norm=1.0, steps_per_execution=11,
-))
+DIGITS_VIT = register_recipe(
+    Recipe(
+        name="digits_vit",
+        description="Offline default: a small ViT on scikit-learn's real 8x8 handwritten digits (fixed held-out 20%). "
+        "No random crops (a 1-pixel shift is an eighth of the image and hurt in our runs); light mixup "
+        "(alpha 0.2), AdamW, warmup + cosine, stochastic depth; 50 epochs.",
+        source="keras_vit; optimiser settings after DeiT (Touvron et al. 2020, https://arxiv.org/abs/2012.12877)",
+        model="vit_digits_patch2_8",
+        dataset="digits",
+        crop="resize",
+        hflip=False,
+        mixup_alpha=0.2,
+        epochs=50,
+        batch_size=64,
+        optimizer="adamw",
+        lr=2e-3,
+        weight_decay=0.05,
+        warmup_epochs=5,
+        drop_path_rate=0.1,
+        clip_norm=1.0,
+        steps_per_execution=11,
+    )
+)
 
-CIFAR10_VIT_SCRATCH = register_recipe(Recipe(
-    name="cifar10_vit_scratch",
-    description="A small ViT (patch 4, dim 192, depth 9) trained from scratch on CIFAR-10 with DeiT-style "
-                "regularisation; about 90% top-1 is typical after 100-200 epochs.",
-    source="Lee, Lee & Song 2021, Vision Transformer for Small-Size Datasets, https://arxiv.org/abs/2112.13492 "
-           "(ViT baseline: AdamW 1e-3, wd 0.05, batch 128, 100 epochs, 10 warmup, label smoothing 0.1, "
-           "mixup 0.8, cutmix 1.0, random erasing 0.25, stochastic depth 0.1)",
-    model="vit_cifar_patch4_32",
-    dataset="cifar10",
-    crop="pad_crop", pad=4, hflip=True,
-    randaugment_ops=2, randaugment_magnitude=0.9, random_erasing=0.25,
-    mixup_alpha=0.8, cutmix_alpha=1.0, switch_prob=0.5,
-    epochs=100, batch_size=128, optimizer="adamw", lr=1e-3, weight_decay=0.05,
-    warmup_epochs=10, label_smoothing=0.1, drop_path_rate=0.1,
-))
+CIFAR10_VIT_SCRATCH = register_recipe(
+    Recipe(
+        name="cifar10_vit_scratch",
+        description="A small ViT (patch 4, dim 192, depth 9) trained from scratch on CIFAR-10 with DeiT-style "
+        "regularisation; about 90% top-1 is typical after 100-200 epochs.",
+        source="Lee, Lee & Song 2021, Vision Transformer for Small-Size Datasets, https://arxiv.org/abs/2112.13492 "
+        "(ViT baseline: AdamW 1e-3, wd 0.05, batch 128, 100 epochs, 10 warmup, label smoothing 0.1, "
+        "mixup 0.8, cutmix 1.0, random erasing 0.25, stochastic depth 0.1)",
+        model="vit_cifar_patch4_32",
+        dataset="cifar10",
+        crop="pad_crop",
+        pad=4,
+        hflip=True,
+        randaugment_ops=2,
+        randaugment_magnitude=0.9,
+        random_erasing=0.25,
+        mixup_alpha=0.8,
+        cutmix_alpha=1.0,
+        switch_prob=0.5,
+        epochs=100,
+        batch_size=128,
+        optimizer="adamw",
+        lr=1e-3,
+        weight_decay=0.05,
+        warmup_epochs=10,
+        label_smoothing=0.1,
+        drop_path_rate=0.1,
+    )
+)
 
 # The DeiT ImageNet training settings (Touvron et al. 2020, Table 9), shared with the distillation recipe.
 DEIT_TRAINING = dict(
-    dataset="folder", train_split="train", eval_split="val",
-    crop="random_resized", crop_scale=(0.08, 1.0), hflip=True,
-    randaugment_ops=2, randaugment_magnitude=0.9, random_erasing=0.25,
-    mixup_alpha=0.8, cutmix_alpha=1.0, switch_prob=0.5,
-    epochs=300, batch_size=1024, optimizer="adamw", lr=5e-4, base_batch_size=512, weight_decay=0.05,
-    warmup_epochs=5, warmup_start_lr=1e-6, min_lr=1e-5, label_smoothing=0.1, drop_path_rate=0.1,
+    dataset="folder",
+    train_split="train",
+    eval_split="val",
+    crop="random_resized",
+    crop_scale=(0.08, 1.0),
+    hflip=True,
+    randaugment_ops=2,
+    randaugment_magnitude=0.9,
+    random_erasing=0.25,
+    mixup_alpha=0.8,
+    cutmix_alpha=1.0,
+    switch_prob=0.5,
+    epochs=300,
+    batch_size=1024,
+    optimizer="adamw",
+    lr=5e-4,
+    base_batch_size=512,
+    weight_decay=0.05,
+    warmup_epochs=5,
+    warmup_start_lr=1e-6,
+    min_lr=1e-5,
+    label_smoothing=0.1,
+    drop_path_rate=0.1,
 )
 
-DEIT_PRETRAIN = register_recipe(Recipe(
-    name="deit_pretrain",
-    description="The DeiT ImageNet-1k recipe (no distillation) on an image folder in the ImageNet layout "
-                "(--data_dir with train/ and val/). RandAugment's magnitude noise (mstd 0.5) is not modelled.",
-    source="Touvron et al. 2020, Training data-efficient image transformers, https://arxiv.org/abs/2012.12877, "
-           "Table 9: AdamW lr 5e-4 x batch/512, wd 0.05, 300 epochs, 5 warmup, cosine, label smoothing 0.1, "
-           "mixup 0.8, cutmix 1.0, RandAugment m9, random erasing 0.25, stochastic depth 0.1",
-    model="deit_small_patch16_224",
-    **DEIT_TRAINING,
-))
+DEIT_PRETRAIN = register_recipe(
+    Recipe(
+        name="deit_pretrain",
+        description="The DeiT ImageNet-1k recipe (no distillation) on an image folder in the ImageNet layout "
+        "(--data_dir with train/ and val/). RandAugment's magnitude noise (mstd 0.5) is not modelled.",
+        source="Touvron et al. 2020, Training data-efficient image transformers, https://arxiv.org/abs/2012.12877, "
+        "Table 9: AdamW lr 5e-4 x batch/512, wd 0.05, 300 epochs, 5 warmup, cosine, label smoothing 0.1, "
+        "mixup 0.8, cutmix 1.0, RandAugment m9, random erasing 0.25, stochastic depth 0.1",
+        model="deit_small_patch16_224",
+        **DEIT_TRAINING,
+    )
+)
 
-VIT_FINETUNE = register_recipe(Recipe(
-    name="vit_finetune",
-    description="Fine-tune a pretrained ViT at higher resolution (384) on CIFAR-10: SGD momentum 0.9, no weight "
-                "decay, cosine decay, global-norm clipping 1.0. Needs --init (a trained .keras model).",
-    source="Dosovitskiy et al. 2020, An Image is Worth 16x16 Words, https://arxiv.org/abs/2010.11929, "
-           "Appendix B.1.1: SGD momentum 0.9, batch 512, lr in {0.001..0.03}, cosine, clip 1.0, 10k steps "
-           "for CIFAR-10 with 500 warmup, resolution 384",
-    model="vit_base_patch16_384", image_size=384, requires_init=True,
-    dataset="cifar10",
-    crop="random_resized", crop_scale=(0.08, 1.0), hflip=True,
-    epochs=102, batch_size=512, optimizer="sgd", lr=0.01, momentum=0.9, weight_decay=0.0,
-    warmup_epochs=5, clip_norm=1.0,
-))
+VIT_FINETUNE = register_recipe(
+    Recipe(
+        name="vit_finetune",
+        description="Fine-tune a pretrained ViT at higher resolution (384) on CIFAR-10: SGD momentum 0.9, no weight "
+        "decay, cosine decay, global-norm clipping 1.0. Needs --init (a trained .keras model).",
+        source="Dosovitskiy et al. 2020, An Image is Worth 16x16 Words, https://arxiv.org/abs/2010.11929, "
+        "Appendix B.1.1: SGD momentum 0.9, batch 512, lr in {0.001..0.03}, cosine, clip 1.0, 10k steps "
+        "for CIFAR-10 with 500 warmup, resolution 384",
+        model="vit_base_patch16_384",
+        image_size=384,
+        requires_init=True,
+        dataset="cifar10",
+        crop="random_resized",
+        crop_scale=(0.08, 1.0),
+        hflip=True,
+        epochs=102,
+        batch_size=512,
+        optimizer="sgd",
+        lr=0.01,
+        momentum=0.9,
+        weight_decay=0.0,
+        warmup_epochs=5,
+        clip_norm=1.0,
+    )
+)
 
-LINEAR_PROBE = register_recipe(Recipe(
-    name="linear_probe",
-    description="Linear probe: the pretrained backbone frozen, only a new linear head trained. Needs --init.",
-    source="Linear evaluation of self-supervised ViTs: Caron et al. 2021 (DINO), https://arxiv.org/abs/2104.14294 "
-           "(frozen backbone, linear classifier, SGD momentum 0.9, lr 0.001 x batch/256, no weight decay, cosine)",
-    model="vit_base_patch16_224", requires_init=True, freeze_backbone=True,
-    dataset="cifar10",
-    crop="random_resized", crop_scale=(0.08, 1.0), hflip=True,
-    epochs=100, batch_size=1024, optimizer="sgd", lr=0.001, base_batch_size=256, momentum=0.9, weight_decay=0.0,
-))
+LINEAR_PROBE = register_recipe(
+    Recipe(
+        name="linear_probe",
+        description="Linear probe: the pretrained backbone frozen, only a new linear head trained. Needs --init.",
+        source="Linear evaluation of self-supervised ViTs: Caron et al. 2021 (DINO), https://arxiv.org/abs/2104.14294 "
+        "(frozen backbone, linear classifier, SGD momentum 0.9, lr 0.001 x batch/256, no weight decay, cosine)",
+        model="vit_base_patch16_224",
+        requires_init=True,
+        freeze_backbone=True,
+        dataset="cifar10",
+        crop="random_resized",
+        crop_scale=(0.08, 1.0),
+        hflip=True,
+        epochs=100,
+        batch_size=1024,
+        optimizer="sgd",
+        lr=0.001,
+        base_batch_size=256,
+        momentum=0.9,
+        weight_decay=0.0,
+    )
+)

@@ -1,7 +1,7 @@
 """The recipe registry: named `Recipe`s that any module can add to with one call.
 
-    from keras_vit.recipes import Recipe, register_recipe
-    register_recipe(Recipe(name="my_recipe", description="...", source="...", epochs=30))
+from keras_vit.recipes import Recipe, register_recipe
+register_recipe(Recipe(name="my_recipe", description="...", source="...", epochs=30))
 """
 
 from __future__ import annotations

@@ -29,8 +29,8 @@ from keras_vit.training.callbacks import build_callbacks
 from keras_vit.training.finetune import freeze_backbone, transfer_weights
 from keras_vit.training.io import save_model, write_json
 from keras_vit.training.optimizers import build_optimizer
-from keras_vit.training.reporting import plot_learning_curves
 from keras_vit.training.precision import resolve_policy
+from keras_vit.training.reporting import plot_learning_curves
 from keras_vit.training.schedules import WarmupCosine, scale_lr
 from keras_vit.training.strategy import check_jit_compile, get_strategy, is_chief, validate_global_batch
 from keras_vit.training.xla import resolve_jit_compile
@@ -103,8 +103,10 @@ def load_sources(recipe: Recipe, num_channels: int | None = None):
     kwargs = {}
     if recipe.dataset == "folder":
         if not recipe.data_dir:
-            raise ValueError("dataset='folder' needs a data path (--data_dir): a folder with one subfolder per "
-                             "class, or with train/ and val/ folders that have them.")
+            raise ValueError(
+                "dataset='folder' needs a data path (--data_dir): a folder with one subfolder per "
+                "class, or with train/ and val/ folders that have them."
+            )
         kwargs["num_channels"] = num_channels or 3
     train = vit_data.load_source(recipe.dataset, recipe.train_split, recipe.data_dir, **kwargs)
     if recipe.dataset == "folder":
@@ -157,8 +159,10 @@ def prepare(recipe: str | Recipe, **overrides) -> Prepared:
 
     recipe = resolve(recipe, **overrides)
     if recipe.requires_init and recipe.init_from is None:
-        raise ValueError(f"Recipe {recipe.name!r} fine-tunes a trained model: pass init_from (--init) with a "
-                         "'.keras' file, e.g. the model.keras of an earlier run.")
+        raise ValueError(
+            f"Recipe {recipe.name!r} fine-tunes a trained model: pass init_from (--init) with a "
+            "'.keras' file, e.g. the model.keras of an earlier run."
+        )
     if recipe.init_from is not None and not os.path.isfile(recipe.init_from):
         raise ValueError(f"init_from {recipe.init_from!r} does not exist. Pass the path of a saved '.keras' model.")
     if recipe.strategy == "multi_worker":
@@ -177,8 +181,10 @@ def prepare(recipe: str | Recipe, **overrides) -> Prepared:
     preprocessing = vit_data.Preprocessing.from_spec(spec, recipe.image_size)
     steps = train_src.num_examples // recipe.batch_size
     if steps == 0:
-        raise ValueError(f"{train_src.num_examples} training examples make no full batch of {recipe.batch_size}. "
-                         "Use a smaller batch_size.")
+        raise ValueError(
+            f"{train_src.num_examples} training examples make no full batch of {recipe.batch_size}. "
+            "Use a smaller batch_size."
+        )
     if recipe.steps_per_epoch:
         steps = min(steps, recipe.steps_per_epoch)
     # `fit` runs whole executions, so an epoch of 5 steps at 11 per execution would run 11: use a divisor
@@ -192,33 +198,81 @@ def prepare(recipe: str | Recipe, **overrides) -> Prepared:
     augment = recipe.augment()
 
     def train_data_for_epoch(epoch: int) -> tf.data.Dataset:
-        return vit_data.make_pipeline(train_src, preprocessing, recipe.batch_size, training=True, crop=crop,
-                                      augment=augment, seed=recipe.seed + epoch)
+        return vit_data.make_pipeline(
+            train_src,
+            preprocessing,
+            recipe.batch_size,
+            training=True,
+            crop=crop,
+            augment=augment,
+            seed=recipe.seed + epoch,
+        )
 
     train_data = train_data_for_epoch(0)
     test_data = vit_data.make_pipeline(test_src, preprocessing, recipe.batch_size, training=False)
-    val_data = (vit_data.make_pipeline(val_src, preprocessing, recipe.batch_size, training=False)
-                if val_src is not None else test_data)
+    val_data = (
+        vit_data.make_pipeline(val_src, preprocessing, recipe.batch_size, training=False)
+        if val_src is not None
+        else test_data
+    )
 
     with strategy.scope():
         model = build_model(recipe, train_src.num_classes)
         lr = scale_lr(recipe.lr, recipe.batch_size, recipe.base_batch_size)
         total = steps * recipe.epochs
-        schedule = WarmupCosine(lr, total_steps=total, warmup_steps=min(int(round(steps * recipe.warmup_epochs)), total),
-                                warmup_start_lr=recipe.warmup_start_lr, end_lr=recipe.min_lr)
-        optimizer = build_optimizer(recipe.optimizer, schedule, model=model, weight_decay=recipe.weight_decay,
-                                    momentum=recipe.momentum, clip_norm=recipe.clip_norm,
-                                    layer_decay=recipe.layer_decay, use_ema=recipe.ema,
-                                    ema_momentum=recipe.ema_momentum)
+        schedule = WarmupCosine(
+            lr,
+            total_steps=total,
+            warmup_steps=min(int(round(steps * recipe.warmup_epochs)), total),
+            warmup_start_lr=recipe.warmup_start_lr,
+            end_lr=recipe.min_lr,
+        )
+        optimizer = build_optimizer(
+            recipe.optimizer,
+            schedule,
+            model=model,
+            weight_decay=recipe.weight_decay,
+            momentum=recipe.momentum,
+            clip_norm=recipe.clip_norm,
+            layer_decay=recipe.layer_decay,
+            use_ema=recipe.ema,
+            ema_momentum=recipe.ema_momentum,
+        )
         train_model = recipe.training_model(model, train_data)
-        train_model.compile(optimizer=optimizer, loss=recipe.loss(), metrics=recipe.metrics(train_src.num_classes),
-                            jit_compile=jit_compile, steps_per_execution=steps_per_execution)
+        train_model.compile(
+            optimizer=optimizer,
+            loss=recipe.loss(),
+            metrics=recipe.metrics(train_src.num_classes),
+            jit_compile=jit_compile,
+            steps_per_execution=steps_per_execution,
+        )
     os.makedirs(run_dir, exist_ok=True)  # the callbacks write there from the first epoch
-    callbacks = [] if distributed.is_multi_worker(strategy) else build_callbacks(
-        run_dir, has_validation=val_src is not None, early_stopping_patience=recipe.early_stopping_patience,
-        ema=recipe.ema, tensorboard=recipe.tensorboard)
-    return Prepared(recipe, model, train_model, train_data, val_data, test_data, callbacks, strategy, run_dir,
-                    steps, preprocessing, train_src.class_names, train_data_for_epoch)
+    callbacks = (
+        []
+        if distributed.is_multi_worker(strategy)
+        else build_callbacks(
+            run_dir,
+            has_validation=val_src is not None,
+            early_stopping_patience=recipe.early_stopping_patience,
+            ema=recipe.ema,
+            tensorboard=recipe.tensorboard,
+        )
+    )
+    return Prepared(
+        recipe,
+        model,
+        train_model,
+        train_data,
+        val_data,
+        test_data,
+        callbacks,
+        strategy,
+        run_dir,
+        steps,
+        preprocessing,
+        train_src.class_names,
+        train_data_for_epoch,
+    )
 
 
 def _read_history(path: str) -> dict[str, list[float]]:
@@ -257,30 +311,47 @@ def fit_prepared(parts: Prepared) -> RunResult:
         train_seconds = time.perf_counter() - start
         evaluation = trainer.evaluate(parts.test_data, batched=True)
     else:
-        parts.train_model.fit(parts.train_data, epochs=recipe.epochs, steps_per_epoch=parts.steps_per_epoch,
-                              validation_data=parts.val_data, callbacks=parts.callbacks, verbose=recipe.verbose,
-                              shuffle=False)  # the pipeline shuffles
+        parts.train_model.fit(
+            parts.train_data,
+            epochs=recipe.epochs,
+            steps_per_epoch=parts.steps_per_epoch,
+            validation_data=parts.val_data,
+            callbacks=parts.callbacks,
+            verbose=recipe.verbose,
+            shuffle=False,
+        )  # the pipeline shuffles
         train_seconds = time.perf_counter() - start
         evaluation = parts.train_model.evaluate(parts.test_data, verbose=0, return_dict=True)
     metrics = {f"test_{k}": float(v) for k, v in evaluation.items()}
     metrics.update(parts.recipe.extra_metrics(parts.model, parts.test_data))
     history = _read_history(os.path.join(run_dir, "history.csv"))
-    metrics.update({
-        "recipe": recipe.name, "model": recipe.model, "dataset": recipe.dataset, "eval_split": recipe.eval_split,
-        "epochs": len(history.get("loss", [])) or recipe.epochs, "train_seconds": round(train_seconds, 2),
-        "num_params": int(parts.model.count_params()), "num_replicas": parts.strategy.num_replicas_in_sync,
-        # what mixed_precision="auto" chose: the policy of the first layer with weights
-        "precision": next((layer.dtype_policy.name for layer in parts.model.layers if layer.weights), "float32"),
-        "xla": bool(getattr(parts.train_model, "jit_compile", False)),  # what jit_compile="auto" chose
-        "preprocessing": dataclasses.asdict(parts.preprocessing), "class_names": list(parts.class_names),
-    })
+    metrics.update(
+        {
+            "recipe": recipe.name,
+            "model": recipe.model,
+            "dataset": recipe.dataset,
+            "eval_split": recipe.eval_split,
+            "epochs": len(history.get("loss", [])) or recipe.epochs,
+            "train_seconds": round(train_seconds, 2),
+            "num_params": int(parts.model.count_params()),
+            "num_replicas": parts.strategy.num_replicas_in_sync,
+            # what mixed_precision="auto" chose: the policy of the first layer with weights
+            "precision": next((layer.dtype_policy.name for layer in parts.model.layers if layer.weights), "float32"),
+            "xla": bool(getattr(parts.train_model, "jit_compile", False)),  # what jit_compile="auto" chose
+            "preprocessing": dataclasses.asdict(parts.preprocessing),
+            "class_names": list(parts.class_names),
+        }
+    )
     if not chief:  # the chief writes the run folder; the other workers only took part in training
         return RunResult(run_dir, metrics, history, parts.model)
     save_model(parts.model, os.path.join(run_dir, "model.keras"))
     write_json(os.path.join(run_dir, "metrics.json"), metrics)
     if history:
-        plot_learning_curves(history, os.path.join(run_dir, "learning_curve.png"),
-                             title=f"{recipe.name}: test accuracy {metrics.get('test_accuracy', float('nan')):.4f}")
+        plot_learning_curves(
+            history,
+            os.path.join(run_dir, "learning_curve.png"),
+            title=f"{recipe.name}: test accuracy {metrics.get('test_accuracy', float('nan')):.4f}",
+        )
     return RunResult(run_dir, metrics, history, parts.model)
 
 
@@ -313,7 +384,9 @@ def evaluate(model_path: str, recipe: str | Recipe = "digits_vit", **overrides) 
     from keras_vit.models import model_spec
 
     if not os.path.isfile(model_path):
-        raise ValueError(f"Model file {model_path!r} does not exist. Pass a '.keras' file, e.g. runs/<run>/model.keras.")
+        raise ValueError(
+            f"Model file {model_path!r} does not exist. Pass a '.keras' file, e.g. runs/<run>/model.keras."
+        )
     recipe = resolve(recipe, **overrides)
     model = keras.saving.load_model(model_path, compile=False)
     variant = getattr(model, "variant", None)
@@ -324,8 +397,10 @@ def evaluate(model_path: str, recipe: str | Recipe = "digits_vit", **overrides) 
     preprocessing = vit_data.Preprocessing.from_spec(spec, size)
     classes = model.output_shape[-1]
     if classes != test_src.num_classes:
-        raise ValueError(f"The model predicts {classes} classes but {recipe.dataset} has {test_src.num_classes}. "
-                         "Evaluate on the data set the model was trained for.")
+        raise ValueError(
+            f"The model predicts {classes} classes but {recipe.dataset} has {test_src.num_classes}. "
+            "Evaluate on the data set the model was trained for."
+        )
     test_data = vit_data.make_pipeline(test_src, preprocessing, recipe.batch_size, training=False)
     model.compile(loss=recipe.loss(), metrics=recipe.metrics(classes))
     result = model.evaluate(test_data, verbose=0, return_dict=True)

@@ -64,25 +64,59 @@ def transfer_experiment(
     # Fixed here, not taken from the default recipe's tuning, so the experiment stays what was measured.
     common = dict(dict(mixup_alpha=0.0), **common)
     if (source_classes is None) != (target_classes is None):
-        raise ValueError("Pass both source_classes and target_classes (split by classes) or neither (by data). "
-                         f"Received: source_classes={source_classes}, target_classes={target_classes}")
+        raise ValueError(
+            "Pass both source_classes and target_classes (split by classes) or neither (by data). "
+            f"Received: source_classes={source_classes}, target_classes={target_classes}"
+        )
     if source_classes is None:
         source = dict(train_part=(0.0, 0.5))
         split = dict(train_part=(0.5, 1.0))
     else:
         source = dict(classes=tuple(source_classes))
         split = dict(classes=tuple(target_classes))
-    target = dict(dataset="digits", model="vit_digits_patch2_8", image_size=None, crop="resize", hflip=False,
-                  train_per_class=per_class, batch_size=batch_size, seed=seed, **split, **common)
+    target = dict(
+        dataset="digits",
+        model="vit_digits_patch2_8",
+        image_size=None,
+        crop="resize",
+        hflip=False,
+        train_per_class=per_class,
+        batch_size=batch_size,
+        seed=seed,
+        **split,
+        **common,
+    )
     dirs = {name: os.path.join(root, name) for name in ("pretrain", "probe", "finetune", "scratch")}
     pretrain = run("digits_vit", epochs=pretrain_epochs, seed=seed, run_dir=dirs["pretrain"], **source, **common)
     # The probe's head starts at zero: a large SGD rate fits it in few steps (the backbone is frozen).
-    probe = run("linear_probe", init_from=os.path.join(dirs["pretrain"], "model.keras"), epochs=probe_epochs,
-                optimizer="sgd", lr=0.5, base_batch_size=None, run_dir=dirs["probe"], **target)
+    probe = run(
+        "linear_probe",
+        init_from=os.path.join(dirs["pretrain"], "model.keras"),
+        epochs=probe_epochs,
+        optimizer="sgd",
+        lr=0.5,
+        base_batch_size=None,
+        run_dir=dirs["probe"],
+        **target,
+    )
     # Full fine-tuning from the probe, lower blocks moving less (layer decay).
-    finetune = run("vit_finetune", init_from=os.path.join(dirs["probe"], "model.keras"), epochs=finetune_epochs,
-                   optimizer="adamw", lr=finetune_lr, weight_decay=0.05, layer_decay=layer_decay, warmup_epochs=1,
-                   run_dir=dirs["finetune"], **target)
+    finetune = run(
+        "vit_finetune",
+        init_from=os.path.join(dirs["probe"], "model.keras"),
+        epochs=finetune_epochs,
+        optimizer="adamw",
+        lr=finetune_lr,
+        weight_decay=0.05,
+        layer_decay=layer_decay,
+        warmup_epochs=1,
+        run_dir=dirs["finetune"],
+        **target,
+    )
     scratch = run("digits_vit", epochs=probe_epochs + finetune_epochs, run_dir=dirs["scratch"], **target)
-    return TransferResult(pretrain.metrics["test_accuracy"], probe.metrics["test_accuracy"],
-                          finetune.metrics["test_accuracy"], scratch.metrics["test_accuracy"], dirs)
+    return TransferResult(
+        pretrain.metrics["test_accuracy"],
+        probe.metrics["test_accuracy"],
+        finetune.metrics["test_accuracy"],
+        scratch.metrics["test_accuracy"],
+        dirs,
+    )

@@ -33,23 +33,31 @@ class PixelSpace:
         pixel_range: (low, high) valid pixel values. Defaults to (0, 1).
     """
 
-    def __init__(self, mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-                 pixel_range: tuple[float, float] = (0.0, 1.0)):
+    def __init__(
+        self,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        pixel_range: tuple[float, float] = (0.0, 1.0),
+    ):
         if (mean is None) != (std is None):
             raise ValueError(f"Pass both `mean` and `std`, or neither. Received: mean={mean!r}, std={std!r}")
         if std is not None and min(np.ravel(std)) <= 0:
             raise ValueError(f"`std` must be positive. Received: std={std!r}")
         low, high = pixel_range
         if not low < high:
-            raise ValueError(f"`pixel_range` must be (low, high) with low < high. Received: pixel_range={pixel_range!r}")
+            raise ValueError(
+                f"`pixel_range` must be (low, high) with low < high. Received: pixel_range={pixel_range!r}"
+            )
         self.mean = None if mean is None else tf.constant(np.ravel(mean), tf.float32)
         self.std = None if std is None else tf.constant(np.ravel(std), tf.float32)
         self.low, self.high = float(low), float(high)
 
     def get_config(self) -> dict[str, Any]:
-        return {"mean": None if self.mean is None else [float(v) for v in self.mean.numpy()],
-                "std": None if self.std is None else [float(v) for v in self.std.numpy()],
-                "pixel_range": [self.low, self.high]}
+        return {
+            "mean": None if self.mean is None else [float(v) for v in self.mean.numpy()],
+            "std": None if self.std is None else [float(v) for v in self.std.numpy()],
+            "pixel_range": [self.low, self.high],
+        }
 
     def to_pixels(self, images):
         images = tf.cast(images, tf.float32)
@@ -62,7 +70,9 @@ class PixelSpace:
 def check_attack_args(epsilon: float, steps: int, step_size: float | None) -> float:
     """Validates attack arguments; returns the step size (Madry's 2.5 * epsilon / steps by default)."""
     if not isinstance(epsilon, (int, float)) or epsilon < 0:
-        raise ValueError(f"`epsilon` (L-inf radius in pixel units) must be a number >= 0. Received: epsilon={epsilon!r}")
+        raise ValueError(
+            f"`epsilon` (L-inf radius in pixel units) must be a number >= 0. Received: epsilon={epsilon!r}"
+        )
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
         raise ValueError(f"`steps` must be an int >= 1. Received: steps={steps!r}")
     if step_size is None:
@@ -72,8 +82,18 @@ def check_attack_args(epsilon: float, steps: int, step_size: float | None) -> fl
     return float(step_size)
 
 
-def pgd_attack(model, images, labels, *, epsilon: float, steps: int = 10, step_size: float | None = None,
-               random_start: bool = True, pixels: PixelSpace | None = None, seed: Any = 0):
+def pgd_attack(
+    model,
+    images,
+    labels,
+    *,
+    epsilon: float,
+    steps: int = 10,
+    step_size: float | None = None,
+    random_start: bool = True,
+    pixels: PixelSpace | None = None,
+    seed: Any = 0,
+):
     """Projected gradient descent (L-infinity) adversarial examples.
 
     Args:
@@ -120,13 +140,24 @@ def fgsm_attack(model, images, labels, *, epsilon: float, pixels: PixelSpace | N
     Returns:
         The adversarial batch, normalised like `images`.
     """
-    return pgd_attack(model, images, labels, epsilon=epsilon, steps=1, step_size=float(epsilon),
-                      random_start=False, pixels=pixels)
+    return pgd_attack(
+        model, images, labels, epsilon=epsilon, steps=1, step_size=float(epsilon), random_start=False, pixels=pixels
+    )
 
 
-def evaluate_robustness(model, images, labels, *, epsilon: float, steps: int = 10, step_size: float | None = None,
-                        random_start: bool = True, pixels: PixelSpace | None = None, batch_size: int = 256,
-                        seed: int = 0) -> dict[str, float]:
+def evaluate_robustness(
+    model,
+    images,
+    labels,
+    *,
+    epsilon: float,
+    steps: int = 10,
+    step_size: float | None = None,
+    random_start: bool = True,
+    pixels: PixelSpace | None = None,
+    batch_size: int = 256,
+    seed: int = 0,
+) -> dict[str, float]:
     """Clean and robust (PGD) accuracy of a classifier on arrays of normalised images.
 
     Args:
@@ -145,14 +176,23 @@ def evaluate_robustness(model, images, labels, *, epsilon: float, steps: int = 1
     @tf.function(autograph=False)  # plain Python loop over the steps: nothing to convert
     def batch_counts(x, y, mask, batch_seed):
         clean_hits = tf.reduce_sum(mask * correct(y, model(x, training=False)))
-        adversarial = pgd_attack(model, x, y, epsilon=epsilon, steps=steps, step_size=step_size,
-                                 random_start=random_start, pixels=pixels, seed=batch_seed)
+        adversarial = pgd_attack(
+            model,
+            x,
+            y,
+            epsilon=epsilon,
+            steps=steps,
+            step_size=step_size,
+            random_start=random_start,
+            pixels=pixels,
+            seed=batch_seed,
+        )
         return clean_hits, tf.reduce_sum(mask * correct(y, model(adversarial, training=False)))
 
     images, labels = np.asarray(images, np.float32), np.asarray(labels)
     clean = robust = 0.0
     for start in range(0, len(images), batch_size):
-        x, y = images[start:start + batch_size], labels[start:start + batch_size]
+        x, y = images[start : start + batch_size], labels[start : start + batch_size]
         mask = np.ones(len(x), np.float32)
         if len(x) < batch_size and len(images) > batch_size:  # pad the last batch: one trace for every batch
             pad = batch_size - len(x)
@@ -162,8 +202,12 @@ def evaluate_robustness(model, images, labels, *, epsilon: float, steps: int = 1
         hits = batch_counts(tf.constant(x), tf.constant(y), tf.constant(mask), tf.constant([seed, start], tf.int32))
         clean, robust = clean + float(hits[0]), robust + float(hits[1])
     total = max(len(images), 1)
-    return {"clean_accuracy": clean / total, "robust_accuracy": robust / total, "epsilon": float(epsilon),
-            "steps": steps}
+    return {
+        "clean_accuracy": clean / total,
+        "robust_accuracy": robust / total,
+        "epsilon": float(epsilon),
+        "steps": steps,
+    }
 
 
 @keras.saving.register_keras_serializable(package="keras_vit")
@@ -189,9 +233,21 @@ class AdversarialTrainer(keras.Model):
         seed: int. Seed of the random starts. Defaults to 0.
     """
 
-    def __init__(self, model: keras.Model, *, epsilon: float, steps: int = 7, step_size: float | None = None,
-                 eval_steps: int | None = None, random_start: bool = True, pixels: PixelSpace | None = None,
-                 clean_weight: float = 0.0, label_smoothing: float = 0.0, seed: int = 0, **kwargs):
+    def __init__(
+        self,
+        model: keras.Model,
+        *,
+        epsilon: float,
+        steps: int = 7,
+        step_size: float | None = None,
+        eval_steps: int | None = None,
+        random_start: bool = True,
+        pixels: PixelSpace | None = None,
+        clean_weight: float = 0.0,
+        label_smoothing: float = 0.0,
+        seed: int = 0,
+        **kwargs,
+    ):
         self.step_size = check_attack_args(epsilon, steps, step_size)
         self.eval_step_size = check_attack_args(epsilon, eval_steps or steps, step_size)
         if not 0.0 <= clean_weight <= 1.0:
@@ -215,10 +271,19 @@ class AdversarialTrainer(keras.Model):
         return self.model(images, training=training)
 
     def get_config(self) -> dict[str, Any]:
-        return {"name": self.name, "model": keras.saving.serialize_keras_object(self.model), "epsilon": self.epsilon,
-                "steps": self.steps, "step_size": self.step_size_arg, "eval_steps": self.eval_steps,
-                "random_start": self.random_start, "pixels": self.pixels.get_config(),
-                "clean_weight": self.clean_weight, "label_smoothing": self.label_smoothing, "seed": self.seed}
+        return {
+            "name": self.name,
+            "model": keras.saving.serialize_keras_object(self.model),
+            "epsilon": self.epsilon,
+            "steps": self.steps,
+            "step_size": self.step_size_arg,
+            "eval_steps": self.eval_steps,
+            "random_start": self.random_start,
+            "pixels": self.pixels.get_config(),
+            "clean_weight": self.clean_weight,
+            "label_smoothing": self.label_smoothing,
+            "seed": self.seed,
+        }
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
@@ -233,8 +298,17 @@ class AdversarialTrainer(keras.Model):
         replica_id = replica.replica_id_in_sync_group if replica is not None else 0
         step = tf.cast(self.optimizer.iterations, tf.int32) if self.optimizer is not None else 0
         seed = tf.stack([tf.cast(self.seed + 7919 * replica_id, tf.int32), step])
-        return pgd_attack(self.model, images, labels, epsilon=self.epsilon, steps=steps, step_size=step_size,
-                          random_start=self.random_start, pixels=self.pixels, seed=seed)
+        return pgd_attack(
+            self.model,
+            images,
+            labels,
+            epsilon=self.epsilon,
+            steps=steps,
+            step_size=step_size,
+            random_start=self.random_start,
+            pixels=self.pixels,
+            seed=seed,
+        )
 
     def train_step(self, data):
         images, labels, sample_weight = keras.utils.unpack_x_y_sample_weight(data)

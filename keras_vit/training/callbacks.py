@@ -80,8 +80,10 @@ def build_callbacks(
         tensorboard: write TensorBoard logs (when the `tensorboard` package is installed).
     """
     if early_stopping_patience is not None and not has_validation:
-        raise ValueError("Early stopping needs validation data: set a validation fraction (val_fraction > 0) or "
-                         "early_stopping_patience=None.")
+        raise ValueError(
+            "Early stopping needs validation data: set a validation fraction (val_fraction > 0) or "
+            "early_stopping_patience=None."
+        )
     checkpoints = os.path.join(run_dir, "checkpoints")
     callbacks: list[keras.callbacks.Callback] = []
     if backup:
@@ -93,10 +95,16 @@ def build_callbacks(
         callbacks.append(AtomicCheckpoint(os.path.join(checkpoints, "best.keras"), monitor=monitor))
     callbacks.append(keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv"), append=True))
     if tensorboard and _has_tensorboard():
-        callbacks.append(keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard"), write_graph=False,
-                                                     profile_batch=0))
+        callbacks.append(
+            keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard"), write_graph=False, profile_batch=0)
+        )
     if early_stopping_patience is not None:
-        callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, patience=early_stopping_patience,
-                                                       mode="max" if "acc" in monitor else "min",
-                                                       restore_best_weights=True))
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor=monitor,
+                patience=early_stopping_patience,
+                mode="max" if "acc" in monitor else "min",
+                restore_best_weights=True,
+            )
+        )
     return callbacks

@@ -81,8 +81,16 @@ def hard_distillation_loss(labels, class_logits, distill_logits, teacher_logits,
     )
 
 
-def soft_distillation_loss(labels, class_logits, distill_logits, teacher_logits, *, alpha: float = 0.5,
-                           temperature: float = 1.0, label_smoothing: float = 0.0):
+def soft_distillation_loss(
+    labels,
+    class_logits,
+    distill_logits,
+    teacher_logits,
+    *,
+    alpha: float = 0.5,
+    temperature: float = 1.0,
+    label_smoothing: float = 0.0,
+):
     """DeiT soft distillation: `(1 - alpha) CE(cls, y) + alpha T^2 KL(teacher/T || dist/T)` per example.
 
     Args:
@@ -105,8 +113,9 @@ def soft_distillation_loss(labels, class_logits, distill_logits, teacher_logits,
     return (1.0 - alpha) * cross_entropy(labels, class_logits, label_smoothing) + alpha * temperature**2 * kl
 
 
-def check_distillation_args(*, mode: str = "soft", alpha: float = 0.5, temperature: float = 1.0,
-                            label_smoothing: float = 0.0) -> None:
+def check_distillation_args(
+    *, mode: str = "soft", alpha: float = 0.5, temperature: float = 1.0, label_smoothing: float = 0.0
+) -> None:
     """Raises `ValueError` naming a bad distillation argument."""
     if mode not in DISTILLATION_MODES:
         raise ValueError(f"`mode` must be one of {DISTILLATION_MODES}. Received: mode={mode!r}")
@@ -146,8 +155,7 @@ def load_teacher(teacher: keras.Model | str | os.PathLike, *, output_key: str | 
         return teacher
     if not isinstance(teacher, (str, os.PathLike)):
         raise ValueError(
-            "`teacher` must be a keras.Model, a .keras file or a SavedModel directory. "
-            f"Received: teacher={teacher!r}"
+            f"`teacher` must be a keras.Model, a .keras file or a SavedModel directory. Received: teacher={teacher!r}"
         )
     path = os.fspath(teacher)
     if path.endswith(".keras") and os.path.isfile(path):
@@ -186,8 +194,9 @@ class SavedModelTeacher(keras.layers.Layer):
         self._signature = signatures["serving_default"]
         _, input_specs = self._signature.structured_input_signature
         if len(input_specs) != 1:
-            raise ValueError(f"The teacher signature must take one input (images); {path!r} takes "
-                             f"{sorted(input_specs)}.")
+            raise ValueError(
+                f"The teacher signature must take one input (images); {path!r} takes {sorted(input_specs)}."
+            )
         self._input_name = next(iter(input_specs))
         outputs = sorted(self._signature.structured_outputs)
         if output_key is None and len(outputs) != 1:
@@ -254,9 +263,19 @@ class Distiller(keras.Model):
         >>> distiller.fit(train_ds, validation_data=val_ds, epochs=10)
     """
 
-    def __init__(self, student: keras.Model, teacher, *, mode: str = "hard", alpha: float = 0.5,
-                 temperature: float = 1.0, label_smoothing: float = 0.0,
-                 teacher_preprocess: Callable | None = None, teacher_output_key: str | None = None, **kwargs):
+    def __init__(
+        self,
+        student: keras.Model,
+        teacher,
+        *,
+        mode: str = "hard",
+        alpha: float = 0.5,
+        temperature: float = 1.0,
+        label_smoothing: float = 0.0,
+        teacher_preprocess: Callable | None = None,
+        teacher_output_key: str | None = None,
+        **kwargs,
+    ):
         check_distillation_args(mode=mode, alpha=alpha, temperature=temperature, label_smoothing=label_smoothing)
         super().__init__(name=kwargs.pop("name", "distiller"), **kwargs)
         self.student = student
@@ -287,13 +306,25 @@ class Distiller(keras.Model):
 
     def get_config(self) -> dict[str, Any]:
         if self.teacher_preprocess is not None:
-            raise ValueError("A Distiller with a `teacher_preprocess` function cannot be serialized; save "
-                             "`distiller.student` instead.")
-        teacher = (self.teacher.directory if isinstance(self.teacher, SavedModelTeacher)
-                   else keras.saving.serialize_keras_object(self.teacher))
-        return {"name": self.name, "student": keras.saving.serialize_keras_object(self.student), "teacher": teacher,
-                "mode": self.mode, "alpha": self.alpha, "temperature": self.temperature,
-                "label_smoothing": self.label_smoothing, "teacher_output_key": self.teacher_output_key}
+            raise ValueError(
+                "A Distiller with a `teacher_preprocess` function cannot be serialized; save "
+                "`distiller.student` instead."
+            )
+        teacher = (
+            self.teacher.directory
+            if isinstance(self.teacher, SavedModelTeacher)
+            else keras.saving.serialize_keras_object(self.teacher)
+        )
+        return {
+            "name": self.name,
+            "student": keras.saving.serialize_keras_object(self.student),
+            "teacher": teacher,
+            "mode": self.mode,
+            "alpha": self.alpha,
+            "temperature": self.temperature,
+            "label_smoothing": self.label_smoothing,
+            "teacher_output_key": self.teacher_output_key,
+        }
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
@@ -321,10 +352,18 @@ class Distiller(keras.Model):
     def distillation_loss(self, labels, class_logits, distill_logits, teacher_logits):
         """Per-example loss of the configured mode."""
         if self.mode == "hard":
-            return hard_distillation_loss(labels, class_logits, distill_logits, teacher_logits,
-                                          label_smoothing=self.label_smoothing)
-        return soft_distillation_loss(labels, class_logits, distill_logits, teacher_logits, alpha=self.alpha,
-                                      temperature=self.temperature, label_smoothing=self.label_smoothing)
+            return hard_distillation_loss(
+                labels, class_logits, distill_logits, teacher_logits, label_smoothing=self.label_smoothing
+            )
+        return soft_distillation_loss(
+            labels,
+            class_logits,
+            distill_logits,
+            teacher_logits,
+            alpha=self.alpha,
+            temperature=self.temperature,
+            label_smoothing=self.label_smoothing,
+        )
 
     def _step_loss(self, images, labels, sample_weight, training):
         teacher_logits = self.teacher_logits(images)

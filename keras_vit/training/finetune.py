@@ -42,13 +42,18 @@ def transfer_weights(source: keras.Model, target: keras.Model, skip: tuple[str, 
             continue
         layer.set_weights(new)
     if untouched and len(untouched) == sum(1 for layer in target.layers if layer.get_weights()):
-        raise ValueError(f"No weights of {source.name!r} fit {target.name!r}: the layer names or shapes all differ "
-                         f"(another architecture). Start from a model of the same variant, or pick the variant "
-                         f"of the source model.")
+        raise ValueError(
+            f"No weights of {source.name!r} fit {target.name!r}: the layer names or shapes all differ "
+            f"(another architecture). Start from a model of the same variant, or pick the variant "
+            f"of the source model."
+        )
     body = [name for name in untouched if name not in HEAD_LAYERS and name not in skip]
     if body:
-        warnings.warn(f"transfer_weights: these layers of {target.name!r} kept their initial weights, their "
-                      f"names or shapes differ in {source.name!r}: {body}", stacklevel=2)
+        warnings.warn(
+            f"transfer_weights: these layers of {target.name!r} kept their initial weights, their "
+            f"names or shapes differ in {source.name!r}: {body}",
+            stacklevel=2,
+        )
     return untouched
 
 
@@ -56,8 +61,10 @@ def freeze_backbone(model: keras.Model, trainable: tuple[str, ...] = HEAD_LAYERS
     """Linear probe: makes every layer untrainable except those named in `trainable` (the head)."""
     names = {layer.name for layer in model.layers}
     if not names & set(trainable):
-        raise ValueError(f"None of the layers {trainable} exists in {model.name}; a linear probe needs a head. "
-                         "Build the model with num_classes > 0.")
+        raise ValueError(
+            f"None of the layers {trainable} exists in {model.name}; a linear probe needs a head. "
+            "Build the model with num_classes > 0."
+        )
     for layer in model.layers:
         layer.trainable = layer.name in trainable
 

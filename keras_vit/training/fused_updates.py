@@ -30,7 +30,7 @@ def _fused_kernels_apply(gradient) -> bool:
     """True when tracing for TensorFlow's executor with a dense gradient."""
     if not tensorflow_op_by_op():
         return False
-    import tensorflow as tf  # noqa: PLC0415 (only reached on the TensorFlow backend)
+    import tensorflow as tf
 
     return isinstance(gradient, tf.Tensor)
 
@@ -46,16 +46,24 @@ class FusedAdamUpdate:
     def update_step(self, gradient, variable, learning_rate):
         if self.amsgrad or not _fused_kernels_apply(gradient):
             return super().update_step(gradient, variable, learning_rate)
-        import tensorflow as tf  # noqa: PLC0415
+        import tensorflow as tf
 
         dtype = variable.dtype
         index = self._get_variable_index(variable)
         step = tf.cast(self.iterations + 1, dtype)
         beta_1, beta_2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
         return tf.raw_ops.ResourceApplyAdam(
-            var=_handle(variable), m=_handle(self._momentums[index]), v=_handle(self._velocities[index]),
-            beta1_power=tf.pow(beta_1, step), beta2_power=tf.pow(beta_2, step), lr=tf.cast(learning_rate, dtype),
-            beta1=beta_1, beta2=beta_2, epsilon=tf.cast(self.epsilon, dtype), grad=tf.cast(gradient, dtype))
+            var=_handle(variable),
+            m=_handle(self._momentums[index]),
+            v=_handle(self._velocities[index]),
+            beta1_power=tf.pow(beta_1, step),
+            beta2_power=tf.pow(beta_2, step),
+            lr=tf.cast(learning_rate, dtype),
+            beta1=beta_1,
+            beta2=beta_2,
+            epsilon=tf.cast(self.epsilon, dtype),
+            grad=tf.cast(gradient, dtype),
+        )
 
 
 class FusedSGDUpdate:
@@ -64,10 +72,14 @@ class FusedSGDUpdate:
     def update_step(self, gradient, variable, learning_rate):
         if self.momentum == 0 or not _fused_kernels_apply(gradient):
             return super().update_step(gradient, variable, learning_rate)
-        import tensorflow as tf  # noqa: PLC0415
+        import tensorflow as tf
 
         dtype = variable.dtype
         return tf.raw_ops.ResourceApplyKerasMomentum(
-            var=_handle(variable), accum=_handle(self.momentums[self._get_variable_index(variable)]),
-            lr=tf.cast(learning_rate, dtype), grad=tf.cast(gradient, dtype), momentum=tf.cast(self.momentum, dtype),
-            use_nesterov=bool(self.nesterov))
+            var=_handle(variable),
+            accum=_handle(self.momentums[self._get_variable_index(variable)]),
+            lr=tf.cast(learning_rate, dtype),
+            grad=tf.cast(gradient, dtype),
+            momentum=tf.cast(self.momentum, dtype),
+            use_nesterov=bool(self.nesterov),
+        )

@@ -6,8 +6,8 @@ import contextlib
 import json
 import os
 import tempfile
-from typing import Any
 from collections.abc import Iterator
+from typing import Any
 
 
 @contextlib.contextmanager

@@ -35,8 +35,9 @@ import tensorflow as tf
 from keras_vit.training.strategy import is_chief, validate_global_batch
 
 
-def _weighted_global_batches(dataset: tf.data.Dataset, global_batch_size: int, *, batched: bool,
-                             pad_remainder: bool) -> tf.data.Dataset:
+def _weighted_global_batches(
+    dataset: tf.data.Dataset, global_batch_size: int, *, batched: bool, pad_remainder: bool
+) -> tf.data.Dataset:
     """Global batches `(*element, weights)`: weight 1 for real rows, 0 for padding rows.
 
     Training drops a last partial batch (every replica needs equal rows);
@@ -60,9 +61,14 @@ def _weighted_global_batches(dataset: tf.data.Dataset, global_batch_size: int, *
     return batches.map(weigh)
 
 
-def distribute_global_batches(strategy: tf.distribute.Strategy, dataset: tf.data.Dataset,
-                              global_batch_size: int, *, batched: bool = False,
-                              pad_remainder: bool = False) -> tf.distribute.DistributedDataset:
+def distribute_global_batches(
+    strategy: tf.distribute.Strategy,
+    dataset: tf.data.Dataset,
+    global_batch_size: int,
+    *,
+    batched: bool = False,
+    pad_remainder: bool = False,
+) -> tf.distribute.DistributedDataset:
     """Gives each replica its slice of every global batch, plus per-row weights.
 
     Args:
@@ -88,7 +94,7 @@ def distribute_global_batches(strategy: tf.distribute.Strategy, dataset: tf.data
 
         def split(*batch):
             def rows(tensor):
-                piece = tensor[start:start + local * per_replica]
+                piece = tensor[start : start + local * per_replica]
                 return tf.reshape(piece, [local, per_replica, *piece.shape[1:]])
 
             return tf.data.Dataset.from_tensor_slices(tf.nest.map_structure(rows, batch))
@@ -142,26 +148,44 @@ class DistributedTrainer:
         >>> history = trainer.fit(lambda epoch: examples.shuffle(2048, seed=epoch), epochs=10)
     """
 
-    def __init__(self, model: keras.Model, optimizer: keras.optimizers.Optimizer, loss, *, global_batch_size: int,
-                 strategy: tf.distribute.Strategy | None = None, checkpoint_dir: str | None = None,
-                 max_to_keep: int = 2, top_k: Sequence[int] = ()):
+    def __init__(
+        self,
+        model: keras.Model,
+        optimizer: keras.optimizers.Optimizer,
+        loss,
+        *,
+        global_batch_size: int,
+        strategy: tf.distribute.Strategy | None = None,
+        checkpoint_dir: str | None = None,
+        max_to_keep: int = 2,
+        top_k: Sequence[int] = (),
+    ):
         self.strategy = strategy or tf.distribute.get_strategy()
         self.global_batch_size = global_batch_size
         validate_global_batch(global_batch_size, self.strategy)
         if not model.built:
-            raise ValueError(f"Build the model (call it on a batch or create it from an Input) inside "
-                             f"strategy.scope() before training. Received: model={model.name!r} (unbuilt)")
-        outside = [v.path for v in model.trainable_variables
-                   if not self.strategy.extended.variable_created_in_scope(_tf_variable(v))]
+            raise ValueError(
+                f"Build the model (call it on a batch or create it from an Input) inside "
+                f"strategy.scope() before training. Received: model={model.name!r} (unbuilt)"
+            )
+        outside = [
+            v.path
+            for v in model.trainable_variables
+            if not self.strategy.extended.variable_created_in_scope(_tf_variable(v))
+        ]
         if outside:
-            raise ValueError(f"The model's variables were not created in this strategy's scope (e.g. {outside[0]}); "
-                             "build the model and optimizer inside `with strategy.scope():`.")
+            raise ValueError(
+                f"The model's variables were not created in this strategy's scope (e.g. {outside[0]}); "
+                "build the model and optimizer inside `with strategy.scope():`."
+            )
         if any(not isinstance(k, int) or isinstance(k, bool) or k < 1 for k in top_k):
             raise ValueError(f"`top_k` must hold ints >= 1. Received: top_k={tuple(top_k)!r}")
         if isinstance(optimizer, keras.optimizers.LossScaleOptimizer) and optimizer.inner_optimizer.global_clipnorm:
-            raise ValueError("Global-norm clipping with loss scaling (mixed_float16) is not supported by the custom "
-                             "loop; use bfloat16 mixed precision or clip_norm=None. "
-                             f"Received: global_clipnorm={optimizer.inner_optimizer.global_clipnorm}")
+            raise ValueError(
+                "Global-norm clipping with loss scaling (mixed_float16) is not supported by the custom "
+                "loop; use bfloat16 mixed precision or clip_norm=None. "
+                f"Received: global_clipnorm={optimizer.inner_optimizer.global_clipnorm}"
+            )
         self.model, self.optimizer = model, optimizer
         self.top_k = tuple(top_k)
         self.loss_fn = loss.call if isinstance(loss, keras.losses.Loss) else loss
@@ -239,12 +263,18 @@ class DistributedTrainer:
                 optimizer.apply_gradients(zip(self._gradients(tape, scaled, variables), variables))
             ids = _class_ids(y)
             logits = tf.cast(logits, tf.float32)
-            sums = {"loss": tf.reduce_sum(per_example * weights), "regularization": regularization,
-                    "accuracy": tf.reduce_sum(weights * tf.cast(
-                        tf.equal(tf.argmax(logits, -1, output_type=tf.int32), ids), tf.float32)),
-                    "count": tf.reduce_sum(weights)}
+            sums = {
+                "loss": tf.reduce_sum(per_example * weights),
+                "regularization": regularization,
+                "accuracy": tf.reduce_sum(
+                    weights * tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), ids), tf.float32)
+                ),
+                "count": tf.reduce_sum(weights),
+            }
             for k in top_k:
-                sums[f"top{k}_accuracy"] = tf.reduce_sum(weights * tf.cast(tf.math.in_top_k(ids, logits, k), tf.float32))
+                sums[f"top{k}_accuracy"] = tf.reduce_sum(
+                    weights * tf.cast(tf.math.in_top_k(ids, logits, k), tf.float32)
+                )
             return sums
 
         @tf.function
@@ -264,18 +294,27 @@ class DistributedTrainer:
             if max_steps is not None and steps >= max_steps:
                 break
         if not steps:
-            raise ValueError(f"The dataset gave no full global batch of {self.global_batch_size} examples; use "
-                             "more data or a smaller global batch.")
+            raise ValueError(
+                f"The dataset gave no full global batch of {self.global_batch_size} examples; use "
+                "more data or a smaller global batch."
+            )
         count, regularization = totals.pop("count"), totals.pop("regularization")
         logs = {key: value / count for key, value in totals.items()}
         logs["loss"] += regularization / steps  # like `fit`: each step's loss includes the regularisation
         return logs
 
     # ---- public loop -----------------------------------------------------------------------
-    def fit(self, dataset: tf.data.Dataset | Callable[[int], tf.data.Dataset], *, epochs: int,
-            steps_per_epoch: int | None = None, validation_data: tf.data.Dataset | None = None,
-            verbose: bool = True, batched: bool = False,
-            on_epoch_end: Callable[[int, dict[str, float]], None] | None = None) -> dict[str, list[float]]:
+    def fit(
+        self,
+        dataset: tf.data.Dataset | Callable[[int], tf.data.Dataset],
+        *,
+        epochs: int,
+        steps_per_epoch: int | None = None,
+        validation_data: tf.data.Dataset | None = None,
+        verbose: bool = True,
+        batched: bool = False,
+        on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
+    ) -> dict[str, list[float]]:
         """Trains for `epochs`, resuming from `checkpoint_dir` when it holds a checkpoint.
 
         Args:
@@ -299,14 +338,20 @@ class DistributedTrainer:
             raise ValueError(f"`epochs` must be an int >= 1. Received: epochs={epochs!r}")
         history: dict[str, list[float]] = {}
         start = self.restore()
-        validation = (distribute_global_batches(self.strategy, validation_data, self.global_batch_size,
-                                                batched=batched, pad_remainder=True)
-                      if validation_data is not None else None)
+        validation = (
+            distribute_global_batches(
+                self.strategy, validation_data, self.global_batch_size, batched=batched, pad_remainder=True
+            )
+            if validation_data is not None
+            else None
+        )
         for epoch in range(start, epochs):
             examples = dataset(epoch) if callable(dataset) else dataset
-            logs = self._run_epoch(distribute_global_batches(self.strategy, examples, self.global_batch_size,
-                                                             batched=batched),
-                                   self._train_function, steps_per_epoch)
+            logs = self._run_epoch(
+                distribute_global_batches(self.strategy, examples, self.global_batch_size, batched=batched),
+                self._train_function,
+                steps_per_epoch,
+            )
             if validation is not None:
                 logs.update({f"val_{k}": v for k, v in self._run_epoch(validation, self._eval_function, None).items()})
             self.epoch.assign(epoch + 1)
@@ -321,9 +366,13 @@ class DistributedTrainer:
 
     def evaluate(self, dataset: tf.data.Dataset, *, batched: bool = False) -> dict[str, float]:
         """Mean loss and accuracy over an example dataset; a last partial batch counts too (zero-weight padding)."""
-        return self._run_epoch(distribute_global_batches(self.strategy, dataset, self.global_batch_size,
-                                                         batched=batched, pad_remainder=True),
-                               self._eval_function, None)
+        return self._run_epoch(
+            distribute_global_batches(
+                self.strategy, dataset, self.global_batch_size, batched=batched, pad_remainder=True
+            ),
+            self._eval_function,
+            None,
+        )
 
 
 def _tf_variable(variable):
@@ -347,12 +396,19 @@ def free_ports(count: int) -> list[int]:
 
 def tf_config(ports: Sequence[int], index: int, host: str = "127.0.0.1") -> str:
     """The `TF_CONFIG` JSON of worker `index` in a cluster of workers on `host`."""
-    return json.dumps({"cluster": {"worker": [f"{host}:{port}" for port in ports]},
-                       "task": {"type": "worker", "index": index}})
+    return json.dumps(
+        {"cluster": {"worker": [f"{host}:{port}" for port in ports]}, "task": {"type": "worker", "index": index}}
+    )
 
 
-def launch_local_workers(command: Sequence[str], num_workers: int = 2, *, timeout: float = 600,
-                         env: dict[str, str] | None = None, log_dir: str | None = None) -> list[int]:
+def launch_local_workers(
+    command: Sequence[str],
+    num_workers: int = 2,
+    *,
+    timeout: float = 600,
+    env: dict[str, str] | None = None,
+    log_dir: str | None = None,
+) -> list[int]:
     """Runs `command` as `num_workers` processes on 127.0.0.1, each with its `TF_CONFIG`.
 
     Args:
@@ -376,8 +432,9 @@ def launch_local_workers(command: Sequence[str], num_workers: int = 2, *, timeou
             os.makedirs(log_dir, exist_ok=True)
             out = open(os.path.join(log_dir, f"worker_{index}.log"), "w")  # noqa: SIM115 (closed below)
             logs.append(out)
-        processes.append(subprocess.Popen(list(command), env=worker_env, stdout=out, stderr=subprocess.STDOUT
-                                          if out else None))
+        processes.append(
+            subprocess.Popen(list(command), env=worker_env, stdout=out, stderr=subprocess.STDOUT if out else None)
+        )
     deadline = time.monotonic() + timeout
     try:
         codes = []
@@ -411,4 +468,3 @@ def load_weights_npz(path: str) -> list[np.ndarray]:
     """Reads weights written by `save_weights_npz`, in model order."""
     with np.load(path) as data:
         return [data[key] for key in sorted(data.files)]
-

@@ -133,11 +133,11 @@ def build_optimizer(
     if clip_norm is not None and not clip_norm > 0:
         raise ValueError(f"`clip_norm` must be positive or None. Received: clip_norm={clip_norm}")
     multipliers = layer_decay_multipliers(model, layer_decay) if layer_decay not in (None, 1.0) else None
-    common = dict(global_clipnorm=clip_norm, use_ema=use_ema,
-                  ema_momentum=ema_momentum, lr_multipliers=multipliers)
+    common = dict(global_clipnorm=clip_norm, use_ema=use_ema, ema_momentum=ema_momentum, lr_multipliers=multipliers)
     if name == "adamw":
-        optimizer = LayerDecayAdamW(learning_rate, weight_decay=weight_decay, beta_1=0.9, beta_2=0.999, epsilon=1e-8,
-                                    **common)
+        optimizer = LayerDecayAdamW(
+            learning_rate, weight_decay=weight_decay, beta_1=0.9, beta_2=0.999, epsilon=1e-8, **common
+        )
     else:
         if not 0.0 <= momentum < 1.0:
             raise ValueError(f"`momentum` must be in [0, 1). Received: momentum={momentum}")

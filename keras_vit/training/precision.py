@@ -47,7 +47,7 @@ def cpu_has_bf16(flags: set[str] | None = None) -> bool:
 
 def gpu_compute_capabilities() -> list[tuple[int, int]]:
     """Compute capability of each visible GPU, `[]` when TensorFlow sees none."""
-    import tensorflow as tf  # noqa: PLC0415 (keeps this module importable without TF for the CPU check)
+    import tensorflow as tf
 
     found = []
     for device in tf.config.list_physical_devices("GPU"):
@@ -62,12 +62,19 @@ def check_mixed_precision(value: Any) -> Any:
         return value
     if isinstance(value, bool):
         return value
-    raise ValueError("`mixed_precision` must be True, False or 'auto' (bfloat16 where the hardware has it). "
-                     f"Received: mixed_precision={value!r}")
+    raise ValueError(
+        "`mixed_precision` must be True, False or 'auto' (bfloat16 where the hardware has it). "
+        f"Received: mixed_precision={value!r}"
+    )
 
 
-def resolve_policy(mixed_precision: Any = "auto", *, cpu_bf16: bool | None = None,
-                   gpus: list[tuple[int, int]] | None = None, width: int | None = None) -> str:
+def resolve_policy(
+    mixed_precision: Any = "auto",
+    *,
+    cpu_bf16: bool | None = None,
+    gpus: list[tuple[int, int]] | None = None,
+    width: int | None = None,
+) -> str:
     """The Keras dtype policy name for a `mixed_precision` setting on this machine.
 
     Args:

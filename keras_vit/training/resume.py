@@ -35,8 +35,7 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
     """
 
     def __init__(self, backup_dir: str, save_freq="epoch", delete_checkpoint: bool = True):
-        super().__init__(backup_dir, save_freq=save_freq, double_checkpoint=False,
-                         delete_checkpoint=delete_checkpoint)
+        super().__init__(backup_dir, save_freq=save_freq, double_checkpoint=False, delete_checkpoint=delete_checkpoint)
         self._metadata_path = os.path.join(backup_dir, METADATA)
 
     def read_metadata(self) -> dict | None:
@@ -54,8 +53,10 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
 
     def _load_model(self):
         if not self.model.built:
-            raise ValueError("AtomicBackupAndRestore needs a built model before fit(): call it on a batch first. "
-                             f"Received: model {self.model.name!r} (unbuilt)")
+            raise ValueError(
+                "AtomicBackupAndRestore needs a built model before fit(): call it on a batch first. "
+                f"Received: model {self.model.name!r} (unbuilt)"
+            )
         metadata = self.read_metadata()
         if metadata is None:
             return
@@ -72,8 +73,7 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
         temporary = os.path.join(self.backup_dir, f".tmp-{os.getpid()}-{name}")
         self.model.save_weights(temporary, overwrite=True)
         os.replace(temporary, os.path.join(self.backup_dir, name))
-        metadata = {"epoch": self._current_epoch, "batch": self._last_batch_seen, "weights": name,
-                    "counter": counter}
+        metadata = {"epoch": self._current_epoch, "batch": self._last_batch_seen, "weights": name, "counter": counter}
         temporary = os.path.join(self.backup_dir, f".tmp-{os.getpid()}-{METADATA}")
         with open(temporary, "w") as file:
             json.dump(metadata, file)

@@ -31,15 +31,18 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
         >>> keras.optimizers.AdamW(schedule, weight_decay=0.05)
     """
 
-    def __init__(self, peak_lr: float, total_steps: int, warmup_steps: int = 0, warmup_start_lr: float = 0.0,
-                 end_lr: float = 0.0):
+    def __init__(
+        self, peak_lr: float, total_steps: int, warmup_steps: int = 0, warmup_start_lr: float = 0.0, end_lr: float = 0.0
+    ):
         if not peak_lr > 0:
             raise ValueError(f"`peak_lr` must be positive. Received: peak_lr={peak_lr!r}")
         if not isinstance(total_steps, int) or total_steps <= 0:
             raise ValueError(f"`total_steps` must be a positive int. Received: total_steps={total_steps!r}")
         if not isinstance(warmup_steps, int) or not 0 <= warmup_steps <= total_steps:
-            raise ValueError(f"`warmup_steps` must be an int in [0, total_steps={total_steps}]. "
-                             f"Received: warmup_steps={warmup_steps!r}")
+            raise ValueError(
+                f"`warmup_steps` must be an int in [0, total_steps={total_steps}]. "
+                f"Received: warmup_steps={warmup_steps!r}"
+            )
         if warmup_start_lr < 0 or end_lr < 0:
             raise ValueError(f"Rates must be >= 0. Received: warmup_start_lr={warmup_start_lr}, end_lr={end_lr}")
         self.peak_lr = float(peak_lr)
@@ -58,8 +61,13 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
         return ops.where(step < warmup, warm, cosine)
 
     def get_config(self) -> dict:
-        return {"peak_lr": self.peak_lr, "total_steps": self.total_steps, "warmup_steps": self.warmup_steps,
-                "warmup_start_lr": self.warmup_start_lr, "end_lr": self.end_lr}
+        return {
+            "peak_lr": self.peak_lr,
+            "total_steps": self.total_steps,
+            "warmup_steps": self.warmup_steps,
+            "warmup_start_lr": self.warmup_start_lr,
+            "end_lr": self.end_lr,
+        }
 
 
 def scale_lr(base_lr: float, batch_size: int, base_batch_size: int | None) -> float:

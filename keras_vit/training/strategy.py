@@ -16,8 +16,9 @@ import tensorflow as tf
 STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker", "tpu")
 
 
-def get_strategy(name: str = "auto", *, device: str | None = None, tpu: str | None = None,
-                 communication: str = "auto") -> tf.distribute.Strategy:
+def get_strategy(
+    name: str = "auto", *, device: str | None = None, tpu: str | None = None, communication: str = "auto"
+) -> tf.distribute.Strategy:
     """Returns the `tf.distribute.Strategy` called `name`.
 
     Args:
@@ -70,24 +71,32 @@ def read_tf_config() -> dict[str, Any]:
         The parsed dict with "cluster" and "task" entries.
     """
     raw = os.environ.get("TF_CONFIG")
-    example = ('TF_CONFIG=\'{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
-               '"task": {"type": "worker", "index": 0}}\'')
+    example = (
+        'TF_CONFIG=\'{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 0}}\''
+    )
     if not raw:
-        raise ValueError(f"strategy 'multi_worker' needs the TF_CONFIG environment variable, e.g. {example}. "
-                         "Received: TF_CONFIG unset")
+        raise ValueError(
+            f"strategy 'multi_worker' needs the TF_CONFIG environment variable, e.g. {example}. "
+            "Received: TF_CONFIG unset"
+        )
     try:
         config = json.loads(raw)
     except json.JSONDecodeError as error:
-        raise ValueError(f"TF_CONFIG is not valid JSON ({error}); expected e.g. {example}. "
-                         f"Received: TF_CONFIG={raw!r}") from None
+        raise ValueError(
+            f"TF_CONFIG is not valid JSON ({error}); expected e.g. {example}. Received: TF_CONFIG={raw!r}"
+        ) from None
     cluster, task = config.get("cluster"), config.get("task")
     if not isinstance(cluster, dict) or not isinstance(task, dict) or "type" not in task or "index" not in task:
-        raise ValueError(f"TF_CONFIG needs a 'cluster' dict and a 'task' with 'type' and 'index', e.g. {example}. "
-                         f"Received: TF_CONFIG={raw!r}")
+        raise ValueError(
+            f"TF_CONFIG needs a 'cluster' dict and a 'task' with 'type' and 'index', e.g. {example}. "
+            f"Received: TF_CONFIG={raw!r}"
+        )
     members = cluster.get(task["type"])
     if not isinstance(members, list) or not 0 <= int(task["index"]) < len(members):
-        raise ValueError(f"TF_CONFIG task {task} is not in its cluster {cluster}; the index must point into "
-                         f"cluster[{task['type']!r}]. Received: TF_CONFIG={raw!r}")
+        raise ValueError(
+            f"TF_CONFIG task {task} is not in its cluster {cluster}; the index must point into "
+            f"cluster[{task['type']!r}]. Received: TF_CONFIG={raw!r}"
+        )
     return config
 
 
@@ -110,8 +119,9 @@ def _multi_worker_strategy(communication: str) -> tf.distribute.Strategy:
         "nccl": tf.distribute.experimental.CommunicationImplementation.NCCL,
     }
     if communication not in implementations:
-        raise ValueError(f"`communication` must be one of {tuple(implementations)}. "
-                         f"Received: communication={communication!r}")
+        raise ValueError(
+            f"`communication` must be one of {tuple(implementations)}. Received: communication={communication!r}"
+        )
     options = tf.distribute.experimental.CommunicationOptions(implementation=implementations[communication])
     return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
 

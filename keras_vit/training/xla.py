@@ -31,8 +31,14 @@ def check_jit_compile_setting(value) -> None:
         raise ValueError(f"`jit_compile` must be True, False or 'auto'. Received: jit_compile={value!r}")
 
 
-def resolve_jit_compile(jit_compile: bool | str, policy: str | keras.DTypePolicy, strategy,
-                        *, gpus: list[tuple[int, int]] | None = None, width: int | None = None) -> bool | str:
+def resolve_jit_compile(
+    jit_compile: bool | str,
+    policy: str | keras.DTypePolicy,
+    strategy,
+    *,
+    gpus: list[tuple[int, int]] | None = None,
+    width: int | None = None,
+) -> bool | str:
     """The `jit_compile` argument to pass to `compile` for training under `policy` and `strategy`.
 
     Args:

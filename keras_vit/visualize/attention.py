@@ -58,9 +58,7 @@ def attention_maps(
     weights = out["attention"][index]
     if head is not None:
         if isinstance(head, bool) or not isinstance(head, (int, np.integer)) or not 0 <= head < layout.num_heads:
-            raise ValueError(
-                f"`head` must be None or an int in [0, {layout.num_heads - 1}]. Received: head={head!r}"
-            )
+            raise ValueError(f"`head` must be None or an int in [0, {layout.num_heads - 1}]. Received: head={head!r}")
         weights = weights[:, head : head + 1]
     return layout.patch_grid(layout.query_rows(weights, token))
 

@@ -40,10 +40,10 @@ _define("list", "std", None, "Per-channel std of [0, 1] pixels; defaults to the 
 
 def load_model(path_or_name: str) -> Any:
     """A `.keras` file, or a registered name built from the zoo."""
-    import keras  # noqa: PLC0415
+    import keras
 
-    import keras_vit  # noqa: PLC0415,F401 (registers the layers for loading)
-    from keras_vit.models import create_model, list_models  # noqa: PLC0415
+    import keras_vit  # noqa: F401 (registers the layers for loading)
+    from keras_vit.models import create_model, list_models
 
     if path_or_name.endswith(".keras"):
         if not os.path.isfile(path_or_name):
@@ -68,15 +68,17 @@ def _floats(values: list[str] | None, name: str) -> tuple[float, ...] | None:
 
 def preprocessing(model: Any, mean: tuple | None, std: tuple | None) -> tuple[tuple, tuple]:
     """Normalisation: the flags, else the registered spec of the model's variant, else 0.5/0.5."""
-    from keras_vit.models import list_models, model_spec  # noqa: PLC0415
+    from keras_vit.models import list_models, model_spec
 
     variant = getattr(model, "variant", None)
     if (mean is None or std is None) and variant and variant in list_models("*"):
         spec = model_spec(variant)
         mean, std = mean or spec.mean, std or spec.std
     if mean is None or std is None:
-        print("keras-vit visualize: no preprocessing spec for this model; using mean=0.5, std=0.5 "
-              "(set --mean/--std).", file=sys.stderr)
+        print(
+            "keras-vit visualize: no preprocessing spec for this model; using mean=0.5, std=0.5 (set --mean/--std).",
+            file=sys.stderr,
+        )
     channels = model.config.num_channels
     return mean or (0.5,) * channels, std or (0.5,) * channels
 
@@ -106,8 +108,8 @@ def visualize(
     std: tuple | None = None,
 ) -> list[str]:
     """Writes every picture for `image_paths` into `out`; returns the files written."""
-    from keras_vit import visualize as vis  # noqa: PLC0415
-    from keras_vit.visualize.tokens import check_layer, check_vit  # noqa: PLC0415
+    from keras_vit import visualize as vis
+    from keras_vit.visualize.tokens import check_layer, check_vit
 
     check_vit(model)
     check_layer(layer, model.config.depth)  # before anything is written
@@ -122,16 +124,28 @@ def visualize(
     cached = vis.run_intermediates(model, inputs)
     written = []
     rollout = vis.plot_attention_rollout(
-        model, inputs, os.path.join(out, "attention_rollout.png"), display_images=display, token=token,
-        fusion=fusion, discard_ratio=discard_ratio, intermediates=cached,
+        model,
+        inputs,
+        os.path.join(out, "attention_rollout.png"),
+        display_images=display,
+        token=token,
+        fusion=fusion,
+        discard_ratio=discard_ratio,
+        intermediates=cached,
     )
     written.append(rollout["path"])
     heads = []
     for index, image_path in enumerate(image_paths):
         stem = os.path.splitext(os.path.basename(image_path))[0]
         result = vis.plot_attention_heads(
-            model, inputs, os.path.join(out, f"attention_heads_{index}_{stem}.png"), layer=layer, index=index,
-            token=token, display_images=display, intermediates=cached,
+            model,
+            inputs,
+            os.path.join(out, f"attention_heads_{index}_{stem}.png"),
+            layer=layer,
+            index=index,
+            token=token,
+            display_images=display,
+            intermediates=cached,
         )
         heads.append(result["maps"])
         written.append(result["path"])
@@ -179,9 +193,16 @@ def main(argv: list[str]) -> None:
     image_size = parse_image_size(FLAGS.image_size)
     model = load_model(FLAGS.model)
     written = visualize(
-        model, list(FLAGS.image or []), FLAGS.out, layer=FLAGS.layer, token=FLAGS.token, fusion=FLAGS.fusion,
-        discard_ratio=FLAGS.discard_ratio, image_size=image_size,
-        mean=_floats(FLAGS.mean, "mean"), std=_floats(FLAGS.std, "std"),
+        model,
+        list(FLAGS.image or []),
+        FLAGS.out,
+        layer=FLAGS.layer,
+        token=FLAGS.token,
+        fusion=FLAGS.fusion,
+        discard_ratio=FLAGS.discard_ratio,
+        image_size=image_size,
+        mean=_floats(FLAGS.mean, "mean"),
+        std=_floats(FLAGS.std, "std"),
     )
     for path in written:
         print(path)

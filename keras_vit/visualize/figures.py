@@ -17,11 +17,9 @@ import numpy as np
 def require_matplotlib() -> Any:
     """Imports matplotlib or says how to install it."""
     try:
-        import matplotlib  # noqa: PLC0415
+        import matplotlib
     except ImportError as error:  # pragma: no cover - the extra is installed in CI
-        raise ImportError(
-            "keras_vit.visualize plots need matplotlib: pip install 'keras-vit[plot]'"
-        ) from error
+        raise ImportError("keras_vit.visualize plots need matplotlib: pip install 'keras-vit[plot]'") from error
     return matplotlib
 
 
@@ -36,8 +34,8 @@ def check_png_path(path: str | os.PathLike) -> str:
 def new_figure(width_px: int, height_px: int, dpi: int = 100) -> Any:
     """A `Figure` that saves to exactly `width_px` x `height_px` pixels at `dpi`."""
     require_matplotlib()
-    from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415
-    from matplotlib.figure import Figure  # noqa: PLC0415
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     for name, value in (("width_px", width_px), ("height_px", height_px), ("dpi", dpi)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:

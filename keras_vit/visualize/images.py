@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 
 def load_image(path: str | os.PathLike) -> np.ndarray:
     """Reads an image file (PNG, JPEG, ...) as uint8 `(height, width, 3)` RGB."""
-    from PIL import Image  # noqa: PLC0415 (pillow comes with the plot extra)
+    from PIL import Image
 
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -24,7 +24,7 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
 
 def _fit(picture: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Resizes (bicubic) so the picture covers `size`, then centre-crops to it; keeps the aspect ratio."""
-    from PIL import Image  # noqa: PLC0415
+    from PIL import Image
 
     height, width = size
     source = Image.fromarray(picture)
@@ -72,8 +72,7 @@ def prepare_images(
         picture = np.asarray(picture)
         if picture.ndim != 3 or picture.shape[-1] != 3 or picture.dtype != np.uint8:
             raise ValueError(
-                f"Each picture must be uint8 (height, width, 3). Received: shape={picture.shape}, "
-                f"dtype={picture.dtype}"
+                f"Each picture must be uint8 (height, width, 3). Received: shape={picture.shape}, dtype={picture.dtype}"
             )
         display.append(_fit(picture, tuple(size)))
     display = np.stack(display)

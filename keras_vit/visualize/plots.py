@@ -89,8 +89,9 @@ def plot_attention_rollout(
     title = f"rollout ({token}, {fusion}" + (f", discard {discard_ratio:g})" if discard_ratio else ")")
     for row, (picture, hot, mixed) in enumerate(zip(pictures, heat, blended)):
         figures.image_axes(grid[row, 0], picture, "image" if row == 0 else None)
-        figures.image_axes(grid[row, 1], figures.require_matplotlib().colormaps[cmap](hot)[..., :3],
-                           title if row == 0 else None)
+        figures.image_axes(
+            grid[row, 1], figures.require_matplotlib().colormaps[cmap](hot)[..., :3], title if row == 0 else None
+        )
         figures.image_axes(grid[row, 2], mixed, "overlay" if row == 0 else None)
     figures.save_figure(figure, path)
     return {"rollout": maps, "heatmap": heat, "overlay": blended, "path": path, "size": size}
@@ -311,8 +312,14 @@ def plot_activation_statistics(
     norms_axes.legend(fontsize=7)
     heat = channel_axes.imshow(stats["channel_mean_abs"], aspect="auto", cmap="magma", interpolation="nearest")
     for block in blocks:
-        channel_axes.scatter(stats["top_channels"][block], np.full(stats["top_channels"].shape[1], block),
-                             marker="x", s=12, color="cyan", linewidths=0.8)
+        channel_axes.scatter(
+            stats["top_channels"][block],
+            np.full(stats["top_channels"].shape[1], block),
+            marker="x",
+            s=12,
+            color="cyan",
+            linewidths=0.8,
+        )
     channel_axes.set_yticks(blocks)
     channel_axes.set_xlabel("channel")
     channel_axes.set_ylabel("block")
@@ -391,7 +398,7 @@ def show(result: dict[str, Any] | str | os.PathLike) -> Any:
     if not os.path.isfile(path):
         raise ValueError(f"No such plot file. Received: path={path!r}")
     try:
-        from IPython.display import Image, display  # noqa: PLC0415
+        from IPython.display import Image, display
     except ImportError as error:  # pragma: no cover - IPython comes with Jupyter
         raise ImportError("show() needs IPython (Jupyter); open the PNG file instead.") from error
     image = Image(filename=path)

@@ -39,7 +39,7 @@ class TokenLayout:
     num_heads: int
 
     @classmethod
-    def from_model(cls, model: Any) -> "TokenLayout":
+    def from_model(cls, model: Any) -> TokenLayout:
         """Reads the layout from a `keras_vit` ViT/DeiT, or raises a clear `ValueError`."""
         check_vit(model)
         c = model.config

@@ -13,8 +13,9 @@ from keras_vit.weights.errors import CheckpointError
 STANDARD_HEADS = {192: 3, 384: 6, 768: 12, 1024: 16, 1280: 16}
 
 
-def infer_arch(state: dict[str, np.ndarray], num_heads: int | None = None,
-               layer_norm_epsilon: float = 1e-6) -> dict[str, Any]:
+def infer_arch(
+    state: dict[str, np.ndarray], num_heads: int | None = None, layer_norm_epsilon: float = 1e-6
+) -> dict[str, Any]:
     """`keras_vit.ViT` arguments that fit a timm state dict.
 
     Everything but the head count follows from tensor shapes; heads come from
@@ -30,8 +31,10 @@ def infer_arch(state: dict[str, np.ndarray], num_heads: int | None = None,
         Keyword arguments for `keras_vit.ViT`.
     """
     if "patch_embed.proj.weight" not in state:
-        raise CheckpointError("Cannot infer an architecture: the state dict has no 'patch_embed.proj.weight'. "
-                              "Name the model instead (e.g. --model vit_base_patch16_224).")
+        raise CheckpointError(
+            "Cannot infer an architecture: the state dict has no 'patch_embed.proj.weight'. "
+            "Name the model instead (e.g. --model vit_base_patch16_224)."
+        )
     dim, channels, ph, pw = state["patch_embed.proj.weight"].shape
     depth = 0
     while f"blocks.{depth}.norm1.weight" in state:
@@ -42,8 +45,10 @@ def infer_arch(state: dict[str, np.ndarray], num_heads: int | None = None,
         num_heads = int(dim // state["blocks.0.attn.q_norm.weight"].shape[0])
     if num_heads is None:
         if int(dim) not in STANDARD_HEADS:
-            raise CheckpointError(f"Cannot infer the number of attention heads for width {dim}; pass num_heads "
-                                  "(--num_heads) or name the model (--model).")
+            raise CheckpointError(
+                f"Cannot infer the number of attention heads for width {dim}; pass num_heads "
+                "(--num_heads) or name the model (--model)."
+            )
         num_heads = STANDARD_HEADS[int(dim)]
     class_token, dist_token = "cls_token" in state, "dist_token" in state
     registers = int(state["reg_token"].shape[1]) if "reg_token" in state else 0
@@ -56,18 +61,28 @@ def infer_arch(state: dict[str, np.ndarray], num_heads: int | None = None,
     if side * side != length - prefix or length - prefix == 0:
         side, pos_embed_prefix = math.isqrt(length), False
         if side * side != length:
-            raise CheckpointError(f"pos_embed of length {length} with {prefix} prefix tokens is not a square grid; "
-                                  "name the model (and image_size) instead.")
+            raise CheckpointError(
+                f"pos_embed of length {length} with {prefix} prefix tokens is not a square grid; "
+                "name the model (and image_size) instead."
+            )
     fc_norm = "fc_norm.weight" in state
     arch = dict(
-        image_size=(side * int(ph), side * int(pw)), patch_size=(int(ph), int(pw)), num_channels=int(channels),
-        hidden_dim=int(dim), depth=depth, num_heads=int(num_heads),
-        mlp_dim=int(state["blocks.0.mlp.fc1.weight"].shape[0]), qkv_bias="blocks.0.attn.qkv.bias" in state,
+        image_size=(side * int(ph), side * int(pw)),
+        patch_size=(int(ph), int(pw)),
+        num_channels=int(channels),
+        hidden_dim=int(dim),
+        depth=depth,
+        num_heads=int(num_heads),
+        mlp_dim=int(state["blocks.0.mlp.fc1.weight"].shape[0]),
+        qkv_bias="blocks.0.attn.qkv.bias" in state,
         qk_norm="blocks.0.attn.q_norm.weight" in state,
         layer_scale_init=1e-5 if "blocks.0.ls1.gamma" in state else None,
-        class_token=class_token, distillation_token=dist_token, num_register_tokens=registers,
+        class_token=class_token,
+        distillation_token=dist_token,
+        num_register_tokens=registers,
         pos_embed_prefix=pos_embed_prefix or prefix == 0,
-        pooling="token" if class_token and not fc_norm else "gap", fc_norm=fc_norm,
+        pooling="token" if class_token and not fc_norm else "gap",
+        fc_norm=fc_norm,
         representation_size=int(state["pre_logits.fc.weight"].shape[0]) if "pre_logits.fc.weight" in state else None,
         num_classes=int(state["head.weight"].shape[0]) if "head.weight" in state else 0,
         layer_norm_epsilon=layer_norm_epsilon,

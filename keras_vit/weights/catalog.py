@@ -63,56 +63,135 @@ class PretrainedCheckpoint:
 
 def _orig(name, model, path, size, classes, **arch):
     return PretrainedCheckpoint(
-        name=name, model=model, file_name=f"{name}.npz", url=f"{_GCS}/{path}", format="npz", license="Apache-2.0",
-        input_size=(size, size), mean=HALF, std=HALF, num_classes=classes, arch=dict(num_classes=classes, **arch),
-        source="Dosovitskiy et al. 2020; github.com/google-research/vision_transformer (README, model list)")
+        name=name,
+        model=model,
+        file_name=f"{name}.npz",
+        url=f"{_GCS}/{path}",
+        format="npz",
+        license="Apache-2.0",
+        input_size=(size, size),
+        mean=HALF,
+        std=HALF,
+        num_classes=classes,
+        arch=dict(num_classes=classes, **arch),
+        source="Dosovitskiy et al. 2020; github.com/google-research/vision_transformer (README, model list)",
+    )
 
 
 def _augreg(name, model, short, aug, wd, lr, size):
     return PretrainedCheckpoint(
-        name=name, model=model, file_name=f"{name}.npz", url=_AUGREG.format(short, aug, wd, lr, size), format="npz",
-        license="Apache-2.0", input_size=(size, size), mean=HALF, std=HALF, num_classes=1000,
-        source="Steiner et al. 2021 (AugReg), https://arxiv.org/abs/2106.10270; URL as in timm's pretrained_cfg")
+        name=name,
+        model=model,
+        file_name=f"{name}.npz",
+        url=_AUGREG.format(short, aug, wd, lr, size),
+        format="npz",
+        license="Apache-2.0",
+        input_size=(size, size),
+        mean=HALF,
+        std=HALF,
+        num_classes=1000,
+        source="Steiner et al. 2021 (AugReg), https://arxiv.org/abs/2106.10270; URL as in timm's pretrained_cfg",
+    )
 
 
 def _timm_hub(name, model, size, mean, std, classes, source):
     return PretrainedCheckpoint(
-        name=name, model=model, file_name=f"{name}.safetensors", url=_HF_TIMM.format(name), format="safetensors",
-        license="Apache-2.0", input_size=(size, size), mean=mean, std=std, num_classes=classes,
-        arch={} if classes else {"num_classes": 0}, source=f"{source}; https://huggingface.co/timm/{name}")
+        name=name,
+        model=model,
+        file_name=f"{name}.safetensors",
+        url=_HF_TIMM.format(name),
+        format="safetensors",
+        license="Apache-2.0",
+        input_size=(size, size),
+        mean=mean,
+        std=std,
+        num_classes=classes,
+        arch={} if classes else {"num_classes": 0},
+        source=f"{source}; https://huggingface.co/timm/{name}",
+    )
 
 
 _ENTRIES = [
-    _orig("vit_base_patch16_224.orig_in21k", "vit_base_patch16_224", "imagenet21k/ViT-B_16.npz", 224, 21843,
-          representation_size=768),
-    _orig("vit_base_patch16_224.orig_in21k_ft_in1k", "vit_base_patch16_224",
-          "imagenet21k%2Bimagenet2012/ViT-B_16-224.npz", 224, 1000),
-    _orig("vit_base_patch16_384.orig_in21k_ft_in1k", "vit_base_patch16_384",
-          "imagenet21k%2Bimagenet2012/ViT-B_16.npz", 384, 1000),
+    _orig(
+        "vit_base_patch16_224.orig_in21k",
+        "vit_base_patch16_224",
+        "imagenet21k/ViT-B_16.npz",
+        224,
+        21843,
+        representation_size=768,
+    ),
+    _orig(
+        "vit_base_patch16_224.orig_in21k_ft_in1k",
+        "vit_base_patch16_224",
+        "imagenet21k%2Bimagenet2012/ViT-B_16-224.npz",
+        224,
+        1000,
+    ),
+    _orig(
+        "vit_base_patch16_384.orig_in21k_ft_in1k",
+        "vit_base_patch16_384",
+        "imagenet21k%2Bimagenet2012/ViT-B_16.npz",
+        384,
+        1000,
+    ),
     _augreg("vit_tiny_patch16_224.augreg_in21k_ft_in1k", "vit_tiny_patch16_224", "Ti_16", "none", "0.03", "0.03", 224),
     _augreg("vit_tiny_patch16_384.augreg_in21k_ft_in1k", "vit_tiny_patch16_384", "Ti_16", "none", "0.03", "0.03", 384),
-    _augreg("vit_small_patch16_224.augreg_in21k_ft_in1k", "vit_small_patch16_224", "S_16", "light1", "0.03", "0.03",
-            224),
-    _augreg("vit_base_patch16_224.augreg_in21k_ft_in1k", "vit_base_patch16_224", "B_16", "medium1", "0.1", "0.01",
-            224),
-    _augreg("vit_base_patch16_384.augreg_in21k_ft_in1k", "vit_base_patch16_384", "B_16", "medium1", "0.1", "0.01",
-            384),
-    _timm_hub("vit_base_patch16_224.augreg2_in21k_ft_in1k", "vit_base_patch16_224", 224, HALF, HALF, 1000,
-              "AugReg, fine-tuned again by timm"),
-    _timm_hub("deit_tiny_patch16_224.fb_in1k", "deit_tiny_patch16_224", 224, IMAGENET_MEAN, IMAGENET_STD, 1000,
-              "Touvron et al. 2020 (DeiT), https://arxiv.org/abs/2012.12877"),
-    _timm_hub("deit_tiny_distilled_patch16_224.fb_in1k", "deit_tiny_distilled_patch16_224", 224, IMAGENET_MEAN,
-              IMAGENET_STD, 1000, "Touvron et al. 2020 (DeiT), https://arxiv.org/abs/2012.12877"),
-    _timm_hub("vit_small_patch14_reg4_dinov2.lvd142m", "vit_small_patch14_reg4_dinov2", 518, IMAGENET_MEAN,
-              IMAGENET_STD, 0, "Darcet et al. 2023 (DINOv2 with registers), https://arxiv.org/abs/2309.16588"),
+    _augreg(
+        "vit_small_patch16_224.augreg_in21k_ft_in1k", "vit_small_patch16_224", "S_16", "light1", "0.03", "0.03", 224
+    ),
+    _augreg("vit_base_patch16_224.augreg_in21k_ft_in1k", "vit_base_patch16_224", "B_16", "medium1", "0.1", "0.01", 224),
+    _augreg("vit_base_patch16_384.augreg_in21k_ft_in1k", "vit_base_patch16_384", "B_16", "medium1", "0.1", "0.01", 384),
+    _timm_hub(
+        "vit_base_patch16_224.augreg2_in21k_ft_in1k",
+        "vit_base_patch16_224",
+        224,
+        HALF,
+        HALF,
+        1000,
+        "AugReg, fine-tuned again by timm",
+    ),
+    _timm_hub(
+        "deit_tiny_patch16_224.fb_in1k",
+        "deit_tiny_patch16_224",
+        224,
+        IMAGENET_MEAN,
+        IMAGENET_STD,
+        1000,
+        "Touvron et al. 2020 (DeiT), https://arxiv.org/abs/2012.12877",
+    ),
+    _timm_hub(
+        "deit_tiny_distilled_patch16_224.fb_in1k",
+        "deit_tiny_distilled_patch16_224",
+        224,
+        IMAGENET_MEAN,
+        IMAGENET_STD,
+        1000,
+        "Touvron et al. 2020 (DeiT), https://arxiv.org/abs/2012.12877",
+    ),
+    _timm_hub(
+        "vit_small_patch14_reg4_dinov2.lvd142m",
+        "vit_small_patch14_reg4_dinov2",
+        518,
+        IMAGENET_MEAN,
+        IMAGENET_STD,
+        0,
+        "Darcet et al. 2023 (DINOv2 with registers), https://arxiv.org/abs/2309.16588",
+    ),
     PretrainedCheckpoint(
-        name="google/vit-base-patch16-224", model="vit_base_patch16_224",
+        name="google/vit-base-patch16-224",
+        model="vit_base_patch16_224",
         file_name="google--vit-base-patch16-224.safetensors",
-        url="https://huggingface.co/google/vit-base-patch16-224/resolve/main/model.safetensors", format="safetensors",
-        license="Apache-2.0", input_size=(224, 224), mean=HALF, std=HALF, num_classes=1000,
+        url="https://huggingface.co/google/vit-base-patch16-224/resolve/main/model.safetensors",
+        format="safetensors",
+        license="Apache-2.0",
+        input_size=(224, 224),
+        mean=HALF,
+        std=HALF,
+        num_classes=1000,
         arch={"layer_norm_epsilon": 1e-12},
         source="Hugging Face transformers ViTForImageClassification; "
-               "https://huggingface.co/google/vit-base-patch16-224"),
+        "https://huggingface.co/google/vit-base-patch16-224",
+    ),
 ]
 CHECKPOINTS: dict[str, PretrainedCheckpoint] = {entry.name: entry for entry in _ENTRIES}
 
@@ -140,12 +219,13 @@ def download_checkpoint(name: str, cache_dir: str | None = None) -> str:
         cache_dir: optional cache root instead of `$KERAS_VIT_CACHE` or, without
             it, the Keras home (`~/.keras`).
     """
-    import keras  # noqa: PLC0415
+    import keras
 
     entry = checkpoint_info(name)
     cache_dir = cache_dir or os.environ.get("KERAS_VIT_CACHE")
     if cache_dir:
         os.makedirs(cache_dir, exist_ok=True)  # get_file falls back to /tmp/.keras for a folder it cannot write
-    path = keras.utils.get_file(fname=entry.file_name, origin=entry.url, file_hash=entry.sha256,
-                                cache_subdir="keras_vit", cache_dir=cache_dir)
+    path = keras.utils.get_file(
+        fname=entry.file_name, origin=entry.url, file_hash=entry.sha256, cache_subdir="keras_vit", cache_dir=cache_dir
+    )
     return os.fspath(path)

@@ -25,5 +25,7 @@ def verify_sha256(path: str, expected: str) -> None:
         raise ValueError(f"`sha256` must be 64 hexadecimal digits. Received: sha256={expected!r}")
     actual = sha256_of(path)
     if actual != expected.lower():
-        raise CheckpointError(f"SHA-256 mismatch for '{path}': expected {expected.lower()}, file has {actual}. "
-                              "The file is corrupt, truncated or a different checkpoint; download it again.")
+        raise CheckpointError(
+            f"SHA-256 mismatch for '{path}': expected {expected.lower()}, file has {actual}. "
+            "The file is corrupt, truncated or a different checkpoint; download it again."
+        )

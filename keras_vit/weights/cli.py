@@ -32,8 +32,8 @@ USAGE = "usage: keras-vit convert IN OUT [--model NAME] [--image_size N] [--num_
 
 def build_model(path: str, model_name: str | None, overrides: dict, num_heads: int | None = None):
     """Builds the keras_vit model the converted weights go into."""
-    import keras_vit  # noqa: PLC0415 (cli sits on top of every package)
-    from keras_vit.weights import arch_from_hf_config, formats, infer_arch  # noqa: PLC0415
+    import keras_vit
+    from keras_vit.weights import arch_from_hf_config, formats, infer_arch
 
     if model_name:
         return keras_vit.create_model(model_name, **overrides)
@@ -49,11 +49,16 @@ def build_model(path: str, model_name: str | None, overrides: dict, num_heads: i
     return keras_vit.ViT(**arch)
 
 
-def convert(src: str, dst: str, model_name: str | None = None, overrides: dict | None = None,
-            num_heads: int | None = None, sha256: str | None = None) -> str:
+def convert(
+    src: str,
+    dst: str,
+    model_name: str | None = None,
+    overrides: dict | None = None,
+    num_heads: int | None = None,
+    sha256: str | None = None,
+) -> str:
     """Converts checkpoint `src` to `dst` (`.weights.h5` or `.safetensors`); returns a one-line summary."""
-    from keras_vit.weights import (  # noqa: PLC0415
-        formats, load_pretrained, save_weights, verify_sha256, write_safetensors)
+    from keras_vit.weights import formats, load_pretrained, save_weights, verify_sha256, write_safetensors
 
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     if not dst.endswith((".weights.h5", ".safetensors")):
@@ -66,16 +71,19 @@ def convert(src: str, dst: str, model_name: str | None = None, overrides: dict |
         checkpoint = formats.read_checkpoint(src)
         metadata = {"format": "pt", "keys": "timm", "producer": "keras_vit convert", "source": checkpoint.flavor}
         write_safetensors(dst, checkpoint.state, metadata)
-        return (f"wrote {dst}: {len(checkpoint.state)} tensors in timm keys "
-                f"(from {checkpoint.flavor} {checkpoint.format})")
+        return (
+            f"wrote {dst}: {len(checkpoint.state)} tensors in timm keys (from {checkpoint.flavor} {checkpoint.format})"
+        )
     if formats.detect_format(src) == "keras_h5" and not model_name:
         raise ValueError("A .weights.h5 file holds no architecture; pass --model NAME (and its overrides).")
     model = build_model(src, model_name, overrides, num_heads)
     report = load_pretrained(model, src)
     save_weights(model, dst)
     extra = f", position embedding resampled {report.resampled[0]} -> {report.resampled[1]}" if report.resampled else ""
-    return (f"wrote {dst}: {report.loaded} variables of a {model.count_params():,}-parameter model "
-            f"(from {report.flavor} {report.format}, head {report.head}{extra})")
+    return (
+        f"wrote {dst}: {report.loaded} variables of a {model.count_params():,}-parameter model "
+        f"(from {report.flavor} {report.format}, head {report.head}{extra})"
+    )
 
 
 def main(argv: list[str]) -> None:

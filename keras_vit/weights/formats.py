@@ -30,7 +30,7 @@ def pickle_refusal(path: str) -> CheckpointError:
     return CheckpointError(
         f"'{path}' is a PyTorch pickle checkpoint. keras_vit never unpickles files: loading a pickle can run "
         "arbitrary code from it. Convert it once to safetensors with PyTorch, in an environment you trust:\n"
-        "    python -c \"import torch; from safetensors.torch import save_file; "
+        '    python -c "import torch; from safetensors.torch import save_file; '
         f"sd = torch.load('{path}', map_location='cpu', weights_only=True); "
         "sd = sd.get('model', sd.get('state_dict', sd)); "
         f"save_file({{k: v.contiguous() for k, v in sd.items()}}, '{stem}.safetensors')\"\n"
@@ -62,8 +62,10 @@ def detect_format(path: str) -> str:
         except zipfile.BadZipFile:
             if lower.endswith(_PICKLE_EXTENSIONS):
                 raise pickle_refusal(path) from None
-            raise CheckpointError(f"'{path}' looks like a zip archive (.npz) but its directory cannot be read; "
-                                  "the file is truncated or corrupt. Download it again.") from None
+            raise CheckpointError(
+                f"'{path}' looks like a zip archive (.npz) but its directory cannot be read; "
+                "the file is truncated or corrupt. Download it again."
+            ) from None
         if any(n.endswith("data.pkl") for n in names):
             raise pickle_refusal(path)
         if names and all(n.endswith(".npy") for n in names):
@@ -77,10 +79,13 @@ def detect_format(path: str) -> str:
     if lower.endswith(".safetensors"):
         return SAFETENSORS  # let the reader explain what is wrong with the header
     if lower.endswith(".npz"):
-        raise CheckpointError(f"'{path}' has the .npz extension but is not a zip archive; it is corrupt. "
-                              "Download it again.")
-    raise CheckpointError(f"Cannot tell the format of '{path}' (first bytes {head[:8]!r}). Supported: .safetensors "
-                          "(timm or Hugging Face ViT), .npz (original JAX ViT/AugReg), .weights.h5 (keras_vit).")
+        raise CheckpointError(
+            f"'{path}' has the .npz extension but is not a zip archive; it is corrupt. Download it again."
+        )
+    raise CheckpointError(
+        f"Cannot tell the format of '{path}' (first bytes {head[:8]!r}). Supported: .safetensors "
+        "(timm or Hugging Face ViT), .npz (original JAX ViT/AugReg), .weights.h5 (keras_vit)."
+    )
 
 
 @dataclasses.dataclass
@@ -115,8 +120,10 @@ def read_checkpoint(path: str) -> Checkpoint:
     """
     kind = detect_format(path)
     if kind == KERAS_H5:
-        raise CheckpointError(f"'{path}' is a Keras weights file; load it with `model.load_pretrained(path)` "
-                              "(it needs a model of the same architecture).")
+        raise CheckpointError(
+            f"'{path}' is a Keras weights file; load it with `model.load_pretrained(path)` "
+            "(it needs a model of the same architecture)."
+        )
     if kind == NPZ:
         return Checkpoint(npz.npz_to_timm(npz.read_npz(path), path), NPZ, "jax")
     tensors, metadata = read_safetensors(path)

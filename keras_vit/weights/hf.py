@@ -63,7 +63,7 @@ def hf_to_timm(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         name = key
         for prefix in _MODEL_PREFIXES:
             if name.startswith(prefix):
-                name = name[len(prefix):]
+                name = name[len(prefix) :]
                 break
         if name in _SIMPLE:
             out[_SIMPLE[name]] = value
@@ -81,8 +81,9 @@ def hf_to_timm(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     for (index, kind), parts in qkv.items():
         missing = [p for p in ("query", "key", "value") if p not in parts]
         if missing:
-            raise CheckpointError(f"Hugging Face checkpoint: layer {index} has no attention {missing} {kind}; "
-                                  "the file is incomplete.")
+            raise CheckpointError(
+                f"Hugging Face checkpoint: layer {index} has no attention {missing} {kind}; the file is incomplete."
+            )
         out[f"blocks.{index}.attn.qkv.{kind}"] = np.concatenate([parts["query"], parts["key"], parts["value"]])
     return out
 
@@ -102,8 +103,10 @@ def arch_from_hf_config(config: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"Only Hugging Face ViT/DeiT configs are supported. Received: model_type={model_type!r}")
     act = config.get("hidden_act", "gelu")
     if act != "gelu":
-        raise ValueError(f"keras_vit's MLP uses exact (erf) GELU; this config uses hidden_act={act!r}, "
-                         "so outputs would differ. Received: hidden_act=" + repr(act))
+        raise ValueError(
+            f"keras_vit's MLP uses exact (erf) GELU; this config uses hidden_act={act!r}, "
+            "so outputs would differ. Received: hidden_act=" + repr(act)
+        )
     architectures = config.get("architectures") or []
     classifier = any("ForImageClassification" in a for a in architectures)
     distilled = any("WithTeacher" in a for a in architectures)

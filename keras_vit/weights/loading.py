@@ -75,12 +75,16 @@ def _plan_position_embedding(model, array: np.ndarray, variable, report: LoadRep
             f"Position embedding of shape {shape_str(array.shape)} does not hold {prefix} prefix entries plus a "
             f"patch grid, so it cannot be resampled to the model's {grid[0]}x{grid[1]} grid "
             f"{shape_str(variable.shape)}. Check that the model's tokens (class/distillation/register, "
-            "pos_embed_prefix) match the checkpoint's. Nothing was loaded.")
+            "pos_embed_prefix) match the checkpoint's. Nothing was loaded."
+        )
     if old == grid:
         return array
     report.resampled = (old, grid)
-    warnings.warn(f"Resampling the position embedding from a {old[0]}x{old[1]} to a {grid[0]}x{grid[1]} patch grid "
-                  "(bicubic, antialiased, as timm does).", stacklevel=4)
+    warnings.warn(
+        f"Resampling the position embedding from a {old[0]}x{old[1]} to a {grid[0]}x{grid[1]} patch grid "
+        "(bicubic, antialiased, as timm does).",
+        stacklevel=4,
+    )
     return resample_position_embeddings(array, old, grid, prefix)
 
 
@@ -111,18 +115,28 @@ def plan_assignments(model, state: dict[str, np.ndarray], report: LoadReport) ->
         if key == "pos_embed":
             value = _plan_position_embedding(model, value, variable, report)
         if tuple(value.shape) != tuple(variable.shape):
-            mismatched.append(f"{key}: file {shape_str(state[key].shape)} (as Keras {shape_str(value.shape)}) "
-                              f"vs model {shape_str(variable.shape)}")
+            mismatched.append(
+                f"{key}: file {shape_str(state[key].shape)} (as Keras {shape_str(value.shape)}) "
+                f"vs model {shape_str(variable.shape)}"
+            )
             continue
         plan.append((variable, value))
     if missing or unexpected or mismatched:
         parts = [f"The checkpoint does not fit model '{model.name}'; nothing was loaded."]
         if missing:
-            parts.append(listing("missing from the file (model key, model shape in timm layout)",
-                                 [f"{k} {_timm_shape(*targets[k])}" for k in missing]))
+            parts.append(
+                listing(
+                    "missing from the file (model key, model shape in timm layout)",
+                    [f"{k} {_timm_shape(*targets[k])}" for k in missing],
+                )
+            )
         if unexpected:
-            parts.append(listing("unexpected in the file (file key, shape)",
-                                 [f"{k} {shape_str(np.shape(state[k]))}" for k in unexpected]))
+            parts.append(
+                listing(
+                    "unexpected in the file (file key, shape)",
+                    [f"{k} {shape_str(np.shape(state[k]))}" for k in unexpected],
+                )
+            )
         if mismatched:
             parts.append(listing("shape mismatches", mismatched))
         parts.append("Build the model with the checkpoint's architecture (variant, tokens, pooling, depth, widths).")
@@ -153,22 +167,30 @@ def _plan_head(targets, state, model_head, file_head, report: LoadReport) -> lis
             warnings.warn(f"The model has no {label}; dropping the checkpoint's {file_keys}{classes}.", stacklevel=5)
         elif not file_keys:
             action, extra = "absent", []
-            warnings.warn(f"The checkpoint has no {label}; the model keeps its freshly initialised {model_keys}. "
-                          "Train it before use.", stacklevel=5)
+            warnings.warn(
+                f"The checkpoint has no {label}; the model keeps its freshly initialised {model_keys}. "
+                "Train it before use.",
+                stacklevel=5,
+            )
         else:
             action, extra = "replaced", file_keys
-            shapes = ", ".join(f"{k} {shape_str(np.shape(state[k]))} vs {_timm_shape(*targets[k])}"
-                               for k in model_keys if k in state)
-            warnings.warn(f"{label.capitalize()} not loaded: it does not fit the model (file vs model: {shapes}); "
-                          f"the model keeps its new, freshly initialised {model_keys} (fine-tune it).", stacklevel=5)
+            shapes = ", ".join(
+                f"{k} {shape_str(np.shape(state[k]))} vs {_timm_shape(*targets[k])}" for k in model_keys if k in state
+            )
+            warnings.warn(
+                f"{label.capitalize()} not loaded: it does not fit the model (file vs model: {shapes}); "
+                f"the model keeps its new, freshly initialised {model_keys} (fine-tune it).",
+                stacklevel=5,
+            )
         report.skipped += extra
         if label == "classifier head" or report.head == "loaded":
             report.head = action
     return plan
 
 
-def load_state_dict(model, state: dict[str, np.ndarray], *, path: str = "<state>", format: str = "state",
-                    flavor: str = "timm") -> LoadReport:
+def load_state_dict(
+    model, state: dict[str, np.ndarray], *, path: str = "<state>", format: str = "state", flavor: str = "timm"
+) -> LoadReport:
     """Loads a timm-keyed state dict into `model`, all or nothing.
 
     Args:
@@ -205,8 +227,10 @@ def _load_keras_weights(model, path: str) -> LoadReport:
     try:
         scratch.load_weights(path)
     except Exception as error:  # Keras raises several types for mismatches and damaged files
-        raise CheckpointError(f"'{path}' does not fit model '{model.name}' or is damaged "
-                              f"({_keras_error_summary(error)}). Build the model with the architecture that saved it. Nothing was loaded.") from None
+        raise CheckpointError(
+            f"'{path}' does not fit model '{model.name}' or is damaged "
+            f"({_keras_error_summary(error)}). Build the model with the architecture that saved it. Nothing was loaded."
+        ) from None
     for target, source in zip(model.weights, scratch.weights):
         target.assign(source)
     return LoadReport(path=path, format=formats.KERAS_H5, flavor="keras", loaded=len(model.weights))
@@ -231,15 +255,17 @@ def load_pretrained(model, path: str, sha256: str | None = None) -> LoadReport:
     """
     path = os.fspath(path)
     if not os.path.exists(path):
-        from keras_vit.weights import catalog  # noqa: PLC0415 (catalog downloads; keep it lazy)
+        from keras_vit.weights import catalog
 
         if path in catalog.CHECKPOINTS:
             entry = catalog.CHECKPOINTS[path]
             path = catalog.download_checkpoint(path)
             sha256 = sha256 or entry.sha256
         else:
-            raise CheckpointError(f"Checkpoint file '{path}' does not exist, and it is not a catalogued name "
-                                  f"(see keras_vit.weights.list_checkpoints()). Check the path.")
+            raise CheckpointError(
+                f"Checkpoint file '{path}' does not exist, and it is not a catalogued name "
+                f"(see keras_vit.weights.list_checkpoints()). Check the path."
+            )
     if sha256 is not None:
         verify_sha256(path, sha256)
     if formats.detect_format(path) == formats.KERAS_H5:

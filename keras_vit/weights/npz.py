@@ -31,8 +31,10 @@ def read_npz(path: str) -> dict[str, np.ndarray]:
         with np.load(path, allow_pickle=False) as archive:
             return {name: np.asarray(archive[name]) for name in archive.files}
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as error:
-        raise CheckpointError(f"'{path}' could not be read as an .npz archive ({type(error).__name__}: {error}); "
-                              "the file is truncated or corrupt. Download it again.") from None
+        raise CheckpointError(
+            f"'{path}' could not be read as an .npz archive ({type(error).__name__}: {error}); "
+            "the file is truncated or corrupt. Download it again."
+        ) from None
 
 
 def npz_to_timm(arrays: dict[str, np.ndarray], path: str = "<npz>") -> dict[str, np.ndarray]:
@@ -45,9 +47,11 @@ def npz_to_timm(arrays: dict[str, np.ndarray], path: str = "<npz>") -> dict[str,
     prefix = next((p for p in _PREFIXES if f"{p}embedding/kernel" in arrays), None)
     if prefix is None:
         sample = ", ".join(sorted(arrays)[:8])
-        raise CheckpointError(f"'{path}' is not a ViT .npz checkpoint: no 'embedding/kernel' under any of the "
-                              f"prefixes {list(_PREFIXES)}. First keys: {sample}")
-    w = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+        raise CheckpointError(
+            f"'{path}' is not a ViT .npz checkpoint: no 'embedding/kernel' under any of the "
+            f"prefixes {list(_PREFIXES)}. First keys: {sample}"
+        )
+    w = {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
     used: set[str] = set()
     out: dict[str, np.ndarray] = {}
 
@@ -108,4 +112,3 @@ def npz_to_timm(arrays: dict[str, np.ndarray], path: str = "<npz>") -> dict[str,
     for name in sorted(set(w) - used):  # unknown: let the loader report them
         out[f"{prefix}{name}"] = w[name]
     return out
-

@@ -85,15 +85,17 @@ def model_targets(model) -> dict[str, tuple[object, str]]:
 
 def model_state_dict(model) -> dict[str, np.ndarray]:
     """The model's weights as a timm state dict (timm names and PyTorch layouts), float32 NumPy arrays."""
-    return {key: np.ascontiguousarray(to_timm(np.asarray(variable.numpy()), layout))
-            for key, (variable, layout) in model_targets(model).items()}
+    return {
+        key: np.ascontiguousarray(to_timm(np.asarray(variable.numpy()), layout))
+        for key, (variable, layout) in model_targets(model).items()
+    }
 
 
 def strip_wrapper_prefix(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Removes a `module.` (DataParallel) or `model.` prefix shared by every key."""
     for prefix in ("module.", "model."):
         if state and all(k.startswith(prefix) for k in state):
-            return {k[len(prefix):]: v for k, v in state.items()}
+            return {k[len(prefix) :]: v for k, v in state.items()}
     return state
 
 

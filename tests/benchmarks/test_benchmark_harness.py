@@ -17,8 +17,19 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from benchmarks import (cases, flops, lean_forward, machine, op_profile, paired, peers, report, run,
-                        transformer_optimizer, worker)
+from benchmarks import (
+    cases,
+    flops,
+    lean_forward,
+    machine,
+    op_profile,
+    paired,
+    peers,
+    report,
+    run,
+    transformer_optimizer,
+    worker,
+)
 
 TINY = dict(cases.SMOKE_ARCH)
 QUICK = dict(warmup=1, repeats=1, min_repeats=1, budget_s=0.0)
@@ -26,8 +37,7 @@ QUICK = dict(warmup=1, repeats=1, min_repeats=1, budget_s=0.0)
 
 def test_forward_macs_match_published_timm_counts():
     # timm's model cards: ViT-Ti/16 1.3, ViT-S/16 4.6, ViT-B/16 17.6 GMACs at 224.
-    for name, gmacs in (("vit_tiny_patch16_224", 1.3), ("vit_small_patch16_224", 4.6),
-                        ("vit_base_patch16_224", 17.6)):
+    for name, gmacs in (("vit_tiny_patch16_224", 1.3), ("vit_small_patch16_224", 4.6), ("vit_base_patch16_224", 17.6)):
         assert flops.vit_forward_macs(peers.resolve_arch(name)) / 1e9 == pytest.approx(gmacs, abs=0.05)
 
 
@@ -73,8 +83,15 @@ def test_peers_reject_what_they_cannot_build():
 
 @pytest.mark.parametrize("lib", ["keras_vit", "keras_hub", "timm"])
 def test_inference_case_runs_for_every_library(lib):
-    case = dict(kind="infer", lib=lib, model=TINY, precision="float32", batches=[1, 2],
-                jit=False if lib == "keras_vit" else "auto", **QUICK)
+    case = dict(
+        kind="infer",
+        lib=lib,
+        model=TINY,
+        precision="float32",
+        batches=[1, 2],
+        jit=False if lib == "keras_vit" else "auto",
+        **QUICK,
+    )
     result = worker.run_case(case)
     assert [row["batch"] for row in result["batches"]] == [1, 2]
     assert all(row["images_per_s"] > 0 and len(row["seconds"]) == 1 for row in result["batches"])
@@ -131,8 +148,15 @@ def test_step_timer_recovers_per_step_losses_from_running_means():
 
 
 def _record(case, result, rss=100.0):
-    return dict(id=cases.case_id(case), case=case, ok=True, result=result, peak_rss_mib=rss,
-                load_before=[1.0, 1.0, 1.0], load_after=[1.0, 1.0, 1.0])
+    return dict(
+        id=cases.case_id(case),
+        case=case,
+        ok=True,
+        result=result,
+        peak_rss_mib=rss,
+        load_before=[1.0, 1.0, 1.0],
+        load_after=[1.0, 1.0, 1.0],
+    )
 
 
 def test_report_computes_ratios_and_targets():
@@ -142,13 +166,21 @@ def test_report_computes_ratios_and_targets():
 
     def infer(lib, rate):
         case = dict(kind="infer", lib=lib, model=base, precision="float32", batches=[8], jit="auto")
-        row = dict(batch=8, images_per_s=rate, median_s=8 / rate, seconds=[8 / rate], first_call_s=1.0,
-                   median_cpu_s=8 / rate * 2)  # both cores busy: twice the wall time in CPU time
+        row = dict(
+            batch=8,
+            images_per_s=rate,
+            median_s=8 / rate,
+            seconds=[8 / rate],
+            first_call_s=1.0,
+            median_cpu_s=8 / rate * 2,
+        )  # both cores busy: twice the wall time in CPU time
         return _record(case, dict(batches=[row], flops_per_image=per_image, arch=arch))
 
     matmul_cpu_s = 2 * 2048**3 / 100e9 * 1.6  # the matmul kept 1.6 cores busy
-    matmul = _record(dict(kind="matmul", tag="start"),
-                     dict(size=2048, rates={"float32": dict(gflops=100.0, median_cpu_s=matmul_cpu_s)}))
+    matmul = _record(
+        dict(kind="matmul", tag="start"),
+        dict(size=2048, rates={"float32": dict(gflops=100.0, median_cpu_s=matmul_cpu_s)}),
+    )
     results = [matmul, infer("keras_vit", 2.0), infer("keras_hub", 1.6), infer("timm", 1.0)]
     checks = {c["target"]: c for c in report.target_checks(results)}
     hub_check = checks["ViT-B/16 b8 fp32 >= 1.05x keras-hub"]
@@ -168,7 +200,8 @@ def test_report_computes_ratios_and_targets():
     hub = infer("keras_hub", 1.6)
     hub["result"]["batches"][0]["median_cpu_s"] = 8 / 1.6 / 1.0  # ... now 1.6 img/CPU-s -> 0.625x
     check = {c["target"]: c for c in report.target_checks([matmul, slow_cpu, hub])}[
-        "ViT-B/16 b8 fp32 >= 1.05x keras-hub"]
+        "ViT-B/16 b8 fp32 >= 1.05x keras-hub"
+    ]
     assert check["measured"] == pytest.approx(1.25) and check["per_cpu_second"] == pytest.approx(0.625)
     assert check["met"] is False
 
@@ -178,13 +211,34 @@ def test_report_checks_training_targets_per_batch_and_shows_the_products_ceiling
     arch = peers.resolve_arch(ti)
 
     def train(lib, precision, batch, rate):
-        case = dict(kind="train", lib=lib, model=ti, precision=precision, batch=batch,
-                    jit="auto" if lib == "keras_hub" else False)
-        return _record(case, dict(batch=batch, images_per_s=rate, median_s=batch / rate, seconds=[batch / rate],
-                                  median_cpu_s=batch / rate, losses=[1.0], flops_per_image=1.0, arch=arch))
+        case = dict(
+            kind="train",
+            lib=lib,
+            model=ti,
+            precision=precision,
+            batch=batch,
+            jit="auto" if lib == "keras_hub" else False,
+        )
+        return _record(
+            case,
+            dict(
+                batch=batch,
+                images_per_s=rate,
+                median_s=batch / rate,
+                seconds=[batch / rate],
+                median_cpu_s=batch / rate,
+                losses=[1.0],
+                flops_per_image=1.0,
+                arch=arch,
+            ),
+        )
 
-    results = [train("keras_hub", "float32", 8, 10.0), train("keras_vit", "bfloat16", 8, 15.0),
-               train("keras_hub", "float32", 32, 10.0), train("keras_vit", "bfloat16", 32, 19.0)]
+    results = [
+        train("keras_hub", "float32", 8, 10.0),
+        train("keras_vit", "bfloat16", 8, 15.0),
+        train("keras_hub", "float32", 32, 10.0),
+        train("keras_vit", "bfloat16", 32, 19.0),
+    ]
     checks = {c["target"]: c for c in report.target_checks(results)}
     small = checks[f"training {ti} b8 mixed bf16 (recipes' default here) >= 1.8x keras-hub default fit (fp32)"]
     large = checks[f"training {ti} b32 mixed bf16 (recipes' default here) >= 1.8x keras-hub default fit (fp32)"]
@@ -193,14 +247,20 @@ def test_report_checks_training_targets_per_batch_and_shows_the_products_ceiling
 
     base = "vit_base_patch16_224"
     arch = peers.resolve_arch(base)
-    products = _record(dict(kind="products", model=base, batch=8, precision="float32"),
-                       dict(batch=8, images_per_s=10.0, median_s=0.8, flops_per_image=1e10, arch=arch))
-    ours = _record(dict(kind="infer", lib="keras_vit", model=base, precision="float32", batches=[8], jit=False),
-                   dict(batches=[dict(batch=8, images_per_s=9.0, median_s=8 / 9)], flops_per_image=1e10, arch=arch))
+    products = _record(
+        dict(kind="products", model=base, batch=8, precision="float32"),
+        dict(batch=8, images_per_s=10.0, median_s=0.8, flops_per_image=1e10, arch=arch),
+    )
+    ours = _record(
+        dict(kind="infer", lib="keras_vit", model=base, precision="float32", batches=[8], jit=False),
+        dict(batches=[dict(batch=8, images_per_s=9.0, median_s=8 / 9)], flops_per_image=1e10, arch=arch),
+    )
     matmul = _record(dict(kind="matmul", tag="start"), dict(size=2048, rates={"float32": dict(gflops=125.0)}))
     lines = report.products_lines([matmul, products, ours])
-    assert lines == [f"{base}'s forward matrix products alone (batch 8, float32, one after the other, nothing "
-                     "else): 100.0 GFLOP/s, 0.80 of the float32 matmul rate; keras_vit's forward runs at 0.90 of that."]
+    assert lines == [
+        f"{base}'s forward matrix products alone (batch 8, float32, one after the other, nothing "
+        "else): 100.0 GFLOP/s, 0.80 of the float32 matmul rate; keras_vit's forward runs at 0.90 of that."
+    ]
 
 
 def test_products_case_times_the_model_matmuls():
@@ -222,16 +282,40 @@ def test_case_lists_are_well_formed():
     for model in cases.INFER_MODELS:
         for precision in cases.PRECISIONS:
             for lib in ("keras_vit", "keras_hub", "timm"):
-                assert any(c["kind"] == "infer" and c["lib"] == lib and c["model"] == model
-                           and c["precision"] == precision and set(c["batches"]) == {1, 8, 32} for c in full)
+                assert any(
+                    c["kind"] == "infer"
+                    and c["lib"] == lib
+                    and c["model"] == model
+                    and c["precision"] == precision
+                    and set(c["batches"]) == {1, 8, 32}
+                    for c in full
+                )
     json.dumps(full)  # every case must travel as JSON to its subprocess
 
 
 @pytest.mark.slow
 def test_smoke_run_end_to_end(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "benchmarks.run", "--smoke", "--only", "matmul", "--only",
-                           "infer/keras_vit", "--out-dir", str(tmp_path), "--name", "t"],
-                          capture_output=True, text=True, timeout=300, cwd=run.ROOT, check=False)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.run",
+            "--smoke",
+            "--only",
+            "matmul",
+            "--only",
+            "infer/keras_vit",
+            "--out-dir",
+            str(tmp_path),
+            "--name",
+            "t",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=run.ROOT,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     record = json.loads((tmp_path / "t.json").read_text())
     assert [r["ok"] for r in record["results"]] == [True, True]
@@ -242,18 +326,28 @@ def test_recipe_table_compares_bfloat16_with_float32():
     def recipe(precision, accuracy, seed=None):
         overrides = {} if seed is None else dict(seed=seed)
         case = dict(kind="recipe", recipe="digits_vit", precision=precision, overrides=overrides)
-        return _record(case, dict(recipe="digits_vit", overrides=overrides, train_and_eval_s=60.0,
-                                  metrics=dict(test_accuracy=accuracy)))
+        return _record(
+            case,
+            dict(recipe="digits_vit", overrides=overrides, train_and_eval_s=60.0, metrics=dict(test_accuracy=accuracy)),
+        )
 
     assert cases.case_id(cases.accuracy_cases()[1]) == "recipe/digits_vit/bfloat16"
     lines = report.recipe_table([recipe("float32", 0.975), recipe("bfloat16", 0.9694)])
     assert lines[2].startswith("| digits_vit | default | float32 | 97.50% | n/a |")
     assert lines[3].startswith("| digits_vit | default | bfloat16 | 96.94% | -0.56 |")
     assert [cases.case_id(c) for c in cases.accuracy_cases(seeds=(1,))] == [
-        "recipe/digits_vit/float32/seed=1", "recipe/digits_vit/bfloat16/seed=1"]
+        "recipe/digits_vit/float32/seed=1",
+        "recipe/digits_vit/bfloat16/seed=1",
+    ]
     # Per seed, bf16 is compared with float32 of the same seed; the means close the table.
-    lines = report.recipe_table([recipe("float32", 0.98, 1), recipe("bfloat16", 0.97, 1),
-                                 recipe("float32", 0.96, 2), recipe("bfloat16", 0.99, 2)])
+    lines = report.recipe_table(
+        [
+            recipe("float32", 0.98, 1),
+            recipe("bfloat16", 0.97, 1),
+            recipe("float32", 0.96, 2),
+            recipe("bfloat16", 0.99, 2),
+        ]
+    )
     assert lines[3].startswith("| digits_vit | 1 | bfloat16 | 97.00% | -1.00 |")
     assert lines[5].startswith("| digits_vit | 2 | bfloat16 | 99.00% | 3.00 |")
     assert lines[6] == "| mean of 2 | | float32 | 97.00% | n/a | | |"
@@ -282,9 +376,15 @@ def test_paired_variants_are_parsed_and_bad_ones_named():
 
 def test_paired_run_interleaves_variants_and_reports_per_round_ratios():
     arch = peers.resolve_arch(TINY)
-    built = [paired.build_step(task, variant, arch, 2) for task, variant in (
-        ("train", ("keras_hub", "float32", "auto")), ("train", ("keras_vit", "float32", False)),
-        ("train", ("keras_vit", "bfloat16", False)), ("train", ("matmul", "float32", False)))]
+    built = [
+        paired.build_step(task, variant, arch, 2)
+        for task, variant in (
+            ("train", ("keras_hub", "float32", "auto")),
+            ("train", ("keras_vit", "float32", False)),
+            ("train", ("keras_vit", "bfloat16", False)),
+            ("train", ("matmul", "float32", False)),
+        )
+    ]
     assert built[1][1] == 2 * flops.vit_train_flops(arch) and built[3][1] == 2 * 2048**3
     seconds = paired.interleave([step for step, _ in built], rounds=2, calls=1)
     assert seconds.shape == (2, 4) and np.all(seconds > 0)
@@ -306,10 +406,15 @@ def test_transformer_optimizer_benchmark_times_keras_adam_against_the_fused_one(
 
 
 def test_op_profile_groups_kernels_by_type_and_layer_norm_scope():
-    times = collections.Counter({
-        "vit/block_0/attn/qkv/MatMul:_MklNativeFusedMatMul": 0.6, "vit/block_0/norm1/Mul:Mul": 0.1,
-        "vit/block_0/norm1/ArithmeticOptimizer/AddOpsRewrite_add:AddN": 0.1, "vit/block_0/mlp/Mul:Mul": 0.2,
-        "ExecutorState::Process": 5.0})
+    times = collections.Counter(
+        {
+            "vit/block_0/attn/qkv/MatMul:_MklNativeFusedMatMul": 0.6,
+            "vit/block_0/norm1/Mul:Mul": 0.1,
+            "vit/block_0/norm1/ArithmeticOptimizer/AddOpsRewrite_add:AddN": 0.1,
+            "vit/block_0/mlp/Mul:Mul": 0.2,
+            "ExecutorState::Process": 5.0,
+        }
+    )
     rows = {op: (ms, share) for op, ms, share in op_profile.by_op_type(times, steps=2)}
     assert set(rows) == {"_MklNativeFusedMatMul", "LayerNorm/Mul", "LayerNorm/AddN", "Mul"}
     assert rows["_MklNativeFusedMatMul"] == pytest.approx((300.0, 0.6))
@@ -318,12 +423,19 @@ def test_op_profile_groups_kernels_by_type_and_layer_norm_scope():
 
 
 def test_op_profile_groups_kernels_by_block_sub_layer():
-    times = collections.Counter({
-        "gradient_tape/vit_1/block_0_1/attn_1/qkv_1/MatMul/MatMul:_MklMatMul": 0.4,
-        "vit/block_3/attn/Softmax:_MklSoftmax": 0.1, "vit/block_3/mlp/Erf:Erf": 0.1,
-        "vit_1/block_0_1/norm1_1/backward/mul:Mul": 0.2, "adam_w/Sub:Sub": 0.1, "AddN:AddN": 0.1,
-        "CpuExecutable::ExecuteAsyncOnStream": 0.25, "ExecutorState::ProcessAsync::Start": 0.3,
-        "ExecutorState::Process": 5.0})
+    times = collections.Counter(
+        {
+            "gradient_tape/vit_1/block_0_1/attn_1/qkv_1/MatMul/MatMul:_MklMatMul": 0.4,
+            "vit/block_3/attn/Softmax:_MklSoftmax": 0.1,
+            "vit/block_3/mlp/Erf:Erf": 0.1,
+            "vit_1/block_0_1/norm1_1/backward/mul:Mul": 0.2,
+            "adam_w/Sub:Sub": 0.1,
+            "AddN:AddN": 0.1,
+            "CpuExecutable::ExecuteAsyncOnStream": 0.25,
+            "ExecutorState::ProcessAsync::Start": 0.3,
+            "ExecutorState::Process": 5.0,
+        }
+    )
     rows = {layer: (ms, share) for layer, ms, share in op_profile.by_layer(times, steps=1)}
     assert set(rows) == {"matmul", "attn", "mlp", "norm", "optimizer", "other", op_profile.XLA_LABEL}
     assert rows["matmul"] == pytest.approx((400.0, 0.32))
@@ -347,8 +459,14 @@ def test_forward_matmuls_list_each_product_at_the_model_shapes():
     products = flops.vit_forward_matmuls(arch, batch=8)
     assert len(products) == 1 + 6 * 12 + 1  # patch projection, 6 per block, head
     assert products[0] == (1, 8 * 196, 16 * 16 * 3, 768)
-    assert products[1:7] == [(1, 8 * 197, 768, 2304), (8 * 12, 197, 64, 197), (8 * 12, 197, 197, 64),
-                             (1, 8 * 197, 768, 768), (1, 8 * 197, 768, 3072), (1, 8 * 197, 3072, 768)]
+    assert products[1:7] == [
+        (1, 8 * 197, 768, 2304),
+        (8 * 12, 197, 64, 197),
+        (8 * 12, 197, 197, 64),
+        (1, 8 * 197, 768, 768),
+        (1, 8 * 197, 768, 3072),
+        (1, 8 * 197, 3072, 768),
+    ]
     assert sum(c * m * k * n for c, m, k, n in products) == 8 * flops.vit_forward_macs(arch)
     with pytest.raises(ValueError, match="num_heads"):
         flops.vit_forward_matmuls(dict(arch, num_heads=5))
@@ -357,13 +475,16 @@ def test_forward_matmuls_list_each_product_at_the_model_shapes():
 def test_paired_products_variant_runs_the_model_matmuls_alone():
     arch = peers.resolve_arch(TINY)
     assert paired.parse_variant("products:float32") == ("products", "float32", False)
-    built = [paired.build_step("predict", variant, arch, 2) for variant in (
-        ("keras_vit", "float32", False), ("products", "float32", False), ("matmul", "float32", False))]
+    built = [
+        paired.build_step("predict", variant, arch, 2)
+        for variant in (("keras_vit", "float32", False), ("products", "float32", False), ("matmul", "float32", False))
+    ]
     assert built[1][1] == built[0][1] == 2 * flops.vit_forward_flops(arch)
     assert built[1][0]().shape == (1, 1)
     seconds = paired.interleave([step for step, _ in built], rounds=2, calls=1)
-    table = paired.summarize(["keras_vit:float32:off", "products:float32", "matmul:float32"], seconds,
-                             [f for _, f in built])
+    table = paired.summarize(
+        ["keras_vit:float32:off", "products:float32", "matmul:float32"], seconds, [f for _, f in built]
+    )
     rows = table.splitlines()
     assert rows[0].endswith("/ own products |") and rows[3].split("|")[6].strip().startswith("1.00")
     assert rows[4].split("|")[6].strip() == "n/a"
@@ -379,8 +500,9 @@ def test_lean_forward_gives_the_model_logits_with_its_affines_folded(qkv_bias, r
         variable.assign(rng.normal(size=variable.shape).astype("float32") * 0.5)
     images = worker.synthetic_images(arch, 3)
     expected = model.predict_on_batch(images)
-    np.testing.assert_allclose(lean_forward.lean_forward(model)(images).numpy(), expected,
-                               rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+    np.testing.assert_allclose(
+        lean_forward.lean_forward(model)(images).numpy(), expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max()
+    )
     assert paired.parse_variant("lean:float32") == ("lean", "float32", False)
     with pytest.raises(ValueError, match="lean:float32"):
         paired.parse_variant("lean:bfloat16")

@@ -60,8 +60,9 @@ def test_pipeline_batches_are_repeatable_and_mixed():
     augment = Augment(mixup_alpha=0.8, cutmix_alpha=1.0, random_erasing=0.25)
 
     def first(seed):
-        ds = make_pipeline(source, prep, 32, training=True, crop=TrainCrop("pad_crop", pad=1, hflip=False),
-                           augment=augment, seed=seed)
+        ds = make_pipeline(
+            source, prep, 32, training=True, crop=TrainCrop("pad_crop", pad=1, hflip=False), augment=augment, seed=seed
+        )
         return next(iter(ds))
 
     x1, y1 = first(5)

@@ -34,8 +34,16 @@ def _write_cifar10(root, layout, per_file=3):
             records.tofile(os.path.join(folder, name + ".bin"))
         else:
             with open(os.path.join(folder, name), "wb") as file:
-                pickle.dump({b"batch_label": name.encode(), b"labels": labels.tolist(), b"data": _planes(images),
-                             b"filenames": [b"x.png"] * per_file}, file, protocol=2)
+                pickle.dump(
+                    {
+                        b"batch_label": name.encode(),
+                        b"labels": labels.tolist(),
+                        b"data": _planes(images),
+                        b"filenames": [b"x.png"] * per_file,
+                    },
+                    file,
+                    protocol=2,
+                )
     if layout == "binary":
         with open(os.path.join(folder, "batches.meta.txt"), "w") as file:
             file.write("\n".join(f"class{i}" for i in range(10)) + "\n\n")
@@ -78,8 +86,11 @@ def test_cifar100_layouts(tmp_path, layout, label_mode):
         folder.mkdir()
         for split, (images, coarse, fine) in data.items():
             with open(folder / split, "wb") as file:
-                pickle.dump({b"data": _planes(images), b"fine_labels": fine.tolist(),
-                             b"coarse_labels": coarse.tolist()}, file, protocol=2)
+                pickle.dump(
+                    {b"data": _planes(images), b"fine_labels": fine.tolist(), b"coarse_labels": coarse.tolist()},
+                    file,
+                    protocol=2,
+                )
     for split, (images, coarse, fine) in data.items():
         got_images, got_labels, names = cifar_arrays("cifar100", split, str(tmp_path), label_mode)
         np.testing.assert_array_equal(got_images, images)

@@ -44,7 +44,7 @@ def test_train_crops_are_seeded(mode):
     crop = TrainCrop(mode, pad=2)
     a = crop(image, tf.constant([1, 2]), prep).numpy()
     b = crop(image, tf.constant([1, 2]), prep).numpy()
-    assert a.shape == (8, 8, 3) and 0.0 <= a.min() and a.max() <= 1.0
+    assert a.shape == (8, 8, 3) and a.min() >= 0.0 and a.max() <= 1.0
     np.testing.assert_array_equal(a, b)
     if mode != "resize":
         outs = [crop(image, tf.constant([s, 0]), prep).numpy() for s in range(6)]

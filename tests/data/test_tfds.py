@@ -12,7 +12,7 @@ def test_tfds_source_and_pipeline():
         source = load_source("tfds:mnist", "train")
         assert (source.num_examples, source.num_classes, source.num_channels, source.image_size) == (6, 10, 1, (28, 28))
         images, labels = source.as_numpy()
-        assert images.shape == (6, 28, 28, 1) and 0.0 <= images.min() and images.max() <= 1.0
+        assert images.shape == (6, 28, 28, 1) and images.min() >= 0.0 and images.max() <= 1.0
         prep = Preprocessing(14, mean=(0.5,), std=(0.5,), crop_pct=1.0, num_channels=1)
         x, y = next(iter(make_pipeline(source, prep, 3, training=False)))
         assert x.shape == (3, 14, 14, 1) and y.shape == (3, 10)

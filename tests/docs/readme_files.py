@@ -23,11 +23,22 @@ AUGREG_TI16 = "Ti_16-i21k-300ep-lr_0.001-aug_none-wd_0.03-do_0.0-sd_0.0--imagene
 CIFAR_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
-def write_vit_npz(path: str | os.PathLike, *, dim: int, depth: int, heads: int, mlp: int, patch: int, grid: int,
-                  classes: int, seed: int = 0) -> str:
+def write_vit_npz(
+    path: str | os.PathLike,
+    *,
+    dim: int,
+    depth: int,
+    heads: int,
+    mlp: int,
+    patch: int,
+    grid: int,
+    classes: int,
+    seed: int = 0,
+) -> str:
     """Writes random weights in the original ViT / AugReg `.npz` layout (Flax names, `(in, out)` kernels)."""
-    w = original_vit_arrays(np.random.default_rng(seed), dim=dim, depth=depth, heads=heads, mlp=mlp, patch=patch,
-                            grid=grid, classes=classes)
+    w = original_vit_arrays(
+        np.random.default_rng(seed), dim=dim, depth=depth, heads=heads, mlp=mlp, patch=patch, grid=grid, classes=classes
+    )
     with open(path, "wb") as f:
         np.savez(f, **w)
     return str(path)
@@ -81,8 +92,11 @@ def write_cifar10(root: str | os.PathLike, per_file: int = 8, seed: int = 0) -> 
         labels = ((np.arange(per_file) + index) % 10).tolist()
         rows = images.transpose(0, 3, 1, 2).reshape(per_file, -1)  # 1024 red, 1024 green, 1024 blue
         with open(folder / name, "wb") as f:
-            pickle.dump({b"batch_label": name.encode(), b"labels": labels, b"data": rows,
-                         b"filenames": [b"x.png"] * per_file}, f, protocol=2)
+            pickle.dump(
+                {b"batch_label": name.encode(), b"labels": labels, b"data": rows, b"filenames": [b"x.png"] * per_file},
+                f,
+                protocol=2,
+            )
     with open(folder / "batches.meta", "wb") as f:
         pickle.dump({b"label_names": [c.encode() for c in CIFAR_CLASSES]}, f, protocol=2)
     return str(root)
@@ -97,12 +111,20 @@ def write_digits_history(path: str | os.PathLike) -> str:
 
     digits = load_digits()
     x = (digits.images[:256] / 16.0)[..., None].astype("float32")
-    model = keras_vit.ViT(image_size=8, patch_size=2, num_channels=1, hidden_dim=16, depth=1, num_heads=2,
-                          mlp_dim=32, num_classes=10)
+    model = keras_vit.ViT(
+        image_size=8, patch_size=2, num_channels=1, hidden_dim=16, depth=1, num_heads=2, mlp_dim=32, num_classes=10
+    )
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    model.fit(x, digits.target[:256], validation_split=0.25, epochs=3, batch_size=64, verbose=0,
-              callbacks=[keras.callbacks.CSVLogger(str(path))])
+    model.fit(
+        x,
+        digits.target[:256],
+        validation_split=0.25,
+        epochs=3,
+        batch_size=64,
+        verbose=0,
+        callbacks=[keras.callbacks.CSVLogger(str(path))],
+    )
     return str(path)
 
 

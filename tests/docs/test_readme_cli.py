@@ -52,8 +52,18 @@ from tests.docs import readme_files
 from tests.docs.test_readme import README, cli_commands
 
 TINY_ARCH = {"depth": 1, "hidden_dim": 16, "num_heads": 2, "mlp_dim": 32}
-TINY = ["--set", f"model_overrides={TINY_ARCH}", "--set", "steps_per_epoch=2", "--set", "tensorboard=False",
-        "--set", "verbose=0", "--epochs", "1"]
+TINY = [
+    "--set",
+    f"model_overrides={TINY_ARCH}",
+    "--set",
+    "steps_per_epoch=2",
+    "--set",
+    "tensorboard=False",
+    "--set",
+    "verbose=0",
+    "--epochs",
+    "1",
+]
 PLACEHOLDERS = {"~/data": "data", "/data/imagenet": "imagenet", "/models/teacher_savedmodel": "teacher_savedmodel"}
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", KERAS_BACKEND="tensorflow", CUDA_VISIBLE_DEVICES="")
 
@@ -93,7 +103,7 @@ def substitute(argv: list[str], folder: Path, run_dir: str | None = None) -> lis
         for placeholder, local in PLACEHOLDERS.items():
             arg = arg.replace(placeholder, str(folder / local))
         if arg.startswith("/shared/"):
-            arg = str(folder / arg[len("/shared/"):])
+            arg = str(folder / arg[len("/shared/") :])
         if "runs/<run>" in arg:
             assert run_dir, "a command needs runs/<run> but no run was made"
             arg = arg.replace("runs/<run>", run_dir)
@@ -173,8 +183,14 @@ def test_every_readme_command_has_a_test():
 
 def test_substitutions_keep_the_commands_flags(tmp_path):
     argv = ["keras-vit", "finetune", "--init", "runs/<run>/model.keras", "--data_dir", "~/data"]
-    assert substitute(argv, tmp_path, "runs/x") == ["keras-vit", "finetune", "--init", "runs/x/model.keras",
-                                                    "--data_dir", str(tmp_path / "data")]
+    assert substitute(argv, tmp_path, "runs/x") == [
+        "keras-vit",
+        "finetune",
+        "--init",
+        "runs/x/model.keras",
+        "--data_dir",
+        str(tmp_path / "data"),
+    ]
     with pytest.raises(ValueError, match="No test runs README command"):
         group(["keras-vit", "no_such_command"])
 
@@ -193,7 +209,7 @@ def _training_files(folder: Path) -> None:
             (folder / "imagenet" / split / name).mkdir(parents=True)
             for i in range(count):
                 top, left = rng.integers(0, 100, 2)
-                _save(photo[top:top + 200, left:left + 200], folder / "imagenet" / split / name / f"{i}.png")
+                _save(photo[top : top + 200, left : left + 200], folder / "imagenet" / split / name / f"{i}.png")
     inputs = keras.Input((224, 224, 3))
     hidden = keras.layers.Conv2D(4, 16, strides=16, activation="relu")(inputs)
     teacher = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(hidden)))
@@ -229,7 +245,7 @@ def test_readme_training_commands(workspace, digits_run):
             if "list" in argv:
                 assert "digits_vit" in output and "cifar10_vit_scratch" in output, output
             elif argv[1] == "evaluate":
-                metrics = json.loads(output[output.index("{"):output.rindex("}") + 1])
+                metrics = json.loads(output[output.index("{") : output.rindex("}") + 1])
                 # the same model on the same held-out split as the run's own evaluation
                 recorded = json.loads((workspace / digits_run / "metrics.json").read_text())
                 assert metrics["test_accuracy"] == pytest.approx(recorded["test_accuracy"], abs=1e-6), metrics
@@ -328,8 +344,14 @@ def test_readme_export_and_serve_commands(tmp_path):
         assert (tmp_path / path).is_file(), output
     assert list(tmp_path.glob("saved_models/**/*.tflite")) and list(tmp_path.glob("saved_models/**/*.onnx")), output
 
-    server = subprocess.Popen(script([*commands[1], "--port", "0", "--rest_api_port", "0"]), cwd=tmp_path, env=ENV,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    server = subprocess.Popen(
+        script([*commands[1], "--port", "0", "--rest_api_port", "0"]),
+        cwd=tmp_path,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         port, lines, deadline = None, [], time.monotonic() + 240
         while port is None and time.monotonic() < deadline:
@@ -342,8 +364,14 @@ def test_readme_export_and_serve_commands(tmp_path):
         assert port, "".join(lines)
         curl = next(line for line in _shell_lines() if line.startswith("curl ") and ":predict" in line)
         curl = curl.replace("localhost:8501", f"localhost:{port}")
-        done = subprocess.run(["bash", "-c", curl + " --silent --show-error --fail-with-body"], cwd=tmp_path,
-                              capture_output=True, text=True, timeout=120, check=False)
+        done = subprocess.run(
+            ["bash", "-c", curl + " --silent --show-error --fail-with-body"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
         assert done.returncode == 0, done.stdout + done.stderr
         prediction = json.loads(done.stdout)["predictions"][0]
         probabilities = np.asarray(prediction["probabilities"])

@@ -17,8 +17,15 @@ BUILD = os.path.join(ROOT, "docs", "build_api.py")
 def test_api_reference_builds_without_warnings_and_documents_every_module(tmp_path):
     out = tmp_path / "api"
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="3")
-    done = subprocess.run([sys.executable, BUILD, "--output", str(out)], capture_output=True, text=True,
-                          timeout=600, env=env, cwd=tmp_path, check=False)
+    done = subprocess.run(
+        [sys.executable, BUILD, "--output", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        cwd=tmp_path,
+        check=False,
+    )
     assert done.returncode == 0, f"pdoc warned or failed:\n{done.stderr[-6000:]}"
     # every public module has its page (the build follows the package tree, not only `__all__`)
     for name in load_build_api().public_modules():
@@ -38,11 +45,16 @@ def load_build_api():
     return build_api
 
 
-@pytest.mark.parametrize("source, expected", [
-    ('"""A module whose __all__ names nothing real."""\n__all__ = ["missing"]\n',
-     "Found 'missing' in doc_probe.__all__, but it does not resolve"),
-    ('"""A module that fails to import."""\nraise RuntimeError("broken on import")\n', "broken on import"),
-])
+@pytest.mark.parametrize(
+    "source, expected",
+    [
+        (
+            '"""A module whose __all__ names nothing real."""\n__all__ = ["missing"]\n',
+            "Found 'missing' in doc_probe.__all__, but it does not resolve",
+        ),
+        ('"""A module that fails to import."""\nraise RuntimeError("broken on import")\n', "broken on import"),
+    ],
+)
 def test_a_warning_fails_the_build_and_keeps_the_previous_reference(source, expected, tmp_path, monkeypatch):
     build_api = load_build_api()
     (tmp_path / "doc_probe.py").write_text(source)
@@ -84,8 +96,9 @@ def test_help_of_vit_names_every_architecture_argument():
     assert "weights:" in doc
 
 
-@pytest.mark.parametrize("name", ["ModelSpec", "ViTConfig", "create_model", "list_models", "model_spec",
-                                  "register_model"])
+@pytest.mark.parametrize(
+    "name", ["ModelSpec", "ViTConfig", "create_model", "list_models", "model_spec", "register_model"]
+)
 def test_docstring_examples_print_what_they_claim(name, monkeypatch):
     import doctest
 

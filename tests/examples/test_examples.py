@@ -61,12 +61,14 @@ def check_finetune_checkpoint(out: str, tmp_path) -> None:
     # the checkpoint the smoke run wrote is in timm's published format: timm's own ViT of that architecture
     # (16 px, patch 4, width 32, 2 blocks, 5 classes) loads it strictly, every key and shape
     reference = timm.models.vision_transformer.VisionTransformer(
-        img_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=2, mlp_ratio=2.0, num_classes=5)
+        img_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=2, mlp_ratio=2.0, num_classes=5
+    )
     reference.load_state_dict(load_file(str(tmp_path / "run" / "tiny_vit.safetensors")), strict=True)
     assert torch.isfinite(reference(torch.zeros(1, 3, 16, 16))).all()
     assert "Resampling the position embedding from a 4x4 to a 8x8" in out  # loaded at 32 px
-    accuracy, chance = (float(x) for x in re.search(r"fine-tuned test accuracy ([\d.]+) above chance \(([\d.]+)\)",
-                                                     out).groups())
+    accuracy, chance = (
+        float(x) for x in re.search(r"fine-tuned test accuracy ([\d.]+) above chance \(([\d.]+)\)", out).groups()
+    )
     assert chance == CHANCE and accuracy > chance
     with open(tmp_path / "run" / "finetune" / "metrics.json") as file:
         metrics = json.load(file)
@@ -128,11 +130,22 @@ def test_example_runs_in_smoke_mode_and_checks_its_result(script, tmp_path):
     name = os.path.basename(script)
     assert name in CHECKS, f"examples/{name} has no smoke check: add it to CHECKS in {__file__}"
     extra, check = CHECKS[name]
-    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="3",
-               PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
+    env = dict(
+        os.environ,
+        CUDA_VISIBLE_DEVICES="",
+        TF_CPP_MIN_LOG_LEVEL="3",
+        PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]),
+    )
     # run from an empty folder, as a user who copied the script would (nothing found in the checkout's runs/)
-    done = subprocess.run([sys.executable, script, "--smoke", *[a.format(tmp=tmp_path) for a in extra]],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600, check=False)
+    done = subprocess.run(
+        [sys.executable, script, "--smoke", *[a.format(tmp=tmp_path) for a in extra]],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert done.returncode == 0, f"{name} failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
     last = done.stdout.strip().splitlines()[-1]
     assert last.startswith("check:") and not last.endswith("False"), last

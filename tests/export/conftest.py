@@ -1,6 +1,7 @@
 """Tiny models with real (random, non-zero) heads, exported once per test process."""
 
 import pytest
+
 from tests.export.export_helpers import EXPORT_ARGS, tiny_model
 
 

@@ -22,8 +22,16 @@ def tiny_model(distilled: bool = False, seed: int = 1) -> keras.Model:
     """
     keras.utils.set_random_seed(seed)
     cls = keras_vit.DeiT if distilled else keras_vit.ViT
-    model = cls(image_size=32, patch_size=8, hidden_dim=32, depth=2, num_heads=2, mlp_dim=64, num_classes=10,
-                name="tiny_deit" if distilled else "tiny_vit")
+    model = cls(
+        image_size=32,
+        patch_size=8,
+        hidden_dim=32,
+        depth=2,
+        num_heads=2,
+        mlp_dim=64,
+        num_classes=10,
+        name="tiny_deit" if distilled else "tiny_vit",
+    )
     rng = np.random.default_rng(seed)
     for name in ("head", "head_dist") if distilled else ("head",):
         layer = model.get_layer(name)

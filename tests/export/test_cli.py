@@ -14,6 +14,7 @@ import time
 
 import numpy as np
 import pytest
+
 from tests.export.export_helpers import CIFAR10_NAMES, rest
 
 pytestmark = pytest.mark.slow
@@ -21,8 +22,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def keras_vit(*args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "keras_vit.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "keras_vit.cli", *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT
+    )
 
 
 def test_export_all_formats_with_verify_then_serve(vit, tmp_path):
@@ -31,18 +33,35 @@ def test_export_all_formats_with_verify_then_serve(vit, tmp_path):
     names = tmp_path / "classes.txt"
     names.write_text("\n".join(CIFAR10_NAMES) + "\n")
     out = tmp_path / "saved_models"
-    result = keras_vit("export", f"--keras_file={keras_file}", "--name=tiny", f"--output_dir={out}",
-                       "--formats=saved_model,litert,onnx", "--mean=0.5,0.5,0.5", "--std=0.25,0.25,0.25",
-                       "--crop_pct=0.875", f"--class_names={names}", "--top_k=2", "--verify")
+    result = keras_vit(
+        "export",
+        f"--keras_file={keras_file}",
+        "--name=tiny",
+        f"--output_dir={out}",
+        "--formats=saved_model,litert,onnx",
+        "--mean=0.5,0.5,0.5",
+        "--std=0.25,0.25,0.25",
+        "--crop_pct=0.875",
+        f"--class_names={names}",
+        "--top_k=2",
+        "--verify",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(result.stdout[result.stdout.index("{"):])
+    report = json.loads(result.stdout[result.stdout.index("{") :])
     assert report["saved_model"] == str(out / "tiny" / "1")
     assert report["litert_max_abs_diff"] <= 1e-4 and report["onnx_max_abs_diff"] <= 1e-4
     assert os.path.exists(out / "tiny" / "tiny.tflite") and os.path.exists(out / "tiny" / "tiny.onnx")
     assert "name: 'tiny'" in (out / "models.config").read_text()
 
-    command = [sys.executable, "-m", "keras_vit.cli", "serve", f"--model_config_file={out}/models.config",
-               "--rest_api_port=0", "--port=0"]
+    command = [
+        sys.executable,
+        "-m",
+        "keras_vit.cli",
+        "serve",
+        f"--model_config_file={out}/models.config",
+        "--rest_api_port=0",
+        "--port=0",
+    ]
     server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
     lines = queue.Queue()
     threading.Thread(target=lambda: [lines.put(line) for line in server.stdout], daemon=True).start()
@@ -71,4 +90,3 @@ def test_export_all_formats_with_verify_then_serve(vit, tmp_path):
 def test_bad_command_line_is_a_clean_error(tmp_path):
     result = keras_vit("export", f"--output_dir={tmp_path}")
     assert result.returncode == 2 and "Give --model" in result.stderr and "Traceback" not in result.stderr
-

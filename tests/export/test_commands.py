@@ -5,13 +5,16 @@ import pytest
 from keras_vit.export.commands import export_command, parse_floats, served_models
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(model_name="vit_digits_patch2_8", formats=["pb"]), r"--formats takes saved_model, litert, onnx.*pb"),
-    (dict(formats=[]), r"--formats takes"),
-    (dict(), r"Give --model \(a registered name"),
-    (dict(keras_file="missing.keras"), r"No such file. Received: --keras_file=missing.keras"),
-    (dict(model_name="vit_nope"), r"Unknown model name 'vit_nope'"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(model_name="vit_digits_patch2_8", formats=["pb"]), r"--formats takes saved_model, litert, onnx.*pb"),
+        (dict(formats=[]), r"--formats takes"),
+        (dict(), r"Give --model \(a registered name"),
+        (dict(keras_file="missing.keras"), r"No such file. Received: --keras_file=missing.keras"),
+        (dict(model_name="vit_nope"), r"Unknown model name 'vit_nope'"),
+    ],
+)
 def test_export_arguments(tmp_path, kwargs, message):
     with pytest.raises(ValueError, match=message):
         export_command(output_dir=str(tmp_path), **kwargs)

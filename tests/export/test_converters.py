@@ -64,8 +64,9 @@ def test_headless_model_exports_features(tmp_path):
 
     import keras_vit
 
-    backbone = keras_vit.ViT(image_size=32, patch_size=8, hidden_dim=32, depth=1, num_heads=2, mlp_dim=32,
-                             num_classes=0)
+    backbone = keras_vit.ViT(
+        image_size=32, patch_size=8, hidden_dim=32, depth=1, num_heads=2, mlp_dim=32, num_classes=0
+    )
     path = export.onnx(backbone, str(tmp_path / "features.onnx"))
     assert [o.name for o in onnxruntime.InferenceSession(path).get_outputs()] == ["features"]
     images = normalised_batch(2)

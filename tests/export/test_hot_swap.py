@@ -8,10 +8,10 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
-from tests.export.export_helpers import EXPORT_ARGS, rest, tiny_model
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from keras_vit import export
+from tests.export.export_helpers import EXPORT_ARGS, rest, tiny_model
 
 pytestmark = pytest.mark.slow
 
@@ -22,8 +22,10 @@ def test_new_version_swaps_in_without_losing_requests(vit, vit_export, tmp_path)
     images = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
     meta = export.load_metadata(vit_export)
     successor = tiny_model(seed=5)
-    expected = {1: np.asarray(vit(export.preprocess(images, meta))),
-                2: np.asarray(successor(export.preprocess(images, meta)))}
+    expected = {
+        1: np.asarray(vit(export.preprocess(images, meta))),
+        2: np.asarray(successor(export.preprocess(images, meta))),
+    }
     assert np.abs(expected[1] - expected[2]).max() > 0.1  # the versions are told apart by their answers
 
     def version_of(logits):
@@ -39,8 +41,9 @@ def test_new_version_swaps_in_without_losing_requests(vit, vit_export, tmp_path)
             for _ in range(2000):  # bounded; stopped by the event long before
                 if stop.is_set():
                     return
-                status, body = rest(server.rest_port, "POST", "/v1/models/tiny_vit:predict",
-                                    {"inputs": images.tolist()}, timeout=60)
+                status, body = rest(
+                    server.rest_port, "POST", "/v1/models/tiny_vit:predict", {"inputs": images.tolist()}, timeout=60
+                )
                 results[key].append((status, version_of(body["outputs"]["logits"]) if status == 200 else body))
                 time.sleep(0.02)  # leave the two CPUs some room for the export
 

@@ -32,17 +32,20 @@ def test_headless_model_has_no_classes():
     assert meta.num_classes == 0 and meta.effective_top_k == 0
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(crop_pct=0.0), r"crop_pct.*\(0, 1\].*Received: crop_pct=0.0"),
-    (dict(crop_pct=1.5), r"Received: crop_pct=1.5"),
-    (dict(interpolation="cubic"), r"interpolation.*Received: interpolation='cubic'"),
-    (dict(std=(0.5, 0.0, 0.5)), r"std.*positive"),
-    (dict(mean=(0.5, 0.5)), r"mean.*1 or num_channels=3"),
-    (dict(top_k=0), r"top_k.*Received: top_k=0"),
-    (dict(class_names=("a", "b")), r"every one of the model's 10 classes. Received 2"),
-    (dict(pixel_scale=0), r"pixel_scale"),
-    (dict(input_size=(0, 4)), r"input_size"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(crop_pct=0.0), r"crop_pct.*\(0, 1\].*Received: crop_pct=0.0"),
+        (dict(crop_pct=1.5), r"Received: crop_pct=1.5"),
+        (dict(interpolation="cubic"), r"interpolation.*Received: interpolation='cubic'"),
+        (dict(std=(0.5, 0.0, 0.5)), r"std.*positive"),
+        (dict(mean=(0.5, 0.5)), r"mean.*1 or num_channels=3"),
+        (dict(top_k=0), r"top_k.*Received: top_k=0"),
+        (dict(class_names=("a", "b")), r"every one of the model's 10 classes. Received 2"),
+        (dict(pixel_scale=0), r"pixel_scale"),
+        (dict(input_size=(0, 4)), r"input_size"),
+    ],
+)
 def test_invalid_metadata_is_named(kwargs, message):
     args = dict(input_size=(32, 32), num_classes=10)
     args.update(kwargs)
@@ -62,7 +65,10 @@ def test_unknown_export_options_are_named():
     from keras_vit.export.metadata import check_options, metadata_for_model
 
     check_options({"mean": (0.5,), "top_k": 3}, metadata_for_model, "saved_model", exclude=("model", "name"))
-    with pytest.raises(TypeError, match=r"saved_model\(\) got unexpected keyword argument\(s\) \['mena'\]. "
-                                        r"Valid: \['mean', 'std', 'crop_pct', 'interpolation', 'pixel_scale', "
-                                        r"'class_names', 'top_k'\]"):
+    with pytest.raises(
+        TypeError,
+        match=r"saved_model\(\) got unexpected keyword argument\(s\) \['mena'\]. "
+        r"Valid: \['mean', 'std', 'crop_pct', 'interpolation', 'pixel_scale', "
+        r"'class_names', 'top_k'\]",
+    ):
         check_options({"mena": (0.5,)}, metadata_for_model, "saved_model", exclude=("model", "name"))

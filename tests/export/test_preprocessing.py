@@ -6,10 +6,10 @@ import math
 import numpy as np
 import pytest
 import tensorflow as tf
-from tests.export.export_helpers import sample_image_bytes
 from PIL import Image
 
 from keras_vit.export import ServingMetadata, decode_and_preprocess, preprocess
+from tests.export.export_helpers import sample_image_bytes
 
 IMAGENET = dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
 PIL_FILTERS = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}

@@ -9,10 +9,10 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
-from tests.export.export_helpers import CIFAR10_NAMES, EXPORT_ARGS, tiny_model
 from PIL import Image
 
 from keras_vit import export
+from tests.export.export_helpers import CIFAR10_NAMES, EXPORT_ARGS, tiny_model
 
 
 def keras_outputs(model, pixels, meta):
@@ -79,8 +79,10 @@ def test_warmup_requests_are_tf_serving_prediction_logs(vit_export):
 
     path = os.path.join(vit_export, "assets.extra", "tf_serving_warmup_requests")
     logs = [prediction_log_pb2.PredictionLog.FromString(r.numpy()) for r in tf.data.TFRecordDataset(path)]
-    assert [log.predict_log.request.model_spec.signature_name for log in logs] == ["serving_default",
-                                                                                    "serve_image_bytes"]
+    assert [log.predict_log.request.model_spec.signature_name for log in logs] == [
+        "serving_default",
+        "serve_image_bytes",
+    ]
     loaded = tf.saved_model.load(vit_export)
     for log in logs:  # each one runs on its signature as TF Serving replays it at load time
         request = log.predict_log.request
@@ -132,8 +134,9 @@ def test_models_config_parses_with_tf_serving_proto(tmp_path):
     from google.protobuf import text_format
     from tensorflow_serving.config import model_server_config_pb2
 
-    path = export.write_models_config(str(tmp_path / "models.config"),
-                                      {"vit": str(tmp_path / "vit"), "deit": str(tmp_path / "deit")})
+    path = export.write_models_config(
+        str(tmp_path / "models.config"), {"vit": str(tmp_path / "vit"), "deit": str(tmp_path / "deit")}
+    )
     config = model_server_config_pb2.ModelServerConfig()
     with open(path) as f:
         text_format.Parse(f.read(), config)
@@ -151,10 +154,22 @@ def test_models_config_parses_with_tf_serving_proto(tmp_path):
 
 @pytest.mark.slow
 def test_saved_model_cli_lists_the_signatures(vit_export):
-    result = subprocess.run([sys.executable, "-m", "tensorflow.python.tools.saved_model_cli", "show", "--dir",
-                             vit_export, "--all"], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "tensorflow.python.tools.saved_model_cli", "show", "--dir", vit_export, "--all"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
-    for text in ("signature_def['serving_default']", "signature_def['serve_image_bytes']", "signature_def['features']",
-                 "inputs['images']", "inputs['image_bytes']", "outputs['labels']", "outputs['probabilities']",
-                 "shape: (-1, -1, -1, 3)", "Method name is: tensorflow/serving/predict"):
+    for text in (
+        "signature_def['serving_default']",
+        "signature_def['serve_image_bytes']",
+        "signature_def['features']",
+        "inputs['images']",
+        "inputs['image_bytes']",
+        "outputs['labels']",
+        "outputs['probabilities']",
+        "shape: (-1, -1, -1, 3)",
+        "Method name is: tensorflow/serving/predict",
+    ):
         assert text in result.stdout

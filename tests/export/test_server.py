@@ -10,7 +10,6 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
-from tests.export.export_helpers import CIFAR10_NAMES, rest, sample_image_bytes
 from PIL import Image
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
@@ -21,6 +20,7 @@ from tensorflow_serving.apis import (
 )
 
 from keras_vit import export
+from tests.export.export_helpers import CIFAR10_NAMES, rest, sample_image_bytes
 
 MAX_BYTES = 1 << 20
 
@@ -29,8 +29,9 @@ MAX_BYTES = 1 << 20
 def server(vit_export, tmp_path_factory):
     base = tmp_path_factory.mktemp("served") / "tiny_vit"
     shutil.copytree(vit_export, base / "1")
-    with export.ModelServer({"tiny_vit": str(base)}, rest_port=0, grpc_port=0, max_request_bytes=MAX_BYTES,
-                            poll_seconds=0.2) as running:
+    with export.ModelServer(
+        {"tiny_vit": str(base)}, rest_port=0, grpc_port=0, max_request_bytes=MAX_BYTES, poll_seconds=0.2
+    ) as running:
         yield running
 
 
@@ -52,8 +53,11 @@ def pixels(batch_size, seed=0):
 def test_status_and_metadata(server, vit_export):
     status, body = rest(server.rest_port, "GET", "/v1/models/tiny_vit")
     assert status == 200
-    assert body == {"model_version_status": [{"version": "1", "state": "AVAILABLE",
-                                              "status": {"error_code": "OK", "error_message": ""}}]}
+    assert body == {
+        "model_version_status": [
+            {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
+        ]
+    }
     assert rest(server.rest_port, "GET", "/v1/models/tiny_vit/versions/1")[0] == 200
     status, body = rest(server.rest_port, "GET", "/v1/models/tiny_vit/versions/1/metadata")
     assert status == 200 and body["model_spec"] == {"name": "tiny_vit", "signature_name": "", "version": "1"}
@@ -76,13 +80,21 @@ def test_rest_row_and_columnar_formats(server, vit, vit_export, batch_size):
     np.testing.assert_allclose([p["logits"] for p in body["predictions"]], expected, rtol=0, atol=1e-5)
     top = np.argsort(-expected, -1)[:, :3]
     assert [p["labels"] for p in body["predictions"]] == [[CIFAR10_NAMES[c] for c in row] for row in top]
-    status, body = rest(server.rest_port, "POST", "/v1/models/tiny_vit/versions/1:predict",
-                        {"signature_name": "serving_default", "inputs": {"images": images.tolist()}})
+    status, body = rest(
+        server.rest_port,
+        "POST",
+        "/v1/models/tiny_vit/versions/1:predict",
+        {"signature_name": "serving_default", "inputs": {"images": images.tolist()}},
+    )
     assert status == 200, body
     np.testing.assert_allclose(body["outputs"]["logits"], expected, rtol=0, atol=1e-5)
     assert body["outputs"]["classes"] == top.tolist()
-    status, body = rest(server.rest_port, "POST", "/v1/models/tiny_vit:predict",
-                        {"signature_name": "features", "inputs": images.tolist()})
+    status, body = rest(
+        server.rest_port,
+        "POST",
+        "/v1/models/tiny_vit:predict",
+        {"signature_name": "features", "inputs": images.tolist()},
+    )
     assert status == 200
     features = vit.feature_extractor()(export.preprocess(images, export.load_metadata(vit_export)))
     np.testing.assert_allclose(body["outputs"], np.asarray(features), rtol=0, atol=1e-5)  # one output: bare value
@@ -142,25 +154,59 @@ def test_grpc_client_uses_the_signature_defs_own_names(server, stub, vit, vit_ex
 
 GOOD = {"instances": [[[[0.0, 128.0, 255.0]] * 8] * 8]}
 BAD_REST = [
-    ("wrong shape", "/v1/models/tiny_vit:predict", {"instances": [[1.0, 2.0, 3.0]]}, 400,
-     r"Input 'images' of signature 'serving_default' must have shape \[-1,-1,-1,3\]; received shape \[1,3\]"),
+    (
+        "wrong shape",
+        "/v1/models/tiny_vit:predict",
+        {"instances": [[1.0, 2.0, 3.0]]},
+        400,
+        r"Input 'images' of signature 'serving_default' must have shape \[-1,-1,-1,3\]; received shape \[1,3\]",
+    ),
     ("wrong channels", "/v1/models/tiny_vit:predict", {"instances": [[[[1.0, 2.0]]]]}, 400, r"must have shape"),
-    ("wrong dtype", "/v1/models/tiny_vit:predict", {"instances": [[[["a", "b", "c"]]]]}, 400,
-     r"expects float32 numbers; received strings"),
-    ("numbers to bytes", "/v1/models/tiny_vit:predict", {"signature_name": "serve_image_bytes", "instances": [1.0]},
-     400, r"expects strings \(DT_STRING\)"),
-    ("not an image", "/v1/models/tiny_vit:predict",
-     {"signature_name": "serve_image_bytes", "instances": [{"b64": base64.b64encode(b"not an image").decode()}]},
-     400, r"Unknown image file format"),
-    ("bad base64", "/v1/models/tiny_vit:predict",
-     {"signature_name": "serve_image_bytes", "instances": [{"b64": "%%%"}]}, 400, r"Unable to base64 decode"),
+    (
+        "wrong dtype",
+        "/v1/models/tiny_vit:predict",
+        {"instances": [[[["a", "b", "c"]]]]},
+        400,
+        r"expects float32 numbers; received strings",
+    ),
+    (
+        "numbers to bytes",
+        "/v1/models/tiny_vit:predict",
+        {"signature_name": "serve_image_bytes", "instances": [1.0]},
+        400,
+        r"expects strings \(DT_STRING\)",
+    ),
+    (
+        "not an image",
+        "/v1/models/tiny_vit:predict",
+        {"signature_name": "serve_image_bytes", "instances": [{"b64": base64.b64encode(b"not an image").decode()}]},
+        400,
+        r"Unknown image file format",
+    ),
+    (
+        "bad base64",
+        "/v1/models/tiny_vit:predict",
+        {"signature_name": "serve_image_bytes", "instances": [{"b64": "%%%"}]},
+        400,
+        r"Unable to base64 decode",
+    ),
     ("ragged", "/v1/models/tiny_vit:predict", {"instances": [[[[1.0, 2.0, 3.0]]], [[[1.0, 2.0]]]]}, 400, r"ragged"),
-    ("unknown signature", "/v1/models/tiny_vit:predict", {"signature_name": "nope", "instances": [1]}, 400,
-     r"Serving signature name: \"nope\" not found"),
+    (
+        "unknown signature",
+        "/v1/models/tiny_vit:predict",
+        {"signature_name": "nope", "instances": [1]},
+        400,
+        r"Serving signature name: \"nope\" not found",
+    ),
     ("no instances", "/v1/models/tiny_vit:predict", {"examples": []}, 400, r"Missing 'inputs' or 'instances' key"),
     ("unknown model", "/v1/models/resnet:predict", GOOD, 404, r"Servable not found for request: Latest\(resnet\)"),
-    ("unknown version", "/v1/models/tiny_vit/versions/9:predict", GOOD, 404,
-     r"Servable not found for request: Specific\(tiny_vit, 9\)"),
+    (
+        "unknown version",
+        "/v1/models/tiny_vit/versions/9:predict",
+        GOOD,
+        404,
+        r"Servable not found for request: Specific\(tiny_vit, 9\)",
+    ),
     ("malformed json", "/v1/models/tiny_vit:predict", b'{"instances": [1,', 400, r"JSON Parse error: .* at offset"),
     ("bad url", "/v1/modelz/tiny_vit:predict", GOOD, 404, r"Malformed request"),
     ("classify", "/v1/models/tiny_vit:classify", GOOD, 501, r"Only :predict"),
@@ -211,8 +257,10 @@ def test_bad_grpc_requests_get_status_codes(server, stub):
         message.inputs[input_name].CopyFrom(tf.make_tensor_proto(pixels(1) if array is None else array))
         return message
 
-    assert _grpc_error(stub, request(name="resnet")) == (grpc.StatusCode.NOT_FOUND,
-                                                          "Servable not found for request: Latest(resnet)")
+    assert _grpc_error(stub, request(name="resnet")) == (
+        grpc.StatusCode.NOT_FOUND,
+        "Servable not found for request: Latest(resnet)",
+    )
     assert _grpc_error(stub, request(version=4))[0] == grpc.StatusCode.NOT_FOUND
     code, details = _grpc_error(stub, request(array=pixels(1).astype("float64")))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "expects float32 but float64 is provided" in details

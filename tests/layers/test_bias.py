@@ -44,11 +44,14 @@ def _op_types(layer, x, training):
     return {op.type for op in graph.get_operations()}
 
 
-@pytest.mark.parametrize("policy, training, bias_add", [
-    ("mixed_bfloat16", True, False),   # broadcasting add, float32-accumulated gradient
-    ("mixed_bfloat16", False, True),   # inference: BiasAdd, which oneDNN fuses with the matmul and GELU
-    ("float32", True, True),           # float32 BiasAddGrad is exact enough and faster
-])
+@pytest.mark.parametrize(
+    "policy, training, bias_add",
+    [
+        ("mixed_bfloat16", True, False),  # broadcasting add, float32-accumulated gradient
+        ("mixed_bfloat16", False, True),  # inference: BiasAdd, which oneDNN fuses with the matmul and GELU
+        ("float32", True, True),  # float32 BiasAddGrad is exact enough and faster
+    ],
+)
 def test_bias_add_op_is_kept_outside_16_bit_training(policy, training, bias_add, rng):
     keras.mixed_precision.set_global_policy(policy)
     x = rng.standard_normal((4, 8)).astype("float32")
@@ -57,10 +60,13 @@ def test_bias_add_op_is_kept_outside_16_bit_training(policy, training, bias_add,
     assert ("BiasAdd" in _op_types(Conv2D(3, 2), images, training)) == bias_add
 
 
-@pytest.mark.parametrize("cls, kwargs, shape", [
-    (Dense, dict(units=5, activation="gelu"), (2, 3, 4)),
-    (Conv2D, dict(filters=5, kernel_size=2, activation="relu"), (2, 4, 4, 3)),
-])
+@pytest.mark.parametrize(
+    "cls, kwargs, shape",
+    [
+        (Dense, dict(units=5, activation="gelu"), (2, 3, 4)),
+        (Conv2D, dict(filters=5, kernel_size=2, activation="relu"), (2, 4, 4, 3)),
+    ],
+)
 def test_layers_match_keras_in_values_and_config(cls, kwargs, shape, rng):
     ours, reference = cls(name="layer", **kwargs), getattr(keras.layers, cls.__name__)(name="layer", **kwargs)
     x = rng.standard_normal(shape).astype("float32")
@@ -69,8 +75,9 @@ def test_layers_match_keras_in_values_and_config(cls, kwargs, shape, rng):
     reference.set_weights([rng.standard_normal(w.shape).astype("float32") for w in reference.weights])
     ours.set_weights(reference.get_weights())
     for training in (False, True):
-        np.testing.assert_allclose(keras.ops.convert_to_numpy(ours(x, training=training)),
-                                   keras.ops.convert_to_numpy(reference(x)), atol=1e-5)
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(ours(x, training=training)), keras.ops.convert_to_numpy(reference(x)), atol=1e-5
+        )
     assert ours.get_config() == reference.get_config()
 
 

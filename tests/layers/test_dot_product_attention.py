@@ -75,6 +75,7 @@ def test_unused_weights_skip_their_backward_terms():
         def grad(d_first, d_second):
             seen.append(_is_unconnected(d_second))
             return d_first
+
         return (x * 1.0, x * 2.0), grad
 
     @tf.function(input_signature=[tf.TensorSpec([None, 3])])
@@ -90,8 +91,8 @@ def test_unused_weights_skip_their_backward_terms():
     assert seen == [True, True]
     assert not _is_unconnected(tf.zeros((2, 3)))  # eager tensors take the general path
     with tf.Graph().as_default():
-        assert _is_unconnected(tf.zeros((4, 100, 100)))          # Fill
-        assert _is_unconnected(tf.zeros((2, 3)))                 # Const
-        assert _is_unconnected(tf.zeros_like(tf.ones((2, 3))))   # ZerosLike
+        assert _is_unconnected(tf.zeros((4, 100, 100)))  # Fill
+        assert _is_unconnected(tf.zeros((2, 3)))  # Const
+        assert _is_unconnected(tf.zeros_like(tf.ones((2, 3))))  # ZerosLike
         assert not _is_unconnected(tf.ones((4, 100, 100)))
         assert not _is_unconnected(tf.constant([[0.0, 1.0]]))

@@ -89,8 +89,9 @@ def test_patch_embedding_train_graph_matmul_matches_keras_conv(policy, rng):
         return [tokens] + tape.gradient(loss, weights)
 
     ours = tf.function(lambda: value_and_grads(layer, layer.projection.trainable_variables))
-    keras_conv = tf.function(lambda: value_and_grads(lambda x: tf.reshape(reference(x), (2, 6, 5)),
-                                                     reference.trainable_variables))
+    keras_conv = tf.function(
+        lambda: value_and_grads(lambda x: tf.reshape(reference(x), (2, 6, 5)), reference.trainable_variables)
+    )
     tolerance = 1e-5 if policy == "float32" else 3e-2
     for got, want in zip(ours(), keras_conv()):
         np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=tolerance, atol=tolerance)
@@ -154,8 +155,12 @@ def _layer_norm_gradients(norm, x, upstream, mode):
     outputs, grads = run(tf.constant(x))
     grads = iter([g.numpy() for g in grads])
     grad_x = next(grads)
-    return (outputs.numpy(), grad_x, next(grads) if norm.gamma is not None else None,
-            next(grads) if norm.beta is not None else None)
+    return (
+        outputs.numpy(),
+        grad_x,
+        next(grads) if norm.gamma is not None else None,
+        next(grads) if norm.beta is not None else None,
+    )
 
 
 @pytest.mark.parametrize("mode", ["eager", "graph", "xla"])
@@ -222,13 +227,17 @@ def test_layer_norm_keeps_keras_behaviour_for_other_settings():
     x = np.random.default_rng(1).standard_normal((2, 4, 6)).astype("float32")
     for kwargs in (dict(axis=1), dict(center=False), dict(scale=False), dict(center=False, scale=False)):
         ours, ref = L.LayerNorm(**kwargs), keras.layers.LayerNormalization(**kwargs)
-        np.testing.assert_allclose(keras.ops.convert_to_numpy(ours(x)), keras.ops.convert_to_numpy(ref(x)),
-                                   atol=1e-5, err_msg=str(kwargs))
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(ours(x)), keras.ops.convert_to_numpy(ref(x)), atol=1e-5, err_msg=str(kwargs)
+        )
     mixed = L.LayerNorm(dtype="mixed_bfloat16")
     out = mixed(x)
     assert keras.backend.standardize_dtype(out.dtype) == "bfloat16"
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(keras.ops.cast(out, "float32")),
-                               keras.ops.convert_to_numpy(L.LayerNorm()(x)), atol=3e-2)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(keras.ops.cast(out, "float32")),
+        keras.ops.convert_to_numpy(L.LayerNorm()(x)),
+        atol=3e-2,
+    )
 
 
 def test_sinusoidal_encoding_matches_paper_formula():
@@ -302,8 +311,10 @@ def test_encoder_block_matches_manual_pre_norm_composition(rng):
         (lambda: L.PatchEmbedding(4, 8)(np.zeros((1, 6, 8, 3))), "height 6 is not divisible by patch size 4"),
         (lambda: L.PositionEmbedding((2, 2))(np.zeros((1, 5, 8))), "expects 4 tokens, received 5"),
         (lambda: L.MultiHeadSelfAttention(2)(np.zeros((1, 3, 4)), attention_mask=np.ones((3,), bool)), "rank 2"),
-        (lambda: L.MultiHeadSelfAttention(2)(np.zeros((1, 3, 4)), attention_mask=np.ones((1, 4), bool)),
-         "must equal the number of keys"),
+        (
+            lambda: L.MultiHeadSelfAttention(2)(np.zeros((1, 3, 4)), attention_mask=np.ones((1, 4), bool)),
+            "must equal the number of keys",
+        ),
     ],
 )
 def test_bad_arguments_raise_clear_errors(build, message):

@@ -55,8 +55,11 @@ def _xla_calls(fn, *args) -> int:
     ops = list(graph.get_operations())
     for function in graph._functions.values():  # the tape's backward lives in nested functions
         ops += list(function.graph.get_operations()) if hasattr(function, "graph") else []
-    return sum(op.type in ("PartitionedCall", "StatefulPartitionedCall") and op.get_attr("_XlaMustCompile")
-               for op in ops if "_XlaMustCompile" in op.node_def.attr)
+    return sum(
+        op.type in ("PartitionedCall", "StatefulPartitionedCall") and op.get_attr("_XlaMustCompile")
+        for op in ops
+        if "_XlaMustCompile" in op.node_def.attr
+    )
 
 
 @pytest.mark.parametrize("dtype", ["float32", "mixed_bfloat16"])

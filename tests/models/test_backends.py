@@ -33,13 +33,23 @@ def test_layers_and_vit_run_on_jax_with_same_outputs_as_tensorflow(tmp_path):
     results = {}
     for backend in ("tensorflow", "jax"):
         out = str(tmp_path / f"{backend}.npy")
-        env = {"KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2", "JAX_PLATFORMS": "cpu",
-               "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+        env = {
+            "KERAS_BACKEND": backend,
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+            "JAX_PLATFORMS": "cpu",
+            "PATH": "/usr/bin:/bin",
+            "HOME": str(tmp_path),
+        }
         import os
 
         env = {**os.environ, **env}
-        proc = subprocess.run([sys.executable, str(tmp_path / "run.py"), weights, out], env=env,
-                              capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(
+            [sys.executable, str(tmp_path / "run.py"), weights, out],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
         import numpy as np
 

@@ -24,8 +24,9 @@ def test_spec_parameter_counts_equal_published(name, count):
     assert keras_vit.model_spec(name).num_params == count
 
 
-@pytest.mark.parametrize("name", ["vit_tiny_patch16_224", "vit_small_patch16_224", "deit_tiny_distilled_patch16_224",
-                                  "vit_base_patch16_224"])
+@pytest.mark.parametrize(
+    "name", ["vit_tiny_patch16_224", "vit_small_patch16_224", "deit_tiny_distilled_patch16_224", "vit_base_patch16_224"]
+)
 def test_built_parameter_counts_equal_published(name):
     assert keras_vit.create_model(name).count_params() == PUBLISHED_PARAMS[name]
 
@@ -65,14 +66,21 @@ def test_names_follow_timm_and_cover_the_family():
     for size in ("tiny", "small", "base", "large", "huge"):
         for patch in (8, 14, 16, 32):
             assert f"vit_{size}_patch{patch}_224" in names
-    assert {"vit_base_patch16_384", "vit_huge_patch14_224", "deit_base_distilled_patch16_384",
-            "deit_small_patch16_224", "vit_cifar_patch4_32"} <= names
+    assert {
+        "vit_base_patch16_384",
+        "vit_huge_patch14_224",
+        "deit_base_distilled_patch16_384",
+        "deit_small_patch16_224",
+        "vit_cifar_patch4_32",
+    } <= names
 
 
 def test_list_models_uses_fnmatch_patterns():
     assert keras_vit.list_models("deit_*_distilled_*") == [
-        "deit_base_distilled_patch16_224", "deit_base_distilled_patch16_384",
-        "deit_small_distilled_patch16_224", "deit_tiny_distilled_patch16_224",
+        "deit_base_distilled_patch16_224",
+        "deit_base_distilled_patch16_384",
+        "deit_small_distilled_patch16_224",
+        "deit_tiny_distilled_patch16_224",
     ]
     assert keras_vit.list_models("no_such_*") == []
 
@@ -92,14 +100,21 @@ def test_unknown_name_suggests_the_closest():
 def test_register_model_decorator_and_duplicate_warning():
     @keras_vit.register_model(spec=dict(input_size=(16, 16), source="test"))
     def test_registry_tiny(**kwargs):
-        return keras_vit.ViT(**dict(dict(image_size=16, patch_size=8, hidden_dim=16, depth=1, num_heads=2,
-                                         mlp_dim=32, num_classes=3), **kwargs))
+        return keras_vit.ViT(
+            **dict(
+                dict(image_size=16, patch_size=8, hidden_dim=16, depth=1, num_heads=2, mlp_dim=32, num_classes=3),
+                **kwargs,
+            )
+        )
 
     try:
         assert "test_registry_tiny" in keras_vit.list_models("test_*")
         assert keras_vit.create_model("test_registry_tiny").output.shape == (None, 3)
         spec = keras_vit.model_spec("test_registry_tiny")
-        assert spec.input_size == (16, 16) and spec.num_params == keras_vit.create_model("test_registry_tiny").count_params()
+        assert (
+            spec.input_size == (16, 16)
+            and spec.num_params == keras_vit.create_model("test_registry_tiny").count_params()
+        )
         with pytest.warns(UserWarning, match="registered twice"):
             keras_vit.register_model(test_registry_tiny)
         with pytest.raises(ValueError, match="create_model"):
@@ -108,7 +123,7 @@ def test_register_model_decorator_and_duplicate_warning():
         registry._REGISTRY.pop("test_registry_tiny", None)
 
 
-PLUGIN_SOURCE = '''
+PLUGIN_SOURCE = """
 import keras_vit
 
 @keras_vit.register_model(spec=dict(family="plugin", input_size=(16, 16)))
@@ -119,7 +134,7 @@ def plugin_vit_tiny(**kwargs):
 def plugin_builder(**kwargs):
     return keras_vit.ViT(**dict(dict(image_size=16, patch_size=4, hidden_dim=16, depth=1, num_heads=2,
                                      mlp_dim=32, num_classes=2), **kwargs))
-'''
+"""
 
 
 def test_entry_point_plugins_register_modules_and_functions(tmp_path, monkeypatch):

@@ -72,8 +72,9 @@ def test_get_config_from_config_round_trip(model):
 
 def test_training_step_changes_every_trainable_variable(model):
     x, y = images_for(model, batch=4), np.arange(4) % model.config.num_classes
-    model.compile(optimizer=keras.optimizers.Adam(1e-2),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-2), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
     before = [v.numpy().copy() for v in model.trainable_variables]
     model.fit(x, y, epochs=2, batch_size=4, verbose=0)
     unchanged = [v.path for v, b in zip(model.trainable_variables, before) if np.array_equal(v.numpy(), b)]

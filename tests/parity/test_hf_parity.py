@@ -17,8 +17,16 @@ from keras_vit.weights.cli import convert
 from tests.parity.vit_parity_utils import TOLERANCE, images, max_diff, randomize_, to_torch
 
 SIZE = 32
-HF_CONFIG = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, image_size=SIZE,
-                 patch_size=8, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+HF_CONFIG = dict(
+    hidden_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=128,
+    image_size=SIZE,
+    patch_size=8,
+    hidden_dropout_prob=0.0,
+    attention_probs_dropout_prob=0.0,
+)
 
 
 def saved(model, tmp_path):

@@ -20,18 +20,32 @@ DIM, HEADS, MLP, DEPTH, PATCH, SIZE, CLASSES = 64, 4, 256, 2, 8, 32, 10
 
 def original_layout(rng, representation_size=None) -> dict[str, np.ndarray]:
     """Random arrays named and shaped as in `ViT-B_16.npz` / AugReg files (grid 4x4 + class token)."""
-    return original_vit_arrays(rng, dim=DIM, depth=DEPTH, heads=HEADS, mlp=MLP, patch=PATCH, grid=SIZE // PATCH,
-                               classes=CLASSES, representation_size=representation_size, scale=0.1)
+    return original_vit_arrays(
+        rng,
+        dim=DIM,
+        depth=DEPTH,
+        heads=HEADS,
+        mlp=MLP,
+        patch=PATCH,
+        grid=SIZE // PATCH,
+        classes=CLASSES,
+        representation_size=representation_size,
+        scale=0.1,
+    )
 
 
 def big_vision_stacked(w: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The same weights in big_vision's layout: `params/`, top-level `pos_embedding`, blocks stacked (scan)."""
-    renames = {"LayerNorm_0": "LayerNorm_0", "LayerNorm_2": "LayerNorm_1",
-               "MultiHeadDotProductAttention_1": "MultiHeadDotProductAttention_0", "MlpBlock_3": "MlpBlock_0"}
+    renames = {
+        "LayerNorm_0": "LayerNorm_0",
+        "LayerNorm_2": "LayerNorm_1",
+        "MultiHeadDotProductAttention_1": "MultiHeadDotProductAttention_0",
+        "MlpBlock_3": "MlpBlock_0",
+    }
     out = {}
     for key, value in w.items():
         if key.startswith("Transformer/encoderblock_0/"):
-            rest = key[len("Transformer/encoderblock_0/"):]
+            rest = key[len("Transformer/encoderblock_0/") :]
             first, tail = rest.split("/", 1)
             stacked = np.stack([w[f"Transformer/encoderblock_{i}/{rest}"] for i in range(DEPTH)])
             out[f"params/Transformer/encoderblock/{renames[first]}/{tail}"] = stacked
@@ -42,15 +56,30 @@ def big_vision_stacked(w: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def timm_reference(path):
-    model = timm.create_model("vit_base_patch8_224", pretrained=False, img_size=SIZE, depth=DEPTH, embed_dim=DIM,
-                              num_heads=HEADS, num_classes=CLASSES).eval()
+    model = timm.create_model(
+        "vit_base_patch8_224",
+        pretrained=False,
+        img_size=SIZE,
+        depth=DEPTH,
+        embed_dim=DIM,
+        num_heads=HEADS,
+        num_classes=CLASSES,
+    ).eval()
     _load_weights(model, str(path))
     return model
 
 
 def ours(**extra):
-    return keras_vit.ViT("vit_base_patch8_224", image_size=SIZE, depth=DEPTH, hidden_dim=DIM, num_heads=HEADS,
-                         mlp_dim=MLP, num_classes=CLASSES, **extra)
+    return keras_vit.ViT(
+        "vit_base_patch8_224",
+        image_size=SIZE,
+        depth=DEPTH,
+        hidden_dim=DIM,
+        num_heads=HEADS,
+        mlp_dim=MLP,
+        num_classes=CLASSES,
+        **extra,
+    )
 
 
 @pytest.mark.parametrize("layout", ["original", "opt_target", "big_vision_stacked"])
@@ -86,8 +115,16 @@ def test_npz_pre_logits_layer_is_dense_tanh_on_the_class_token(tmp_path):
     model = ours(representation_size=48)
     model.load_pretrained(str(path))
     with pytest.warns(UserWarning) as record:
-        backbone = keras_vit.ViT("vit_base_patch8_224", image_size=SIZE, depth=DEPTH, hidden_dim=DIM,
-                                 num_heads=HEADS, mlp_dim=MLP, num_classes=0, weights=str(path))
+        backbone = keras_vit.ViT(
+            "vit_base_patch8_224",
+            image_size=SIZE,
+            depth=DEPTH,
+            hidden_dim=DIM,
+            num_heads=HEADS,
+            mlp_dim=MLP,
+            num_classes=0,
+            weights=str(path),
+        )
     messages = " | ".join(str(r.message) for r in record)
     assert "no pre-logits layer; dropping the checkpoint's ['pre_logits.fc.bias', 'pre_logits.fc.weight']" in messages
     assert "no classifier head; dropping the checkpoint's ['head.bias', 'head.weight'] (10 classes)" in messages

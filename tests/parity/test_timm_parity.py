@@ -19,11 +19,11 @@ TINY_TIMM = dict(depth=2, embed_dim=64, num_heads=4, num_classes=7)
 TINY_OURS = dict(depth=2, hidden_dim=64, num_heads=4, mlp_dim=256, num_classes=7)
 CASES = {
     # name: image size (grid = size / patch)
-    "vit_base_patch16_224": 64,              # plain ViT, class token, 4x4 grid
-    "vit_small_patch32_384": 96,             # another patch and image size, 3x3 grid
-    "deit_tiny_distilled_patch16_224": 48,   # DeiT: dist_token, head_dist, averaged heads
-    "vit_small_patch14_reg4_dinov2": 56,     # 4 registers, LayerScale, no_embed_class
-    "vit_base_patch16_reg4_gap_256": 64,     # no class token, registers, gap + fc_norm
+    "vit_base_patch16_224": 64,  # plain ViT, class token, 4x4 grid
+    "vit_small_patch32_384": 96,  # another patch and image size, 3x3 grid
+    "deit_tiny_distilled_patch16_224": 48,  # DeiT: dist_token, head_dist, averaged heads
+    "vit_small_patch14_reg4_dinov2": 56,  # 4 registers, LayerScale, no_embed_class
+    "vit_base_patch16_reg4_gap_256": 64,  # no class token, registers, gap + fc_norm
 }
 
 
@@ -64,8 +64,10 @@ def test_saved_safetensors_load_strictly_into_timm(name, tmp_path):
     assert max_diff(ours(x), timm_forward(fresh, x)[0]) <= TOLERANCE
 
 
-@pytest.mark.parametrize("name,old,new", [("vit_base_patch16_224", 64, 96), ("vit_small_patch14_reg4_dinov2", 56, 84),
-                                          ("vit_base_patch16_224", 96, 64)])
+@pytest.mark.parametrize(
+    "name,old,new",
+    [("vit_base_patch16_224", 64, 96), ("vit_small_patch14_reg4_dinov2", 56, 84), ("vit_base_patch16_224", 96, 64)],
+)
 def test_resolution_change_matches_timm_resampling(name, old, new, tmp_path):
     """224 -> 384-style fine-tuning resolution change (small grids): 4x4 -> 6x6, and shrinking 6x6 -> 4x4.
 

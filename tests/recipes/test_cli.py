@@ -13,8 +13,18 @@ from keras_vit import cli
 from keras_vit.recipes import get_recipe
 from keras_vit.recipes.config import parse_settings
 
-TINY = ["--set", "model_overrides={'depth': 1, 'hidden_dim': 16, 'num_heads': 2, 'mlp_dim': 32}",
-        "--set", "steps_per_epoch=2", "--set", "tensorboard=False", "--set", "verbose=0", "--epochs", "1"]
+TINY = [
+    "--set",
+    "model_overrides={'depth': 1, 'hidden_dim': 16, 'num_heads': 2, 'mlp_dim': 32}",
+    "--set",
+    "steps_per_epoch=2",
+    "--set",
+    "tensorboard=False",
+    "--set",
+    "verbose=0",
+    "--epochs",
+    "1",
+]
 
 
 def _run(args, capsys):
@@ -26,16 +36,19 @@ def _run(args, capsys):
     return exit_info.value.code or 0, captured.out, captured.err
 
 
-@pytest.mark.parametrize("args, message", [
-    (["train", "--recipe", "nope"], r"Unknown recipe 'nope'"),
-    (["train", "--set", "lrr=0.1"], r"'lrr': did you mean lr"),
-    (["train", "--set", "epochs"], r"--set takes key=value"),
-    (["train", "--dataset", "folder"], r"needs a data path \(--data_dir\)"),
-    (["train", "--dataset", "cifar10", "--data_dir", "/no/such/dir"], r"'/no/such/dir' does not exist"),
-    (["finetune"], r"finetune needs --init"),
-    (["evaluate"], r"evaluate needs --model_path"),
-    (["train", "extra"], r"Unexpected arguments \['extra'\]"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "--recipe", "nope"], r"Unknown recipe 'nope'"),
+        (["train", "--set", "lrr=0.1"], r"'lrr': did you mean lr"),
+        (["train", "--set", "epochs"], r"--set takes key=value"),
+        (["train", "--dataset", "folder"], r"needs a data path \(--data_dir\)"),
+        (["train", "--dataset", "cifar10", "--data_dir", "/no/such/dir"], r"'/no/such/dir' does not exist"),
+        (["finetune"], r"finetune needs --init"),
+        (["evaluate"], r"evaluate needs --model_path"),
+        (["train", "extra"], r"Unexpected arguments \['extra'\]"),
+    ],
+)
 def test_bad_flags_fail_with_one_line(args, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code, out, err = _run(args, capsys)
@@ -64,8 +77,14 @@ def test_parse_settings_types():
 def test_default_train_reaches_97_percent_on_held_out_digits(tmp_path):
     """`keras-vit train` with no flags: offline digits, >= 97% held-out accuracy, a complete run folder."""
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2")
-    done = subprocess.run([sys.executable, "-m", "keras_vit.cli", "train"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=1200)
+    done = subprocess.run(
+        [sys.executable, "-m", "keras_vit.cli", "train"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     run_dir = re.search(r"run folder: (\S+)", done.stdout).group(1)
     assert run_dir.startswith(str(tmp_path / "runs" / "digits_vit-"))
@@ -82,5 +101,10 @@ def test_run_folder_listing_shows_what_is_there(tmp_path):
     for name in ("recipe.json", "model.keras", "history.csv", "notes.txt"):
         (tmp_path / name).write_text("x")
     (tmp_path / "checkpoints").mkdir()
-    assert run_folder_entries(str(tmp_path)) == ["model.keras", "history.csv", "recipe.json", "checkpoints/",
-                                                 "notes.txt"]
+    assert run_folder_entries(str(tmp_path)) == [
+        "model.keras",
+        "history.csv",
+        "recipe.json",
+        "checkpoints/",
+        "notes.txt",
+    ]

@@ -16,8 +16,15 @@ from keras_vit.training.multi_worker import launch_local_workers
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # digits_vit with its mixup (mixed one-hot labels), clipping 1.0, plus label smoothing; no stochastic depth so
 # that two runs can be compared weight for weight
-TINY = dict(model_overrides=dict(depth=1, hidden_dim=16, num_heads=2, mlp_dim=32), batch_size=32,
-            tensorboard=False, verbose=0, drop_path_rate=0.0, label_smoothing=0.1, mixed_precision=False)
+TINY = dict(
+    model_overrides=dict(depth=1, hidden_dim=16, num_heads=2, mlp_dim=32),
+    batch_size=32,
+    tensorboard=False,
+    verbose=0,
+    drop_path_rate=0.0,
+    label_smoothing=0.1,
+    mixed_precision=False,
+)
 
 
 def assert_same_weights(got, expected, atol=1e-5):
@@ -47,8 +54,13 @@ def test_custom_loop_trains_a_recipe_like_fit(tmp_path):
     assert got["accuracy"] == pytest.approx(expected["accuracy"], abs=1e-6)
     assert got["loss"] == pytest.approx(expected["loss"], rel=1e-5)
     rows = read_history(str(tmp_path / "loop" / "history.csv"))
-    assert [int(r["epoch"]) for r in rows] == [0] and set(rows[0]) == {"epoch", "loss", "accuracy", "val_loss",
-                                                                        "val_accuracy"}
+    assert [int(r["epoch"]) for r in rows] == [0] and set(rows[0]) == {
+        "epoch",
+        "loss",
+        "accuracy",
+        "val_loss",
+        "val_accuracy",
+    }
     assert os.listdir(tmp_path / "loop" / distributed.BACKUP)  # the epoch checkpoint
 
 
@@ -89,8 +101,19 @@ MW = dict(TINY, steps_per_epoch=8, warmup_epochs=0, lr=2e-3, min_lr=2e-3, verbos
 
 def train_two_workers(run_dir, epochs, log_dir):
     sets = [f"--set={key}={value!r}" for key, value in MW.items()]
-    command = [sys.executable, "-m", "keras_vit.cli", "train", "--strategy", "multi_worker", "--run_dir", run_dir,
-               "--epochs", str(epochs), *sets]
+    command = [
+        sys.executable,
+        "-m",
+        "keras_vit.cli",
+        "train",
+        "--strategy",
+        "multi_worker",
+        "--run_dir",
+        run_dir,
+        "--epochs",
+        str(epochs),
+        *sets,
+    ]
     env = {"CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
     codes = launch_local_workers(command, 2, timeout=150, env=env, log_dir=log_dir)
     logs = [open(os.path.join(log_dir, f"worker_{i}.log")).read() for i in range(2)]
@@ -113,8 +136,14 @@ def test_keras_vit_train_on_two_workers_resumes_and_matches_one_device(tmp_path)
     assert "epoch 2/2" not in other  # the chief alone reports
     trained = keras.saving.load_model(os.path.join(run_dir, "model.keras"), compile=False)
     assert_same_weights(trained.get_weights(), parts.model.get_weights())
-    assert sorted(os.listdir(run_dir)) == [distributed.BACKUP, "history.csv", "learning_curve.png", "metrics.json",
-                                           "model.keras", "recipe.json"]
+    assert sorted(os.listdir(run_dir)) == [
+        distributed.BACKUP,
+        "history.csv",
+        "learning_curve.png",
+        "metrics.json",
+        "model.keras",
+        "recipe.json",
+    ]
     assert not [p for p in os.listdir(os.path.join(run_dir, distributed.BACKUP)) if p.startswith(".worker_")]
     metrics = json.load(open(os.path.join(run_dir, "metrics.json")))
     assert metrics["num_replicas"] == 2 and metrics["epochs"] == 2 and 0.0 <= metrics["test_accuracy"] <= 1.0

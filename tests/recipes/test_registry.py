@@ -35,16 +35,19 @@ def test_unknown_names_get_suggestions():
         get_recipe("digits_vit").replace(epoch=3)
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (dict(epochs=0), r"`epochs` must be a positive int\. Received: epochs=0"),
-    (dict(lr="fast"), r"`lr` must be of type float\. Received: lr='fast'"),
-    (dict(strategy="gpu"), r"Unknown strategy 'gpu'"),
-    (dict(label_smoothing=1.0), r"label_smoothing=1\.0"),
-    (dict(early_stopping_patience=3), r"needs a validation split"),
-    (dict(init_from="weights.npz"), r"'\.keras' model file"),
-    (dict(freeze_backbone=True, layer_decay=0.65), r"layer_decay does not apply"),
-    (dict(jit_compile="yes"), r"jit_compile='yes'"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(epochs=0), r"`epochs` must be a positive int\. Received: epochs=0"),
+        (dict(lr="fast"), r"`lr` must be of type float\. Received: lr='fast'"),
+        (dict(strategy="gpu"), r"Unknown strategy 'gpu'"),
+        (dict(label_smoothing=1.0), r"label_smoothing=1\.0"),
+        (dict(early_stopping_patience=3), r"needs a validation split"),
+        (dict(init_from="weights.npz"), r"'\.keras' model file"),
+        (dict(freeze_backbone=True, layer_decay=0.65), r"layer_decay does not apply"),
+        (dict(jit_compile="yes"), r"jit_compile='yes'"),
+    ],
+)
 def test_bad_settings_fail_on_construction(overrides, message):
     with pytest.raises(ValueError, match=message):
         get_recipe("digits_vit").replace(**overrides)

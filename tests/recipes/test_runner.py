@@ -10,8 +10,15 @@ import pytest
 from keras_vit.recipes import evaluate, prepare, run
 from keras_vit.recipes import runner as runner_module
 
-TINY = dict(model_overrides=dict(depth=1, hidden_dim=16, num_heads=2, mlp_dim=32), epochs=1, steps_per_epoch=3,
-            batch_size=32, tensorboard=False, verbose=0, warmup_epochs=0)
+TINY = dict(
+    model_overrides=dict(depth=1, hidden_dim=16, num_heads=2, mlp_dim=32),
+    epochs=1,
+    steps_per_epoch=3,
+    batch_size=32,
+    tensorboard=False,
+    verbose=0,
+    warmup_epochs=0,
+)
 
 
 def test_prepare_gives_parts_to_fit_yourself(tmp_path):
@@ -28,8 +35,14 @@ def test_prepare_gives_parts_to_fit_yourself(tmp_path):
 def test_run_writes_the_run_folder_and_evaluate_reads_it(tmp_path):
     run_dir = str(tmp_path / "run")
     run("digits_vit", run_dir=run_dir, **TINY)
-    assert sorted(os.listdir(run_dir)) == ["checkpoints", "history.csv", "learning_curve.png", "metrics.json",
-                                           "model.keras", "recipe.json"]
+    assert sorted(os.listdir(run_dir)) == [
+        "checkpoints",
+        "history.csv",
+        "learning_curve.png",
+        "metrics.json",
+        "model.keras",
+        "recipe.json",
+    ]
     metrics = json.load(open(os.path.join(run_dir, "metrics.json")))
     assert 0.0 <= metrics["test_accuracy"] <= 1.0 and metrics["recipe"] == "digits_vit" and metrics["epochs"] == 1
     assert (metrics["precision"], metrics["xla"]) == ("float32", True)  # "auto" on a CPU for a 16-wide model
@@ -42,11 +55,22 @@ def test_run_writes_the_run_folder_and_evaluate_reads_it(tmp_path):
 def test_linear_probe_trains_only_the_head(tmp_path):
     source = run("digits_vit", run_dir=str(tmp_path / "pre"), **TINY)
     path = os.path.join(source.run_dir, "model.keras")
-    parts = prepare("linear_probe", init_from=path, model="vit_digits_patch2_8", dataset="digits", image_size=None,
-                    crop="resize", hflip=False, classes=(0, 1, 2), run_dir=str(tmp_path / "probe"), **TINY)
+    parts = prepare(
+        "linear_probe",
+        init_from=path,
+        model="vit_digits_patch2_8",
+        dataset="digits",
+        image_size=None,
+        crop="resize",
+        hflip=False,
+        classes=(0, 1, 2),
+        run_dir=str(tmp_path / "probe"),
+        **TINY,
+    )
     assert [v.path for v in parts.model.trainable_variables] == ["head/kernel", "head/bias"]
-    np.testing.assert_array_equal(parts.model.get_layer("block_0").get_weights()[0],
-                                  source.model.get_layer("block_0").get_weights()[0])
+    np.testing.assert_array_equal(
+        parts.model.get_layer("block_0").get_weights()[0], source.model.get_layer("block_0").get_weights()[0]
+    )
     assert parts.model.output_shape == (None, 3)
 
 

@@ -43,12 +43,16 @@ def main(run_dir, delay):
     images = ((digits.images[:512] / 16.0 - 0.3050) / 0.3761).astype("float32")[..., None]
     labels = digits.target[:512].astype("int32")
     keras.utils.set_random_seed(0)
-    model = keras_vit.ViT(image_size=8, patch_size=2, num_channels=1, hidden_dim=32, depth=1, num_heads=2,
-                          mlp_dim=64, num_classes=10)
-    model.compile(keras.optimizers.SGD(0.02, momentum=0.9),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    callbacks = [AtomicBackupAndRestore(os.path.join(run_dir, "backup")),
-                 Progress(os.path.join(run_dir, "progress"), delay)]
+    model = keras_vit.ViT(
+        image_size=8, patch_size=2, num_channels=1, hidden_dim=32, depth=1, num_heads=2, mlp_dim=64, num_classes=10
+    )
+    model.compile(
+        keras.optimizers.SGD(0.02, momentum=0.9), keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
+    callbacks = [
+        AtomicBackupAndRestore(os.path.join(run_dir, "backup")),
+        Progress(os.path.join(run_dir, "progress"), delay),
+    ]
     model.fit(images, labels, batch_size=64, epochs=EPOCHS, shuffle=False, verbose=0, callbacks=callbacks)
     save_weights_npz(model, os.path.join(run_dir, "final.npz"))
 

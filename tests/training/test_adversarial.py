@@ -82,8 +82,9 @@ def digits_split():
     return images[train], digits.target[train], images[test], digits.target[test]
 
 
-TINY_DIGITS = dict(image_size=8, patch_size=2, num_channels=1, hidden_dim=32, depth=1, num_heads=2, mlp_dim=64,
-                   num_classes=10)
+TINY_DIGITS = dict(
+    image_size=8, patch_size=2, num_channels=1, hidden_dim=32, depth=1, num_heads=2, mlp_dim=64, num_classes=10
+)
 
 
 def test_adversarial_trainer_reports_clean_and_robust_accuracy():
@@ -128,8 +129,15 @@ def test_adversarial_recipe_reports_clean_and_robust_accuracy(tmp_path):
     assert isinstance(recipes.get_recipe("adversarial"), AdversarialRecipe)
     with pytest.raises(ValueError, match="epsilon"):
         recipes.get_recipe("adversarial").replace(epsilon=-0.1)
-    result = recipes.run("digits_adversarial", epochs=1, steps_per_epoch=4, eval_attack_steps=2,
-                         run_dir=str(tmp_path / "run"), verbose=0, tensorboard=False)
+    result = recipes.run(
+        "digits_adversarial",
+        epochs=1,
+        steps_per_epoch=4,
+        eval_attack_steps=2,
+        run_dir=str(tmp_path / "run"),
+        verbose=0,
+        tensorboard=False,
+    )
     assert {"test_accuracy", "test_robust_accuracy"} <= set(result.metrics)
     assert result.metrics["attack_epsilon"] == 0.1
     assert (tmp_path / "run" / "model.keras").exists()
@@ -137,12 +145,12 @@ def test_adversarial_recipe_reports_clean_and_robust_accuracy(tmp_path):
 
 def test_adversarial_trainer_round_trips_through_a_keras_file(rng, tmp_path):
     model, _, _ = linear_model(rng)
-    trainer = AdversarialTrainer(model, epsilon=0.05, steps=3, eval_steps=5, pixels=PixelSpace([MEAN], [STD]),
-                                 clean_weight=0.25)
+    trainer = AdversarialTrainer(
+        model, epsilon=0.05, steps=3, eval_steps=5, pixels=PixelSpace([MEAN], [STD]), clean_weight=0.25
+    )
     trainer.save(tmp_path / "trainer.keras")
     loaded = keras.saving.load_model(tmp_path / "trainer.keras")
     assert (loaded.epsilon, loaded.steps, loaded.eval_steps, loaded.clean_weight) == (0.05, 3, 5, 0.25)
     assert loaded.pixels.get_config() == trainer.pixels.get_config()
     x = rng.normal(size=(2, 3, 3, 1)).astype("float32")
     np.testing.assert_allclose(np.asarray(loaded(x)), np.asarray(model(x)), rtol=1e-6)
-

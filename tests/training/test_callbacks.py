@@ -37,8 +37,11 @@ def test_checkpoint_keeps_only_improvements_and_leaves_no_temp_files(tmp_path):
 
 def test_fit_with_the_run_callbacks_writes_logs_and_checkpoints(tmp_path):
     model = _tiny()
-    model.compile(keras.optimizers.AdamW(1e-3, use_ema=True), keras.losses.CategoricalCrossentropy(from_logits=True),
-                  metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
+    model.compile(
+        keras.optimizers.AdamW(1e-3, use_ema=True),
+        keras.losses.CategoricalCrossentropy(from_logits=True),
+        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+    )
     x = np.random.default_rng(0).random((16, 8, 8, 1)).astype("float32")
     y = np.eye(3, dtype="float32")[np.arange(16) % 3]
     callbacks = build_callbacks(str(tmp_path), has_validation=True, early_stopping_patience=5, ema=True)
@@ -60,8 +63,9 @@ def test_early_stopping_needs_validation(tmp_path):
 def test_reports_are_written_atomically(tmp_path):
     write_json(str(tmp_path / "m.json"), {"accuracy": np.float32(0.5), "size": (8, 8)})
     assert open(tmp_path / "m.json").read().count("0.5") == 1
-    plot_learning_curves({"loss": [2.0, 1.0], "val_loss": [2.1, 1.2], "accuracy": [0.3, 0.6]},
-                         str(tmp_path / "curve.png"), title="t")
+    plot_learning_curves(
+        {"loss": [2.0, 1.0], "val_loss": [2.1, 1.2], "accuracy": [0.3, 0.6]}, str(tmp_path / "curve.png"), title="t"
+    )
     assert (tmp_path / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(os.listdir(tmp_path)) == ["curve.png", "m.json"]
     with pytest.raises(ValueError, match="neither 'loss' nor 'accuracy'"):
@@ -73,8 +77,9 @@ def test_transfer_weights_and_linear_probe_freezing():
     target = _tiny(num_classes=3)
     untouched = transfer_weights(source, target)
     assert untouched == ["head"]  # a new head for the new classes
-    np.testing.assert_array_equal(target.get_layer("block_0").get_weights()[0],
-                                  source.get_layer("block_0").get_weights()[0])
+    np.testing.assert_array_equal(
+        target.get_layer("block_0").get_weights()[0], source.get_layer("block_0").get_weights()[0]
+    )
     freeze_backbone(target)
     assert [v.path for v in target.trainable_variables] == ["head/kernel", "head/bias"]
     bigger = _tiny(num_classes=5, image_size=16)

@@ -16,8 +16,7 @@ from keras_vit.training.distillation import (
     soft_distillation_loss,
 )
 
-TINY = dict(image_size=8, patch_size=4, num_channels=1, hidden_dim=16, depth=1, num_heads=2, mlp_dim=32,
-            num_classes=5)
+TINY = dict(image_size=8, patch_size=4, num_channels=1, hidden_dim=16, depth=1, num_heads=2, mlp_dim=32, num_classes=5)
 
 
 def np_log_softmax(z):
@@ -38,8 +37,12 @@ def np_kl(teacher, student, t):
 @pytest.fixture
 def logits(rng):
     batch, classes = 6, 5
-    return (rng.integers(0, classes, batch), rng.normal(size=(batch, classes)).astype("float32") * 3,
-            rng.normal(size=(batch, classes)).astype("float32") * 3, rng.normal(size=(batch, classes)).astype("float32") * 3)
+    return (
+        rng.integers(0, classes, batch),
+        rng.normal(size=(batch, classes)).astype("float32") * 3,
+        rng.normal(size=(batch, classes)).astype("float32") * 3,
+        rng.normal(size=(batch, classes)).astype("float32") * 3,
+    )
 
 
 def test_hard_distillation_matches_numpy(logits):
@@ -60,12 +63,16 @@ def test_soft_distillation_matches_numpy(logits, alpha, temperature):
 def test_kl_and_cross_entropy_match_torch(logits):
     y, cls, dist, teacher = logits
     t = 2.0
-    reference = torch.nn.functional.kl_div(torch.log_softmax(torch.tensor(dist) / t, -1),
-                                           torch.log_softmax(torch.tensor(teacher) / t, -1),
-                                           reduction="none", log_target=True).sum(-1)
+    reference = torch.nn.functional.kl_div(
+        torch.log_softmax(torch.tensor(dist) / t, -1),
+        torch.log_softmax(torch.tensor(teacher) / t, -1),
+        reduction="none",
+        log_target=True,
+    ).sum(-1)
     np.testing.assert_allclose(np.asarray(kl_divergence(teacher, dist, t)), reference.numpy(), rtol=1e-5, atol=1e-6)
-    smoothed = torch.nn.functional.cross_entropy(torch.tensor(cls), torch.tensor(y), label_smoothing=0.1,
-                                                 reduction="none")
+    smoothed = torch.nn.functional.cross_entropy(
+        torch.tensor(cls), torch.tensor(y), label_smoothing=0.1, reduction="none"
+    )
     np.testing.assert_allclose(np.asarray(cross_entropy(y, cls, 0.1)), smoothed.numpy(), rtol=1e-5, atol=1e-6)
     one_hot = np.eye(5, dtype="float32")[y]
     np.testing.assert_allclose(np.asarray(cross_entropy(one_hot, cls)), np_ce(y, cls), rtol=1e-5, atol=1e-6)
@@ -94,8 +101,10 @@ def test_distiller_trains_both_heads_and_reports_the_formula(rng):
     teacher_before = [w.copy() for w in teacher.get_weights()]
     student_before = {v.path: np.array(v) for v in student.trainable_variables}
     heads = student.heads_model()(x)
-    expected = np.mean(0.5 * np_ce(y, np.asarray(heads["cls"])) +
-                       0.5 * np_ce(np.asarray(teacher(x)).argmax(-1), np.asarray(heads["dist"])))
+    expected = np.mean(
+        0.5 * np_ce(y, np.asarray(heads["cls"]))
+        + 0.5 * np_ce(np.asarray(teacher(x)).argmax(-1), np.asarray(heads["dist"]))
+    )
 
     distiller = Distiller(student, teacher, mode="hard")
     distiller.compile(keras.optimizers.SGD(0.1))
@@ -173,8 +182,17 @@ def test_distill_command_trains_a_deit_student_from_a_teacher_file(tmp_path):
     teacher = keras_vit.create_model("vit_digits_patch2_8")
     teacher.save(tmp_path / "teacher.keras")
     run_dir = tmp_path / "run"
-    run_cli([f"--teacher={tmp_path / 'teacher.keras'}", "--epochs=1", f"--run_dir={run_dir}", "--mode=soft",
-             "--temperature=2", "--set=steps_per_epoch=3", "--set=lr=1e-3"])
+    run_cli(
+        [
+            f"--teacher={tmp_path / 'teacher.keras'}",
+            "--epochs=1",
+            f"--run_dir={run_dir}",
+            "--mode=soft",
+            "--temperature=2",
+            "--set=steps_per_epoch=3",
+            "--set=lr=1e-3",
+        ]
+    )
     import json
 
     recipe = json.loads((run_dir / "recipe.json").read_text())
@@ -199,4 +217,3 @@ def test_distiller_round_trips_through_a_keras_file(rng, tmp_path):
     np.testing.assert_allclose(np.asarray(loaded.teacher_logits(x)), np.asarray(teacher(x)), rtol=1e-6, atol=1e-6)
     with pytest.raises(ValueError, match="teacher takes images of shape"):
         Distiller(keras_vit.DeiT(**dict(TINY, image_size=16)), teacher)
-

@@ -20,8 +20,11 @@ STEPS = 4
 def _gradients(rng, sparse=False):
     grads = [[rng.normal(size=s).astype("float32") for s in SHAPES] for _ in range(STEPS)]
     if sparse:  # the first variable's gradient as rows (an embedding's), 2 of its 5 rows touched
-        return [[tf.IndexedSlices(tf.constant(g[0][[1, 3]]), tf.constant([1, 3]), tf.constant(SHAPES[0]))]
-                + [tf.constant(x) for x in g[1:]] for g in grads]
+        return [
+            [tf.IndexedSlices(tf.constant(g[0][[1, 3]]), tf.constant([1, 3]), tf.constant(SHAPES[0]))]
+            + [tf.constant(x) for x in g[1:]]
+            for g in grads
+        ]
     return [[tf.constant(x) for x in g] for g in grads]
 
 
@@ -48,10 +51,14 @@ TRANSFORMER_ADAM = dict(learning_rate=1e-2, beta_1=0.9, beta_2=0.98, epsilon=1e-
 
 
 @pytest.mark.parametrize("mode", ["graph", "eager"])
-@pytest.mark.parametrize("reference, fused, settings", [
-    (keras.optimizers.AdamW, LayerDecayAdamW, ADAMW),
-    (keras.optimizers.Adam, FusedAdam, TRANSFORMER_ADAM),
-], ids=["adamw", "adam"])
+@pytest.mark.parametrize(
+    "reference, fused, settings",
+    [
+        (keras.optimizers.AdamW, LayerDecayAdamW, ADAMW),
+        (keras.optimizers.Adam, FusedAdam, TRANSFORMER_ADAM),
+    ],
+    ids=["adamw", "adam"],
+)
 def test_adam_updates_match_keras(reference, fused, settings, mode, rng):
     gradients = _gradients(rng)
     expected, _ = _run(reference(**settings), gradients, mode)
@@ -147,8 +154,9 @@ MIRRORED_SCRIPT = textwrap.dedent("""
 
 
 def test_fused_adamw_under_mirrored_strategy_matches_keras():
-    done = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT], capture_output=True, text=True, timeout=300,
-                          check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", MIRRORED_SCRIPT], capture_output=True, text=True, timeout=300, check=False
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     out = json.loads(done.stdout.strip().splitlines()[-1])
     assert out["untraced"] and out["traced"] >= 4  # Keras' AdamW never, ours for each of the 4 variables

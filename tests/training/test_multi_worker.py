@@ -93,8 +93,24 @@ def test_local_cluster_helpers(tmp_path):
 
 
 def run_workers(tmp_path, epochs, checkpoint_dir, out):
-    command = [sys.executable, EXAMPLE, "--launch", "0", "--epochs", str(epochs), "--global_batch", "32",
-               "--examples", "256", "--lr", "0.01", "--checkpoint_dir", str(checkpoint_dir), "--out", str(out)]
+    command = [
+        sys.executable,
+        EXAMPLE,
+        "--launch",
+        "0",
+        "--epochs",
+        str(epochs),
+        "--global_batch",
+        "32",
+        "--examples",
+        "256",
+        "--lr",
+        "0.01",
+        "--checkpoint_dir",
+        str(checkpoint_dir),
+        "--out",
+        str(out),
+    ]
     env = {"CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
     codes = launch_local_workers(command, 2, timeout=240, env=env, log_dir=str(tmp_path / "logs"))
     logs = "".join((tmp_path / "logs" / f"worker_{i}.log").read_text()[-2000:] for i in range(2))

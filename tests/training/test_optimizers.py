@@ -9,8 +9,9 @@ from keras_vit.training import LayerDecayAdamW, LayerDecaySGD, build_optimizer, 
 
 
 def _tiny_vit():
-    return keras_vit.ViT(image_size=8, patch_size=4, num_channels=1, hidden_dim=16, depth=2, num_heads=2,
-                         mlp_dim=32, num_classes=3)
+    return keras_vit.ViT(
+        image_size=8, patch_size=4, num_channels=1, hidden_dim=16, depth=2, num_heads=2, mlp_dim=32, num_classes=3
+    )
 
 
 def _values(model):
@@ -72,8 +73,9 @@ def test_layer_decay_scales_weight_decay_too():
 
 def test_config_round_trip_and_fit():
     model = _tiny_vit()
-    optimizer = build_optimizer("adamw", 1e-3, model=model, weight_decay=0.05, layer_decay=0.75, clip_norm=1.0,
-                                use_ema=True, ema_momentum=0.9)
+    optimizer = build_optimizer(
+        "adamw", 1e-3, model=model, weight_decay=0.05, layer_decay=0.75, clip_norm=1.0, use_ema=True, ema_momentum=0.9
+    )
     config = optimizer.get_config()
     assert config["global_clipnorm"] == 1.0 and config["use_ema"] and config["lr_multipliers"]
     restored = LayerDecayAdamW.from_config(config)

@@ -9,31 +9,44 @@ import pytest
 from keras_vit.recipes import Recipe, run
 from keras_vit.training import precision
 
-TINY = dict(model_overrides=dict(depth=1, hidden_dim=16, num_heads=2, mlp_dim=32), epochs=1, steps_per_epoch=2,
-            batch_size=32, tensorboard=False, verbose=0, warmup_epochs=0)
+TINY = dict(
+    model_overrides=dict(depth=1, hidden_dim=16, num_heads=2, mlp_dim=32),
+    epochs=1,
+    steps_per_epoch=2,
+    batch_size=32,
+    tensorboard=False,
+    verbose=0,
+    warmup_epochs=0,
+)
 
 
-@pytest.mark.parametrize("setting, cpu_bf16, gpus, expected", [
-    (False, True, [], "float32"),
-    (False, True, [(9, 0)], "float32"),
-    (True, False, [], "mixed_bfloat16"),        # asked for: honoured even where slower
-    (True, True, [(7, 5)], "mixed_float16"),
-    ("auto", True, [], "mixed_bfloat16"),       # AVX512_BF16 / AMX CPU
-    ("auto", False, [], "float32"),             # bf16 emulated on this CPU: slower, so no
-    ("auto", False, [(8, 0)], "mixed_bfloat16"),  # Ampere and newer
-    ("auto", True, [(8, 0), (7, 0)], "float32"),  # one pre-Ampere GPU: bf16 emulated there
-])
+@pytest.mark.parametrize(
+    "setting, cpu_bf16, gpus, expected",
+    [
+        (False, True, [], "float32"),
+        (False, True, [(9, 0)], "float32"),
+        (True, False, [], "mixed_bfloat16"),  # asked for: honoured even where slower
+        (True, True, [(7, 5)], "mixed_float16"),
+        ("auto", True, [], "mixed_bfloat16"),  # AVX512_BF16 / AMX CPU
+        ("auto", False, [], "float32"),  # bf16 emulated on this CPU: slower, so no
+        ("auto", False, [(8, 0)], "mixed_bfloat16"),  # Ampere and newer
+        ("auto", True, [(8, 0), (7, 0)], "float32"),  # one pre-Ampere GPU: bf16 emulated there
+    ],
+)
 def test_resolve_policy(setting, cpu_bf16, gpus, expected):
     assert precision.resolve_policy(setting, cpu_bf16=cpu_bf16, gpus=gpus) == expected
 
 
-@pytest.mark.parametrize("setting, width, gpus, expected", [
-    ("auto", 64, [], "float32"),            # the digits model: bf16 measured no faster on this CPU
-    ("auto", 128, [], "mixed_bfloat16"),
-    ("auto", 768, [], "mixed_bfloat16"),
-    ("auto", 64, [(8, 0)], "mixed_bfloat16"),  # the width limit is the CPU's
-    (True, 16, [], "mixed_bfloat16"),       # asked for: honoured
-])
+@pytest.mark.parametrize(
+    "setting, width, gpus, expected",
+    [
+        ("auto", 64, [], "float32"),  # the digits model: bf16 measured no faster on this CPU
+        ("auto", 128, [], "mixed_bfloat16"),
+        ("auto", 768, [], "mixed_bfloat16"),
+        ("auto", 64, [(8, 0)], "mixed_bfloat16"),  # the width limit is the CPU's
+        (True, 16, [], "mixed_bfloat16"),  # asked for: honoured
+    ],
+)
 def test_auto_on_a_cpu_needs_a_wide_enough_model(setting, width, gpus, expected):
     assert precision.resolve_policy(setting, cpu_bf16=True, gpus=gpus, width=width) == expected
 
@@ -77,8 +90,9 @@ def test_mixed_bfloat16_run_saves_loads_and_exports(tmp_path):
         assert ours.path == theirs.path
         np.testing.assert_array_equal(np.asarray(theirs), np.asarray(ours))
     np.testing.assert_allclose(np.asarray(loaded(images, training=False)), expected, rtol=2**-6, atol=2**-6)
-    path = export.saved_model(loaded, str(tmp_path / "served" / "1"), class_names=[str(i) for i in range(10)],
-                              warmup=False, verify=True)  # the default tolerance follows the bf16 policy
+    path = export.saved_model(
+        loaded, str(tmp_path / "served" / "1"), class_names=[str(i) for i in range(10)], warmup=False, verify=True
+    )  # the default tolerance follows the bf16 policy
     # bfloat16 activations: a rounding step (2**-8 relative) apart where the graph's resize differs slightly,
     # so the tolerance scales with the largest feature.
     features = np.asarray(loaded.feature_extractor()(images))

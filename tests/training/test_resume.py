@@ -69,8 +69,13 @@ def test_foreign_backup_dir_is_refused(tmp_path):
 
 def run_script(run_dir, *extra):
     env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    return subprocess.Popen([sys.executable, SCRIPT, str(run_dir), *extra], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, SCRIPT, str(run_dir), *extra],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def finished_epochs(run_dir):
@@ -101,7 +106,7 @@ def test_sigkill_mid_run_then_rerun_resumes_and_matches_an_uninterrupted_run(tmp
     rerun = run_script(killed_dir)
     output = rerun.communicate(timeout=300)[0]
     assert rerun.returncode == 0, output[-3000:]
-    resumed_epochs = finished_epochs(killed_dir)[len(killed_at):]
+    resumed_epochs = finished_epochs(killed_dir)[len(killed_at) :]
     assert resumed_epochs == list(range(killed_at[-1] + 1, 7))  # resumed after the last saved epoch
     output = uninterrupted.communicate(timeout=300)[0]
     assert uninterrupted.returncode == 0, output[-3000:]

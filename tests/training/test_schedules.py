@@ -28,8 +28,9 @@ def test_matches_timm_cosine_scheduler_with_warmup_prefix():
     import torch
 
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
-    timm_schedule = CosineLRScheduler(optimizer, t_initial=40, lr_min=1e-3, warmup_t=8, warmup_lr_init=1e-4,
-                                      warmup_prefix=True, t_in_epochs=True)
+    timm_schedule = CosineLRScheduler(
+        optimizer, t_initial=40, lr_min=1e-3, warmup_t=8, warmup_lr_init=1e-4, warmup_prefix=True, t_in_epochs=True
+    )
     ours = WarmupCosine(0.1, total_steps=48, warmup_steps=8, warmup_start_lr=1e-4, end_lr=1e-3)
     for step in range(0, 48):
         timm_schedule.step(step)
@@ -52,11 +53,14 @@ def test_linear_scaling_rule():
     assert scale_lr(5e-4, 1024, None) == 5e-4
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(peak_lr=0, total_steps=10), r"peak_lr=0"),
-    (dict(peak_lr=0.1, total_steps=0), r"total_steps=0"),
-    (dict(peak_lr=0.1, total_steps=10, warmup_steps=11), r"warmup_steps=11"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(peak_lr=0, total_steps=10), r"peak_lr=0"),
+        (dict(peak_lr=0.1, total_steps=0), r"total_steps=0"),
+        (dict(peak_lr=0.1, total_steps=10, warmup_steps=11), r"warmup_steps=11"),
+    ],
+)
 def test_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         WarmupCosine(**kwargs)

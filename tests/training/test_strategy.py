@@ -46,8 +46,9 @@ def test_multi_worker_needs_a_valid_tf_config(monkeypatch):
     monkeypatch.setenv("TF_CONFIG", "{not json")
     with pytest.raises(ValueError, match="not valid JSON"):
         read_tf_config()
-    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["a:1"]}, "task": {"type": "worker",
-                                                                                        "index": 3}}))
+    monkeypatch.setenv(
+        "TF_CONFIG", json.dumps({"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 3}})
+    )
     with pytest.raises(ValueError, match="index must point into"):
         read_tf_config()
     config = {"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 1}}
@@ -149,8 +150,14 @@ def test_mirrored_on_two_logical_cpus_matches_one_device(tmp_path):
     script.write_text(MIRRORED_SCRIPT)
     result_path = tmp_path / "result.npy"
     env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    completed = subprocess.run([sys.executable, str(script), str(result_path)], env=env, capture_output=True, check=False,
-                               text=True, timeout=300)
+    completed = subprocess.run(
+        [sys.executable, str(script), str(result_path)],
+        env=env,
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=300,
+    )
     assert completed.returncode == 0, completed.stderr[-3000:]
     out = np.load(result_path, allow_pickle=True).item()
     assert out["replicas"] == 2

@@ -32,8 +32,7 @@ def _bigram_step():
 
 
 def test_greedy_toy_case():
-    tokens, scores = decoding.greedy_search(_bigram_step(), [], 1, max_length=3, start_token_id=START,
-                                            end_token_id=END)
+    tokens, scores = decoding.greedy_search(_bigram_step(), [], 1, max_length=3, start_token_id=START, end_token_id=END)
     # Greedy follows the locally best token: A (0.6), A (0.36), A (0.36).
     assert tokens.numpy().tolist() == [[A, A, A]]
     np.testing.assert_allclose(scores.numpy(), [math.log(0.6 * 0.36 * 0.36)], rtol=1e-6)
@@ -42,8 +41,9 @@ def test_greedy_toy_case():
 def test_beam_search_hand_checked():
     # By hand (beam 2, alpha 0): step 1 keeps A (.6), B (.4); step 2 finishes B-end (.36) and A-end (.18),
     # keeps AA (.216), AB (.204); step 3 finishes AB-end (.6*.34*.9 = .1836), which displaces A-end.
-    tokens, scores = decoding.beam_search(_bigram_step(), [], 1, beam_size=2, max_length=3, start_token_id=START,
-                                          end_token_id=END, length_penalty=0.0)
+    tokens, scores = decoding.beam_search(
+        _bigram_step(), [], 1, beam_size=2, max_length=3, start_token_id=START, end_token_id=END, length_penalty=0.0
+    )
     assert tokens.numpy().tolist() == [[[B, END, PAD], [A, B, END]]]
     np.testing.assert_allclose(scores.numpy(), [[math.log(0.36), math.log(0.1836)]], rtol=1e-6)
     # Beam search beats greedy here (0.36 > 0.6 * 0.36 * 0.36).
@@ -52,27 +52,33 @@ def test_beam_search_hand_checked():
 def test_beam_search_length_penalty_hand_checked():
     # alpha = 10: lp(2) = (7/6)^10, lp(3) = (8/6)^10. Normalised: B-end log(.36)/lp(2) = -0.219,
     # AB-end log(.1836)/lp(3) = -0.095; the unfinished AAA (.6*.36*.36) joins at lp(3): -0.144.
-    tokens, scores = decoding.beam_search(_bigram_step(), [], 1, beam_size=2, max_length=3, start_token_id=START,
-                                          end_token_id=END, length_penalty=10.0)
+    tokens, scores = decoding.beam_search(
+        _bigram_step(), [], 1, beam_size=2, max_length=3, start_token_id=START, end_token_id=END, length_penalty=10.0
+    )
     assert tokens.numpy().tolist() == [[[A, B, END], [A, A, A]]]
     lp3 = (8 / 6) ** 10
-    np.testing.assert_allclose(scores.numpy(), [[math.log(0.1836) / lp3, math.log(0.6 * 0.36 * 0.36) / lp3]],
-                               rtol=1e-5)
+    np.testing.assert_allclose(scores.numpy(), [[math.log(0.1836) / lp3, math.log(0.6 * 0.36 * 0.36) / lp3]], rtol=1e-5)
 
 
 def test_beam_search_rejects_bad_options():
     with pytest.raises(ValueError, match="beam_size"):
         decoding.beam_search(_bigram_step(), [], 1, beam_size=0, max_length=3, start_token_id=1, end_token_id=2)
     with pytest.raises(ValueError, match="length_penalty"):
-        decoding.beam_search(_bigram_step(), [], 1, beam_size=2, max_length=3, start_token_id=1, end_token_id=2,
-                             length_penalty=-1.0)
+        decoding.beam_search(
+            _bigram_step(), [], 1, beam_size=2, max_length=3, start_token_id=1, end_token_id=2, length_penalty=-1.0
+        )
     with pytest.raises(ValueError, match="max_length"):
         decoding.greedy_search(_bigram_step(), [], 1, max_length=0, start_token_id=1, end_token_id=2)
 
 
 def _model(position_encoding="sinusoidal", depth=1, **kwargs):
-    return Transformer("transformer_tiny", position_encoding=position_encoding, num_encoder_layers=depth,
-                       num_decoder_layers=depth, **kwargs)
+    return Transformer(
+        "transformer_tiny",
+        position_encoding=position_encoding,
+        num_encoder_layers=depth,
+        num_decoder_layers=depth,
+        **kwargs,
+    )
 
 
 def _source(rng, batch=3, length=6):
@@ -117,12 +123,14 @@ def test_beam_size_one_equals_greedy(rng):
     memory, mask = model.encode(source)
 
     def step(tokens, index, state):
-        logits, _ = model._decode_tokens(tokens[:, :6], memory=memory, memory_mask=mask,
-                                         self_mask=ops.ones((3, 6), "bool"))
+        logits, _ = model._decode_tokens(
+            tokens[:, :6], memory=memory, memory_mask=mask, self_mask=ops.ones((3, 6), "bool")
+        )
         return ops.take(logits, index, axis=1), state
 
-    beam_tokens, beam_scores = decoding.beam_search(step, [], 3, beam_size=1, max_length=6, start_token_id=START,
-                                                    end_token_id=END, length_penalty=0.0)
+    beam_tokens, beam_scores = decoding.beam_search(
+        step, [], 3, beam_size=1, max_length=6, start_token_id=START, end_token_id=END, length_penalty=0.0
+    )
     greedy_tokens, greedy_scores = greedy(step, [], 3, max_length=6, start_token_id=START, end_token_id=END)
     np.testing.assert_array_equal(beam_tokens[:, 0], greedy_tokens)
     np.testing.assert_array_equal(out["tokens"], greedy_tokens)
@@ -132,8 +140,9 @@ def test_beam_size_one_equals_greedy(rng):
 def test_generate_in_tf_function_matches_eager(rng):
     model = _model()
     source = _source(rng)
-    compiled = tf.function(lambda s: model.generate(s, max_length=6, beam_size=2),
-                           input_signature=[tf.TensorSpec((None, None), tf.int32)])
+    compiled = tf.function(
+        lambda s: model.generate(s, max_length=6, beam_size=2), input_signature=[tf.TensorSpec((None, None), tf.int32)]
+    )
     eager = model.generate(source, max_length=6, beam_size=2)
     traced = compiled(tf.constant(source))
     np.testing.assert_array_equal(traced["tokens"], eager["tokens"])

@@ -15,8 +15,10 @@ from keras_vit.layers.relative_position import relative_position_bucket
 LAYERS = {
     "MultiHeadAttention": (lambda: layers.MultiHeadAttention(4), (2, 5, 16)),
     "RelativePositionBias": (lambda: layers.RelativePositionBias(4, bidirectional=False), (2, 5, 16)),
-    "TokenEmbedding": (lambda: layers.TokenEmbedding(11, 16, scale=False, initializer=keras.initializers.Orthogonal()),
-                       (2, 5)),
+    "TokenEmbedding": (
+        lambda: layers.TokenEmbedding(11, 16, scale=False, initializer=keras.initializers.Orthogonal()),
+        (2, 5),
+    ),
     "LearnedPositionEncoding": (lambda: layers.LearnedPositionEncoding(8), (2, 5, 16)),
     "SequenceEncoderBlock": (lambda: layers.SequenceEncoderBlock(4, 32, norm_first=True), (2, 5, 16)),
     "TransformerDecoderBlock": (lambda: layers.TransformerDecoderBlock(4, 32, activation="gelu"), (2, 5, 16)),
@@ -79,7 +81,7 @@ def test_cached_self_attention_equals_full_causal(rng):
     cache = ops.zeros((2, 2, 6, 4, 4))
     steps = []
     for i in range(6):
-        out, cache = layer(x[:, i:i + 1], use_causal_mask=True, cache=cache, cache_index=i)
+        out, cache = layer(x[:, i : i + 1], use_causal_mask=True, cache=cache, cache_index=i)
         steps.append(np.asarray(out))
     np.testing.assert_allclose(np.concatenate(steps, axis=1), full, atol=1e-5)
 
@@ -97,8 +99,9 @@ def test_cross_attention_cache_equals_recomputed(rng):
 def test_attention_masks_padding_and_causality(rng):
     layer = layers.MultiHeadAttention(2)
     x = rng.normal(size=(1, 4, 8)).astype("float32")
-    _, weights = layer(x, attention_mask=np.array([[True, True, True, False]]), use_causal_mask=True,
-                       return_attention_scores=True)
+    _, weights = layer(
+        x, attention_mask=np.array([[True, True, True, False]]), use_causal_mask=True, return_attention_scores=True
+    )
     weights = np.asarray(weights)[0]
     allowed = np.tril(np.ones((4, 4), bool)) & np.array([True, True, True, False])
     assert np.all(weights[:, ~allowed] < 1e-6)
@@ -164,8 +167,12 @@ def test_rotary_scores_depend_only_on_relative_position(rng):
     q, k = rng.normal(size=(1, 1, 1, 8)).astype("float32"), rng.normal(size=(1, 1, 1, 8)).astype("float32")
 
     def score(m, n):
-        return float(np.sum(np.asarray(apply_rotary_embedding(q, np.array([m])))
-                            * np.asarray(apply_rotary_embedding(k, np.array([n])))))
+        return float(
+            np.sum(
+                np.asarray(apply_rotary_embedding(q, np.array([m])))
+                * np.asarray(apply_rotary_embedding(k, np.array([n])))
+            )
+        )
 
     np.testing.assert_allclose(score(3, 1), score(10, 8), rtol=1e-4)
     np.testing.assert_allclose(score(0, 0), float(np.sum(q * k)), rtol=1e-5)
@@ -178,7 +185,7 @@ def test_cached_rotary_self_attention_equals_full_causal(rng):
     full = np.asarray(layer(x, use_causal_mask=True))
     cache, steps = ops.zeros((1, 2, 5, 2, 4)), []
     for i in range(5):
-        out, cache = layer(x[:, i:i + 1], use_causal_mask=True, cache=cache, cache_index=i)
+        out, cache = layer(x[:, i : i + 1], use_causal_mask=True, cache=cache, cache_index=i)
         steps.append(np.asarray(out))
     np.testing.assert_allclose(np.concatenate(steps, axis=1), full, atol=1e-5)
     with pytest.raises(ValueError, match="rotary_max_wavelength=0"):

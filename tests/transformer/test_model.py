@@ -10,8 +10,16 @@ import keras_vit
 from keras_vit.models.transformer import Transformer, TransformerConfig, transformer_param_count
 from keras_vit.training.sequence import LabelSmoothedSequenceLoss, TokenAccuracy
 
-TINY = dict(vocab_size=13, hidden_dim=16, num_encoder_layers=1, num_decoder_layers=1, num_heads=2, mlp_dim=24,
-            dropout_rate=0.0, max_length=16)
+TINY = dict(
+    vocab_size=13,
+    hidden_dim=16,
+    num_encoder_layers=1,
+    num_decoder_layers=1,
+    num_heads=2,
+    mlp_dim=24,
+    dropout_rate=0.0,
+    max_length=16,
+)
 
 
 def _batch(rng, batch=2, source=6, target=5, vocab=13):
@@ -24,9 +32,17 @@ def _batch(rng, batch=2, source=6, target=5, vocab=13):
 def test_registered_variants_match_the_paper():
     base, big = keras_vit.model_spec("transformer_base"), keras_vit.model_spec("transformer_big")
     assert (base.arch["hidden_dim"], base.arch["num_heads"], base.arch["mlp_dim"], base.arch["dropout_rate"]) == (
-        512, 8, 2048, 0.1)
+        512,
+        8,
+        2048,
+        0.1,
+    )
     assert (big.arch["hidden_dim"], big.arch["num_heads"], big.arch["mlp_dim"], big.arch["dropout_rate"]) == (
-        1024, 16, 4096, 0.3)
+        1024,
+        16,
+        4096,
+        0.3,
+    )
     assert base.arch["num_encoder_layers"] == base.arch["num_decoder_layers"] == 6
     # Table 3 of Vaswani et al. 2017: 65M (base) and 213M (big) parameters, with a ~37k shared vocabulary.
     assert abs(base.num_params - 65e6) / 65e6 < 0.05
@@ -82,8 +98,9 @@ def test_explicit_padding_masks_equal_derived_ones(rng):
     batch = _batch(rng)
     batch["encoder_tokens"][1, 4:] = 0
     derived = model(batch)
-    explicit = model(dict(batch, encoder_padding_mask=batch["encoder_tokens"] != 0,
-                          decoder_padding_mask=np.ones((2, 5), bool)))
+    explicit = model(
+        dict(batch, encoder_padding_mask=batch["encoder_tokens"] != 0, decoder_padding_mask=np.ones((2, 5), bool))
+    )
     np.testing.assert_allclose(explicit, derived, atol=1e-6)
     # Padding changes the result at all: the masks are used.
     unmasked = model(dict(batch, encoder_padding_mask=np.ones((2, 6), bool)))
@@ -92,8 +109,12 @@ def test_explicit_padding_masks_equal_derived_ones(rng):
 
 def test_fit_updates_every_variable(rng):
     model = Transformer(**TINY, position_encoding="relative")
-    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=LabelSmoothedSequenceLoss(),
-                  metrics=[TokenAccuracy()], run_eagerly=True)  # eager: 3 steps cost less than a trace
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-2),
+        loss=LabelSmoothedSequenceLoss(),
+        metrics=[TokenAccuracy()],
+        run_eagerly=True,
+    )  # eager: 3 steps cost less than a trace
     batch = _batch(rng, batch=8)
     labels = rng.integers(3, 13, (8, 5)).astype("int32")
     before = [v.numpy().copy() for v in model.trainable_variables]
@@ -159,8 +180,9 @@ def test_token_id_errors_in_graph_mode(rng):
     for key, bad_id, vocab in (("decoder_tokens", 11, 9), ("encoder_tokens", 13, 13), ("encoder_tokens", -1, 13)):
         batch = _batch(rng, vocab=9)
         batch[key][1, 2] = bad_id
-        with pytest.raises(tf.errors.InvalidArgumentError,
-                           match=rf"`{key}` holds a token id outside the vocabulary \[0, {vocab}\)"):
+        with pytest.raises(
+            tf.errors.InvalidArgumentError, match=rf"`{key}` holds a token id outside the vocabulary \[0, {vocab}\)"
+        ):
             forward(batch)
     # fit traces the model too: an out-of-range target id stops training instead of training on a wrong row
     model.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))

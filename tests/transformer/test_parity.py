@@ -68,14 +68,28 @@ def _padded_batch(rng, lengths, width):
 def test_matches_torch_transformer(norm_first, rng):
     torch.manual_seed(0)
     reference = torch.nn.Transformer(
-        d_model=DIM, nhead=HEADS, num_encoder_layers=2, num_decoder_layers=2, dim_feedforward=FFN, dropout=0.0,
-        batch_first=True, norm_first=norm_first,
+        d_model=DIM,
+        nhead=HEADS,
+        num_encoder_layers=2,
+        num_decoder_layers=2,
+        dim_feedforward=FFN,
+        dropout=0.0,
+        batch_first=True,
+        norm_first=norm_first,
     )
     reference.train()  # dropout is 0; train mode keeps torch off its nested-tensor fast path
     # torch.nn.Transformer always ends both stacks with a LayerNorm: final_norm=True matches it.
     model = Transformer(
-        vocab_size=VOCAB, share_embeddings=True, hidden_dim=DIM, num_encoder_layers=2, num_decoder_layers=2,
-        num_heads=HEADS, mlp_dim=FFN, dropout_rate=0.0, norm_first=norm_first, final_norm=True,
+        vocab_size=VOCAB,
+        share_embeddings=True,
+        hidden_dim=DIM,
+        num_encoder_layers=2,
+        num_decoder_layers=2,
+        num_heads=HEADS,
+        mlp_dim=FFN,
+        dropout_rate=0.0,
+        norm_first=norm_first,
+        final_norm=True,
     )
     _copy_from_torch(model, reference)
 
@@ -92,7 +106,8 @@ def test_matches_torch_transformer(norm_first, rng):
 
     with torch.no_grad():
         hidden = reference(
-            embed(source), embed(target),
+            embed(source),
+            embed(target),
             tgt_mask=torch.nn.Transformer.generate_square_subsequent_mask(target.shape[1], dtype=torch.bool),
             src_key_padding_mask=torch.from_numpy(source == 0),
             tgt_key_padding_mask=torch.from_numpy(target == 0),
@@ -107,8 +122,15 @@ def test_encoder_only_matches_torch_encoder(rng):
     torch.manual_seed(1)
     layer = torch.nn.TransformerEncoderLayer(DIM, HEADS, FFN, dropout=0.0, batch_first=True)
     reference = torch.nn.TransformerEncoder(layer, 2, enable_nested_tensor=False).train()
-    model = Transformer(vocab_size=VOCAB, hidden_dim=DIM, num_encoder_layers=2, num_decoder_layers=0,
-                        num_heads=HEADS, mlp_dim=FFN, dropout_rate=0.0)
+    model = Transformer(
+        vocab_size=VOCAB,
+        hidden_dim=DIM,
+        num_encoder_layers=2,
+        num_decoder_layers=0,
+        num_heads=HEADS,
+        mlp_dim=FFN,
+        dropout_rate=0.0,
+    )
     for i, torch_layer in enumerate(reference.layers):
         block = model.get_layer(f"encoder_block_{i}")
         _copy_attention(block.self_attn, torch_layer.self_attn)

@@ -23,7 +23,9 @@ def test_loss_matches_torch_cross_entropy(smoothing, rng):
     labels[2, 1:] = 0
     ours = float(LabelSmoothedSequenceLoss(smoothing)(labels, logits))
     theirs = torch.nn.functional.cross_entropy(
-        torch.from_numpy(logits).reshape(-1, 7), torch.from_numpy(labels).reshape(-1), ignore_index=0,
+        torch.from_numpy(logits).reshape(-1, 7),
+        torch.from_numpy(labels).reshape(-1),
+        ignore_index=0,
         label_smoothing=smoothing,
     ).item()
     np.testing.assert_allclose(ours, theirs, rtol=1e-5)

@@ -24,8 +24,16 @@ def _randomize(model, seed=1):
 def deit_registers():
     """A distilled DeiT with 2 register tokens on a non-square 16x24 input (4x6 grid)."""
     keras.utils.set_random_seed(3)
-    model = keras_vit.DeiT(image_size=(16, 24), patch_size=4, hidden_dim=32, depth=2, num_heads=2, mlp_dim=48,
-                           num_register_tokens=2, num_classes=3)
+    model = keras_vit.DeiT(
+        image_size=(16, 24),
+        patch_size=4,
+        hidden_dim=32,
+        depth=2,
+        num_heads=2,
+        mlp_dim=48,
+        num_register_tokens=2,
+        num_classes=3,
+    )
     return _randomize(model)
 
 

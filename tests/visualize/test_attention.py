@@ -37,8 +37,19 @@ def numpy_attention(block, tokens, num_heads, qk_norm, epsilon=1e-6):
 
 @pytest.mark.parametrize("qk_norm", [False, True])
 def test_attention_weights_equal_numpy_from_layer_weights(qk_norm, randomize):
-    model = randomize(keras_vit.ViT(image_size=(8, 12), patch_size=4, hidden_dim=16, depth=2, num_heads=2,
-                                    mlp_dim=16, num_register_tokens=1, qk_norm=qk_norm, num_classes=2))
+    model = randomize(
+        keras_vit.ViT(
+            image_size=(8, 12),
+            patch_size=4,
+            hidden_dim=16,
+            depth=2,
+            num_heads=2,
+            mlp_dim=16,
+            num_register_tokens=1,
+            qk_norm=qk_norm,
+            num_classes=2,
+        )
+    )
     images = np.random.default_rng(0).normal(size=(2, 8, 12, 3)).astype("float32")
     weights = visualize.attention_weights(model, images)
     embedded = keras.Model(model.input, model.get_layer("pos_drop").output)(images)
@@ -90,8 +101,9 @@ def test_rollout_equals_numpy_formula(deit_registers, images_16x24, fusion, disc
     np.testing.assert_allclose(matrix, expected, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(matrix.sum(-1), 1.0, atol=1e-5)
     for token, row in (("cls", 0), ("dist", 1)):
-        grid = visualize.attention_rollout(deit_registers, images_16x24, token=token, fusion=fusion,
-                                           discard_ratio=discard_ratio)
+        grid = visualize.attention_rollout(
+            deit_registers, images_16x24, token=token, fusion=fusion, discard_ratio=discard_ratio
+        )
         np.testing.assert_allclose(grid, expected[:, row, 4:].reshape(2, 4, 6), rtol=1e-5, atol=1e-7)
 
 
@@ -135,8 +147,17 @@ def test_model_without_attention_outputs_is_rejected():
 
 
 def test_token_rows_need_the_matching_token():
-    gap = keras_vit.ViT(image_size=8, patch_size=4, hidden_dim=16, depth=1, num_heads=2, mlp_dim=16,
-                        class_token=False, pooling="gap", num_classes=2)
+    gap = keras_vit.ViT(
+        image_size=8,
+        patch_size=4,
+        hidden_dim=16,
+        depth=1,
+        num_heads=2,
+        mlp_dim=16,
+        class_token=False,
+        pooling="gap",
+        num_classes=2,
+    )
     images = np.zeros((1, 8, 8, 3), "float32")
     with pytest.raises(ValueError, match=r"token='mean'"):
         visualize.attention_rollout(gap, images, token="cls")

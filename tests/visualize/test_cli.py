@@ -28,17 +28,35 @@ def files(tmp_path_factory, deit_registers):
 def test_visualize_command_writes_and_prints_files(files, capsys):
     folder, model_path, images = files
     out = str(folder / "out")
-    flags.FLAGS(["keras-vit visualize", f"--model={model_path}", f"--image={images[0]}", f"--image={images[1]}",
-                 f"--out={out}", "--layer=0", "--mean=0.5", "--std=0.25"])
+    flags.FLAGS(
+        [
+            "keras-vit visualize",
+            f"--model={model_path}",
+            f"--image={images[0]}",
+            f"--image={images[1]}",
+            f"--out={out}",
+            "--layer=0",
+            "--mean=0.5",
+            "--std=0.25",
+        ]
+    )
     try:
         cli.main(["visualize"])
     finally:
         flags.FLAGS.unparse_flags()
     printed = capsys.readouterr().out.split()
     names = sorted(os.path.basename(p) for p in printed)
-    assert names == sorted(["attention_rollout.png", "attention_heads_0_china.png", "attention_heads_1_flower.png",
-                            "mean_attention_distance.png", "position_embedding_similarity.png",
-                            "activation_statistics.png", "arrays.npz"])
+    assert names == sorted(
+        [
+            "attention_rollout.png",
+            "attention_heads_0_china.png",
+            "attention_heads_1_flower.png",
+            "mean_attention_distance.png",
+            "position_embedding_similarity.png",
+            "activation_statistics.png",
+            "arrays.npz",
+        ]
+    )
     for path in printed:
         assert os.path.getsize(path) > 0
     arrays = np.load(os.path.join(out, "arrays.npz"))

@@ -16,8 +16,9 @@ def csv_log(tmp_path_factory):
     x, y = rng.normal(size=(64, 4)).astype("float32"), rng.integers(0, 2, 64)
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
-    history = model.fit(x, y, validation_split=0.25, epochs=3, verbose=0,
-                        callbacks=[keras.callbacks.CSVLogger(str(path))])
+    history = model.fit(
+        x, y, validation_split=0.25, epochs=3, verbose=0, callbacks=[keras.callbacks.CSVLogger(str(path))]
+    )
     return path, history.history
 
 
@@ -57,7 +58,7 @@ def test_prepare_images_crops_keeps_aspect_and_normalises():
     assert inputs.shape == (1, 32, 64, 3) and display.shape == (1, 32, 64, 3) and display.dtype == np.uint8
     np.testing.assert_allclose(inputs, (display / 255.0 - [0.5, 0.4, 0.3]) / 0.2, atol=1e-5)
     grey, _ = visualize.prepare_images([china], (16, 16), 1, mean=(0.0,), std=(1.0,))
-    assert grey.shape == (1, 16, 16, 1) and 0.0 <= grey.min() and grey.max() <= 1.0
+    assert grey.shape == (1, 16, 16, 1) and grey.min() >= 0.0 and grey.max() <= 1.0
     with pytest.raises(ValueError, match=r"uint8 \(height, width, 3\)"):
         visualize.prepare_images([china.astype("float32")], (16, 16))
     with pytest.raises(ValueError, match=r"std > 0"):

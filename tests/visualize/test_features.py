@@ -52,14 +52,31 @@ def test_position_similarity_after_resizing_and_for_sincos(deit_registers):
     similarity = visualize.position_embedding_similarity(resized)
     assert similarity.shape == (6, 4, 6, 4)
     np.testing.assert_allclose(np.einsum("ijij->ij", similarity), 1.0, atol=1e-6)
-    sincos = keras_vit.ViT(image_size=(8, 12), patch_size=4, hidden_dim=16, depth=1, num_heads=2, mlp_dim=16,
-                           position_embedding="sincos", num_classes=0)
+    sincos = keras_vit.ViT(
+        image_size=(8, 12),
+        patch_size=4,
+        hidden_dim=16,
+        depth=1,
+        num_heads=2,
+        mlp_dim=16,
+        position_embedding="sincos",
+        num_classes=0,
+    )
     table = sincos_2d_table((2, 3), 16)
     unit = table / np.linalg.norm(table, axis=1, keepdims=True)
-    np.testing.assert_allclose(visualize.position_embedding_similarity(sincos), (unit @ unit.T).reshape(2, 3, 2, 3),
-                               atol=1e-6)
-    none = keras_vit.ViT(image_size=8, patch_size=4, hidden_dim=16, depth=1, num_heads=2, mlp_dim=16,
-                         position_embedding="none", num_classes=0)
+    np.testing.assert_allclose(
+        visualize.position_embedding_similarity(sincos), (unit @ unit.T).reshape(2, 3, 2, 3), atol=1e-6
+    )
+    none = keras_vit.ViT(
+        image_size=8,
+        patch_size=4,
+        hidden_dim=16,
+        depth=1,
+        num_heads=2,
+        mlp_dim=16,
+        position_embedding="none",
+        num_classes=0,
+    )
     with pytest.raises(ValueError, match=r"position_embedding='none'"):
         visualize.position_embedding_similarity(none)
 
@@ -68,7 +85,7 @@ def test_activation_statistics_from_block_outputs(deit_registers, images_16x24):
     stats = visualize.activation_statistics(deit_registers, images_16x24, top_k=3)
     outputs = deit_registers.forward_intermediates(images_16x24)
     blocks = np.stack([np.asarray(b, np.float64) for b in outputs["blocks"]], 1)
-    norms = np.sqrt((blocks ** 2).sum(-1))
+    norms = np.sqrt((blocks**2).sum(-1))
     np.testing.assert_allclose(stats["token_norms"], norms, rtol=1e-5)
     np.testing.assert_allclose(stats["patch_norms"], norms[:, :, 4:].reshape(2, 2, 4, 6), rtol=1e-5)
     np.testing.assert_allclose(stats["prefix_norm"], norms[:, :, :4].mean(0), rtol=1e-5)

@@ -27,8 +27,14 @@ def cached(deit_registers, images_16x24):
 
 def test_rollout_plot(deit_registers, images_16x24, cached, tmp_path):
     photos = np.random.default_rng(0).integers(0, 256, (2, 80, 120, 3), dtype=np.uint8)
-    result = visualize.plot_attention_rollout(deit_registers, images_16x24, tmp_path / "rollout.png",
-                                              display_images=photos, token="dist", intermediates=cached)
+    result = visualize.plot_attention_rollout(
+        deit_registers,
+        images_16x24,
+        tmp_path / "rollout.png",
+        display_images=photos,
+        token="dist",
+        intermediates=cached,
+    )
     assert_png(result["path"], (3 * 300, 2 * 200))  # panels 200 px high; 80x120 pictures -> 300 px wide
     assert result["size"] == (900, 400)
     assert result["heatmap"].shape == (2, 80, 120) and result["overlay"].shape == (2, 80, 120, 3)
@@ -36,8 +42,16 @@ def test_rollout_plot(deit_registers, images_16x24, cached, tmp_path):
 
 
 def test_heads_plot(deit_registers, images_16x24, cached, tmp_path):
-    result = visualize.plot_attention_heads(deit_registers, images_16x24, tmp_path / "heads.png", layer=0, index=1,
-                                            columns=2, panel_px=100, intermediates=cached)
+    result = visualize.plot_attention_heads(
+        deit_registers,
+        images_16x24,
+        tmp_path / "heads.png",
+        layer=0,
+        index=1,
+        columns=2,
+        panel_px=100,
+        intermediates=cached,
+    )
     # 16x24 inputs are drawn enlarged 8x (128x192): panels 100 high, 150 wide; 3 panels in 2 columns.
     assert_png(result["path"], (2 * 150, 2 * 100))
     np.testing.assert_array_equal(result["maps"], visualize.attention_maps(deit_registers, images_16x24, 0)[1])
@@ -46,8 +60,9 @@ def test_heads_plot(deit_registers, images_16x24, cached, tmp_path):
 
 
 def test_distance_similarity_and_activation_plots(deit_registers, images_16x24, cached, tmp_path):
-    distance = visualize.plot_mean_attention_distance(deit_registers, images_16x24, tmp_path / "d.png",
-                                                      width_px=500, height_px=300, intermediates=cached)
+    distance = visualize.plot_mean_attention_distance(
+        deit_registers, images_16x24, tmp_path / "d.png", width_px=500, height_px=300, intermediates=cached
+    )
     assert_png(distance["path"], (500, 300))
     assert distance["distance"].shape == (2, 2)
     similarity = visualize.plot_position_embedding_similarity(deit_registers, tmp_path / "s.png")
@@ -60,8 +75,10 @@ def test_distance_similarity_and_activation_plots(deit_registers, images_16x24, 
 
 def test_training_curves_plot(tmp_path):
     log = tmp_path / "log.csv"
-    log.write_text("epoch,accuracy,learning_rate,loss,val_accuracy,val_loss\n"
-                   "0,0.5,0.001,1.2,0.55,1.1\n1,0.7,0.001,0.8,0.68,0.9\n2,0.8,0.0005,0.6,0.75,0.7\n")
+    log.write_text(
+        "epoch,accuracy,learning_rate,loss,val_accuracy,val_loss\n"
+        "0,0.5,0.001,1.2,0.55,1.1\n1,0.7,0.001,0.8,0.68,0.9\n2,0.8,0.0005,0.6,0.75,0.7\n"
+    )
     result = visualize.plot_training_curves(log, tmp_path / "curves.png", columns=2, panel_px=(300, 200))
     assert_png(result["path"], (2 * 300, math.ceil(3 / 2) * 200))  # loss, accuracy, learning_rate
     np.testing.assert_allclose(result["columns"]["val_loss"], [1.1, 0.9, 0.7])

@@ -22,8 +22,10 @@ def snapshot(model) -> list[np.ndarray]:
 @pytest.fixture
 def tiny():
     """Builds a tiny ViT (TINY overridden by keyword arguments) with random weights."""
+
     def build(seed: int = 0, **overrides):
         return randomize(keras_vit.ViT(**dict(TINY, **overrides)), seed)
+
     return build
 
 

@@ -59,14 +59,19 @@ def test_convert_command_line(tiny, tmp_path, capsys):
     source = randomize(keras_vit.ViT("vit_digits_patch2_8"), seed=2)
     path = save_weights(source, str(tmp_path / "digits.safetensors"))
     out = str(tmp_path / "digits.weights.h5")
-    with pytest.raises(SystemExit) as exit_info, pytest.warns(UserWarning, match=r"Classifier head not loaded: .*head.bias \(10\) vs \(4\)"):
+    with (
+        pytest.raises(SystemExit) as exit_info,
+        pytest.warns(UserWarning, match=r"Classifier head not loaded: .*head.bias \(10\) vs \(4\)"),
+    ):
         run(["keras-vit", "convert", path, out, "--model", "vit_digits_patch2_8", "--num_classes", "4"])
     assert exit_info.value.code in (None, 0)
     assert "head replaced" in capsys.readouterr().out
     model = keras_vit.ViT("vit_digits_patch2_8", num_classes=4)
     model.load_pretrained(out)
-    np.testing.assert_array_equal(model.feature_extractor()(np.ones((1, 8, 8, 1), "float32")),
-                                  source.feature_extractor()(np.ones((1, 8, 8, 1), "float32")))
+    np.testing.assert_array_equal(
+        model.feature_extractor()(np.ones((1, 8, 8, 1), "float32")),
+        source.feature_extractor()(np.ones((1, 8, 8, 1), "float32")),
+    )
     with pytest.raises(SystemExit) as exit_info:
         run(["keras-vit", "convert", path, str(tmp_path / "x.pt")])
     assert exit_info.value.code == 2

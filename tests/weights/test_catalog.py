@@ -13,8 +13,7 @@ import keras_vit
 from keras_vit.weights import catalog, checkpoint_info, list_checkpoints, save_weights
 from tests.weights.conftest import TINY
 
-HOSTS = ("https://storage.googleapis.com/vit_models/", "https://huggingface.co/timm/",
-         "https://huggingface.co/google/")
+HOSTS = ("https://storage.googleapis.com/vit_models/", "https://huggingface.co/timm/", "https://huggingface.co/google/")
 
 
 @pytest.mark.parametrize("name", list_checkpoints())
@@ -41,8 +40,12 @@ def local_entry(tiny, tmp_path, monkeypatch):
     """A catalogue entry whose URL is a local file holding a tiny model's weights."""
     source = tiny(seed=3)
     served = save_weights(source, str(tmp_path / "served.safetensors"))
-    entry = dataclasses.replace(checkpoint_info("deit_tiny_patch16_224.fb_in1k"), name="tiny_test.local",
-                                file_name="tiny_test.local.safetensors", url="file://" + served)
+    entry = dataclasses.replace(
+        checkpoint_info("deit_tiny_patch16_224.fb_in1k"),
+        name="tiny_test.local",
+        file_name="tiny_test.local.safetensors",
+        url="file://" + served,
+    )
     monkeypatch.setitem(catalog.CHECKPOINTS, entry.name, entry)
     monkeypatch.setenv("KERAS_VIT_CACHE", str(tmp_path / "keras_cache"))
     return entry, source, served

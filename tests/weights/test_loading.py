@@ -38,8 +38,9 @@ def test_round_trip_through_both_formats(suffix, tiny, batch, tmp_path):
 def test_weights_keyword_loads_and_is_not_in_config(tiny, batch, tmp_path):
     source = tiny(seed=1)
     path = save_weights(source, str(tmp_path / "w.safetensors"))
-    model = keras_vit.ViT(weights=path, image_size=16, patch_size=8, hidden_dim=32, depth=1, num_heads=2, mlp_dim=64,
-                          num_classes=3)
+    model = keras_vit.ViT(
+        weights=path, image_size=16, patch_size=8, hidden_dim=32, depth=1, num_heads=2, mlp_dim=64, num_classes=3
+    )
     np.testing.assert_array_equal(model(batch), source(batch))
     assert "weights" not in model.get_config()
 
@@ -54,8 +55,10 @@ def test_missing_key_lists_key_and_shape_and_loads_nothing(tiny, tmp_path):
     with pytest.raises(CheckpointError) as info:
         model.load_pretrained(path)
     assert "nothing was loaded" in str(info.value)
-    assert "missing from the file (model key, model shape in timm layout) (1):\n    blocks.0.mlp.fc1.weight (64, 32)" \
+    assert (
+        "missing from the file (model key, model shape in timm layout) (1):\n    blocks.0.mlp.fc1.weight (64, 32)"
         in str(info.value)
+    )
     assert_unchanged(model, before)
 
 
@@ -174,8 +177,10 @@ def test_keras_weights_of_another_architecture_load_nothing(tiny, tmp_path):
     path = save_weights(tiny(seed=1, mlp_dim=48), str(tmp_path / "w.weights.h5"))
     model = tiny(seed=2)
     before = snapshot(model)
-    expected = (r"does not fit model .vit. or is damaged \(ValueError: .*first bad variable block_0/mlp/fc1/kernel; "
-                r"variable.shape=\(32, 64\), Received: value.shape=\(32, 48\)\). .*Nothing was loaded")
+    expected = (
+        r"does not fit model .vit. or is damaged \(ValueError: .*first bad variable block_0/mlp/fc1/kernel; "
+        r"variable.shape=\(32, 64\), Received: value.shape=\(32, 48\)\). .*Nothing was loaded"
+    )
     with pytest.raises(CheckpointError, match=expected):
         model.load_pretrained(path)
     assert_unchanged(model, before)
@@ -201,8 +206,9 @@ def test_pre_logits_loads_even_when_the_classifier_is_replaced(tiny, tmp_path):
     path = save_weights(source, str(tmp_path / "w.safetensors"))
     with pytest.warns(UserWarning, match=r"Classifier head not loaded"):
         model = keras_vit.ViT(**dict(TINY, representation_size=24, num_classes=5), weights=path)
-    np.testing.assert_array_equal(model.get_layer("pre_logits").kernel.numpy(),
-                                  source.get_layer("pre_logits").kernel.numpy())
+    np.testing.assert_array_equal(
+        model.get_layer("pre_logits").kernel.numpy(), source.get_layer("pre_logits").kernel.numpy()
+    )
     x = np.ones((1, 16, 16, 3), "float32")
     np.testing.assert_array_equal(model.feature_extractor()(x), source.feature_extractor()(x))
 

@@ -11,8 +11,12 @@ from safetensors.torch import save_file as torch_save_file
 from keras_vit.weights import CheckpointError, read_safetensors, write_safetensors
 from keras_vit.weights.safetensors_io import atomic_write
 
-TENSORS = {"a.weight": np.arange(12, dtype="float32").reshape(3, 4), "b": np.array([1, -2], dtype="int64"),
-           "c": np.ones((2, 1, 2), dtype="float16"), "scalar": np.array(3.5, dtype="float64")}
+TENSORS = {
+    "a.weight": np.arange(12, dtype="float32").reshape(3, 4),
+    "b": np.array([1, -2], dtype="int64"),
+    "c": np.ones((2, 1, 2), dtype="float16"),
+    "scalar": np.array(3.5, dtype="float64"),
+}
 
 
 def test_reference_library_reads_what_we_write(tmp_path):
