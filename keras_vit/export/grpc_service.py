@@ -21,7 +21,8 @@ from tensorflow_serving.apis import (
 )
 
 from keras_vit.export.errors import ServingError, invalid
-from keras_vit.export.predict import DEFAULT_SIGNATURE, run_signature
+from keras_vit.export.loaded_version import run_signature
+from keras_vit.export.predict import DEFAULT_SIGNATURE
 from keras_vit.export.repository import ModelRepository
 
 log = logging.getLogger("keras_vit.serve")

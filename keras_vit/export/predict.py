@@ -1,4 +1,4 @@
-"""Running a signature on request inputs, and TF Serving's REST JSON request/response formats.
+"""TF Serving's REST JSON request/response formats.
 
 REST (https://www.tensorflow.org/tfx/serving/api_rest):
 - row format `{"instances": [...]}`: one entry per example; with one input the
@@ -18,67 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from keras_vit.export.errors import ServingError, from_op_error, invalid
-from keras_vit.export.repository import LoadedVersion
+from keras_vit.export.errors import ServingError, invalid
+from keras_vit.export.loaded_version import LoadedVersion
 
 DEFAULT_SIGNATURE = "serving_default"
 
 
-def _shape_text(shape) -> str:
-    return "[" + ",".join("-1" if d is None else str(d) for d in shape) + "]"
-
-
-def check_inputs(loaded: LoadedVersion, signature: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Validates input names, dtypes and shapes against the signature; returns arrays of the right dtype."""
-    if signature not in loaded.signatures:
-        raise invalid(
-            f'Serving signature name: "{signature}" not found in signature def. Available: {sorted(loaded.signatures)}'
-        )
-    specs = loaded.input_specs(signature)
-    missing, extra = sorted(set(specs) - set(inputs)), sorted(set(inputs) - set(specs))
-    if missing or extra:
-        raise invalid(f"Signature '{signature}' takes inputs {sorted(specs)}; missing {missing}, unexpected {extra}.")
-    checked = {}
-    for name, spec in specs.items():
-        value = inputs[name]
-        want = spec.dtype.as_numpy_dtype
-        if spec.dtype.name == "string":
-            if value.dtype.kind not in ("O", "S", "U"):
-                raise invalid(
-                    f"Input '{name}' of signature '{signature}' expects strings (DT_STRING), "
-                    f'e.g. {{"b64": "..."}} values; received {value.dtype.name} values.'
-                )
-        elif value.dtype.kind in ("O", "S", "U"):
-            raise invalid(
-                f"Input '{name}' of signature '{signature}' expects {spec.dtype.name} numbers; received strings."
-            )
-        elif value.dtype.kind == "b" and spec.dtype.name != "bool":
-            raise invalid(f"Input '{name}' of signature '{signature}' expects {spec.dtype.name}; received booleans.")
-        expected = spec.shape.as_list()
-        if value.ndim != len(expected) or any(e is not None and e != a for e, a in zip(expected, value.shape)):
-            raise invalid(
-                f"Input '{name}' of signature '{signature}' must have shape {_shape_text(expected)}; "
-                f"received shape {_shape_text(value.shape)}."
-            )
-        if value.ndim and value.shape[0] == 0:
-            raise invalid(f"Input '{name}' has an empty batch; send at least one example.")
-        checked[name] = value if spec.dtype.name == "string" else value.astype(want, copy=False)
-    return checked
-
-
-def run_signature(loaded: LoadedVersion, signature: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Runs `signature` of a loaded version; errors become `ServingError`s with TF's status code."""
-    import tensorflow as tf
-
-    checked = check_inputs(loaded, signature, inputs)
-    try:
-        outputs = loaded.signatures[signature](**{k: tf.constant(v) for k, v in checked.items()})
-    except tf.errors.OpError as error:
-        raise from_op_error(error) from None
-    return {name: value.numpy() for name, value in outputs.items()}
-
-
-# ---- REST JSON ----------------------------------------------------------------------------------
 def _decode_values(value: Any) -> Any:
     """Replaces `{"b64": ...}` objects by their bytes, recursively."""
     if isinstance(value, dict):

@@ -10,66 +10,16 @@ stays in service.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import threading
 from typing import Any
 
 from keras_vit.export.errors import ServingError
+from keras_vit.export.loaded_version import LoadedVersion, load_version
 from keras_vit.export.saved_model import list_versions
 
 log = logging.getLogger("keras_vit.serve")
-
-
-@dataclasses.dataclass
-class LoadedVersion:
-    """One loaded version: its signatures and their `SignatureDef` protos."""
-
-    name: str
-    version: int
-    path: str
-    obj: Any
-    signatures: dict[str, Any]
-    signature_defs: dict[str, Any]  # name -> tensorflow.core.protobuf.meta_graph_pb2.SignatureDef
-
-    def input_specs(self, signature: str) -> dict[str, Any]:
-        return dict(self.signatures[signature].structured_input_signature[1])
-
-
-def load_version(name: str, version: int, path: str) -> LoadedVersion:
-    """Loads one SavedModel version with its `serve` tag and reads its SignatureDefs from `saved_model.pb`."""
-    import tensorflow as tf
-    from tensorflow.core.protobuf import saved_model_pb2
-
-    proto = saved_model_pb2.SavedModel()
-    with open(os.path.join(path, "saved_model.pb"), "rb") as f:
-        proto.ParseFromString(f.read())
-    graphs = [g for g in proto.meta_graphs if "serve" in g.meta_info_def.tags]
-    if not graphs:
-        raise ValueError(f"{path!r} has no MetaGraph tagged 'serve'.")
-    defs = {k: v for k, v in graphs[0].signature_def.items() if not k.startswith("__")}
-    obj = tf.saved_model.load(path, tags=["serve"])
-    signatures = {k: v for k, v in obj.signatures.items() if k in defs}
-    loaded = LoadedVersion(name, version, path, obj, signatures, defs)
-    _warm_up(loaded)
-    return loaded
-
-
-def _warm_up(loaded: LoadedVersion) -> None:
-    """Replays the version's TF Serving warm-up requests; any failure fails the load."""
-    import tensorflow as tf
-
-    from keras_vit.export.predict import run_signature
-    from keras_vit.export.warmup import read_warmup_requests
-
-    for request in read_warmup_requests(loaded.path):
-        signature = request.model_spec.signature_name or "serving_default"
-        inputs = {key: tf.make_ndarray(value) for key, value in request.inputs.items()}
-        try:
-            run_signature(loaded, signature, inputs)
-        except ServingError as error:
-            raise ValueError(f"Warm-up request for signature {signature!r} failed: {error.message}") from None
 
 
 def _fingerprint(path: str) -> tuple:

@@ -17,7 +17,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from keras_vit.export.errors import ServingError
-from keras_vit.export.predict import format_predict_response, parse_predict_body, run_signature
+from keras_vit.export.loaded_version import run_signature
+from keras_vit.export.predict import format_predict_response, parse_predict_body
 from keras_vit.export.repository import ModelRepository
 
 log = logging.getLogger("keras_vit.serve")
