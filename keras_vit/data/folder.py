@@ -15,6 +15,7 @@ import os
 import tensorflow as tf
 
 from keras_vit.data.sources import ImageSource
+from keras_vit.validation import check_choice
 
 EXTENSIONS = (".jpg", ".jpeg", ".png")
 SPLIT_DIRS = {"train": ("train",), "val": ("val", "validation"), "test": ("test",)}
@@ -83,8 +84,7 @@ def verify_images(paths: list[str], mode: str = "full") -> None:
         mode: "full" decodes every file (finds truncated files), "header"
             checks the format signature only (fast), "none" skips the check.
     """
-    if mode not in VERIFY_MODES:
-        raise ValueError(f"`verify` must be one of {VERIFY_MODES}. Received: verify={mode!r}")
+    check_choice(mode, "verify", VERIFY_MODES)
     if mode == "none":
         return
     for path in paths:

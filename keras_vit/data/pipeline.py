@@ -15,6 +15,7 @@ import tensorflow as tf
 from keras_vit.data.augment import Augment, MixupCutmix, rand_augment, random_erasing
 from keras_vit.data.preprocessing import Preprocessing, TrainCrop
 from keras_vit.data.sources import ImageSource
+from keras_vit.validation import check_positive_int
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -52,8 +53,7 @@ def make_pipeline(
     Returns:
         A data set of `(images (b, h, w, c) float32, labels (b, classes) float32)`.
     """
-    if not isinstance(batch_size, int) or batch_size <= 0:
-        raise ValueError(f"`batch_size` must be a positive int. Received: batch_size={batch_size!r}")
+    check_positive_int(batch_size, "batch_size")
     if source.num_channels != preprocessing.num_channels:
         raise ValueError(
             f"{source.name} has {source.num_channels}-channel images but the model takes "

@@ -15,6 +15,8 @@ from typing import Any
 
 import tensorflow as tf
 
+from keras_vit.validation import check_choice
+
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "area", "lanczos3")
 CROP_MODES = ("random_resized", "pad_crop", "resize")
 
@@ -127,8 +129,7 @@ class TrainCrop:
     hflip: bool = True
 
     def __post_init__(self):
-        if self.mode not in CROP_MODES:
-            raise ValueError(f"`mode` must be one of {CROP_MODES}. Received: mode={self.mode!r}")
+        check_choice(self.mode, "mode", CROP_MODES)
         if not 0 < self.scale[0] <= self.scale[1] <= 1:
             raise ValueError(f"`scale` must satisfy 0 < min <= max <= 1. Received: scale={self.scale}")
         if self.pad < 0:

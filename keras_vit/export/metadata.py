@@ -16,6 +16,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from keras_vit.validation import check_positive_int
+
 INTERPOLATIONS = ("bicubic", "bilinear", "nearest", "area", "lanczos3")
 METADATA_FILE = "keras_vit.json"
 
@@ -87,8 +89,7 @@ class ServingMetadata:
             raise ValueError(
                 f"`num_channels` must be 1, 3 or 4 to decode images. Received: num_channels={self.num_channels}"
             )
-        if not isinstance(self.top_k, int) or self.top_k < 1:
-            raise ValueError(f"`top_k` must be a positive int. Received: top_k={self.top_k!r}")
+        check_positive_int(self.top_k, "top_k")
         if self.class_names is not None and len(self.class_names) != self.num_classes:
             raise ValueError(
                 f"`class_names` must name every one of the model's {self.num_classes} classes. "

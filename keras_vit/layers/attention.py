@@ -13,13 +13,7 @@ from keras_vit.layers.bias import Dense
 from keras_vit.layers.dot_product_attention import dot_product_attention
 from keras_vit.layers.flat_tokens import flatten_tokens, unflatten_tokens
 from keras_vit.layers.normalization import LayerNorm
-
-
-def check_rate(value: float, name: str) -> float:
-    """Dropout-like rates must lie in [0, 1)."""
-    if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
-        raise ValueError(f"`{name}` must be a float in [0, 1). Received: {name}={value!r}")
-    return float(value)
+from keras_vit.validation import check_positive_int, check_rate
 
 
 def attention_bias_from_mask(mask, num_queries, num_keys):
@@ -87,9 +81,7 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if not isinstance(num_heads, int) or num_heads <= 0:
-            raise ValueError(f"`num_heads` must be a positive int. Received: num_heads={num_heads!r}")
-        self.num_heads = num_heads
+        self.num_heads = check_positive_int(num_heads, "num_heads")
         self.qkv_bias = qkv_bias
         self.qk_norm = qk_norm
         self.attention_dropout_rate = check_rate(attention_dropout_rate, "attention_dropout_rate")

@@ -5,10 +5,11 @@ from __future__ import annotations
 import keras
 
 from keras_vit.layers._serializable import serializable
-from keras_vit.layers.attention import MultiHeadSelfAttention, check_rate
+from keras_vit.layers.attention import MultiHeadSelfAttention
 from keras_vit.layers.mlp import Mlp
 from keras_vit.layers.normalization import LayerNorm
 from keras_vit.layers.regularization import DropPath, LayerScale
+from keras_vit.validation import check_rate
 
 
 @serializable

@@ -8,6 +8,7 @@ from keras import ops
 from keras_vit.layers._serializable import serializable
 from keras_vit.layers._tf_graph import tensorflow_train_graph
 from keras_vit.layers.bias import Conv2D
+from keras_vit.validation import check_positive_int
 
 
 def to_pair(value: int | tuple[int, int] | list[int], name: str) -> tuple[int, int]:
@@ -43,9 +44,7 @@ class PatchEmbedding(keras.layers.Layer):
     def __init__(self, patch_size, hidden_dim: int, use_bias: bool = True, **kwargs):
         super().__init__(**kwargs)
         self.patch_size = to_pair(patch_size, "patch_size")
-        if not isinstance(hidden_dim, int) or hidden_dim <= 0:
-            raise ValueError(f"`hidden_dim` must be a positive int. Received: hidden_dim={hidden_dim!r}")
-        self.hidden_dim = hidden_dim
+        self.hidden_dim = check_positive_int(hidden_dim, "hidden_dim")
         self.use_bias = use_bias
 
     def build(self, input_shape):

@@ -9,10 +9,10 @@ from keras import ops
 
 from keras_vit.layers._serializable import serializable
 from keras_vit.layers._tf_graph import tensorflow_train_graph
-from keras_vit.layers.attention import check_rate
 from keras_vit.layers.bias import Dense
 from keras_vit.layers.flat_tokens import flatten_tokens, unflatten_tokens
 from keras_vit.layers.xla_elementwise import gelu_erf_with_xla
+from keras_vit.validation import check_positive_int, check_rate
 
 
 def gelu_erf(x):
@@ -63,8 +63,7 @@ class Mlp(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if not isinstance(hidden_units, int) or hidden_units <= 0:
-            raise ValueError(f"`hidden_units` must be a positive int. Received: hidden_units={hidden_units!r}")
+        check_positive_int(hidden_units, "hidden_units")
         if activation not in ("gelu", "relu"):
             raise ValueError(f"`activation` must be 'gelu' or 'relu'. Received: activation={activation!r}")
         self.hidden_units = hidden_units

@@ -15,10 +15,11 @@ import keras
 from keras import ops
 
 from keras_vit.layers._serializable import serializable
-from keras_vit.layers.attention import attention_bias_from_mask, check_rate
+from keras_vit.layers.attention import attention_bias_from_mask
 from keras_vit.layers.bias import Dense
 from keras_vit.layers.flat_tokens import flatten_tokens, unflatten_tokens
 from keras_vit.layers.relative_position import apply_rotary_embedding
+from keras_vit.validation import check_positive_int, check_rate
 
 
 def causal_mask(num_queries, num_keys, query_start=0):
@@ -89,9 +90,7 @@ class MultiHeadAttention(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if not isinstance(num_heads, int) or isinstance(num_heads, bool) or num_heads <= 0:
-            raise ValueError(f"`num_heads` must be a positive int. Received: num_heads={num_heads!r}")
-        self.num_heads = num_heads
+        self.num_heads = check_positive_int(num_heads, "num_heads")
         self.use_bias = use_bias
         self.attention_dropout_rate = check_rate(attention_dropout_rate, "attention_dropout_rate")
         if rotary_max_wavelength is not None and not (

@@ -6,6 +6,7 @@ import keras
 from keras import ops
 
 from keras_vit.layers._serializable import serializable
+from keras_vit.validation import check_choice
 
 POOLING_MODES = ("token", "gap")
 
@@ -30,9 +31,7 @@ class TokenPooling(keras.layers.Layer):
 
     def __init__(self, mode: str = "token", num_prefix_tokens: int = 0, token_index: int = 0, **kwargs):
         super().__init__(**kwargs)
-        if mode not in POOLING_MODES:
-            raise ValueError(f"`mode` must be one of {POOLING_MODES}. Received: mode={mode!r}")
-        self.mode = mode
+        self.mode = check_choice(mode, "mode", POOLING_MODES)
         self.num_prefix_tokens = num_prefix_tokens
         self.token_index = token_index
 

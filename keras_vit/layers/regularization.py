@@ -6,7 +6,7 @@ import keras
 from keras import ops
 
 from keras_vit.layers._serializable import serializable
-from keras_vit.layers.attention import check_rate
+from keras_vit.validation import check_rate
 
 
 @serializable

@@ -21,6 +21,7 @@ import numpy as np
 from keras import ops
 
 from keras_vit.layers._serializable import serializable
+from keras_vit.validation import check_positive_int
 
 
 def relative_position_bucket(
@@ -85,8 +86,7 @@ class RelativePositionBias(keras.layers.Layer):
     ):
         super().__init__(**kwargs)
         for name, value in (("num_heads", num_heads), ("num_buckets", num_buckets), ("max_distance", max_distance)):
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"`{name}` must be a positive int. Received: {name}={value!r}")
+            check_positive_int(value, name)
         min_buckets = 4 if bidirectional else 2
         if num_buckets < min_buckets:
             raise ValueError(

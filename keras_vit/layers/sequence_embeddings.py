@@ -8,6 +8,7 @@ import keras
 from keras import ops
 
 from keras_vit.layers._serializable import serializable
+from keras_vit.validation import check_positive_int
 
 
 def _initializer_config(initializer):
@@ -15,12 +16,6 @@ def _initializer_config(initializer):
     if initializer is None or isinstance(initializer, (str, dict)):
         return initializer
     return keras.initializers.serialize(initializer)
-
-
-def _positive_int(value, name: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ValueError(f"`{name}` must be a positive int. Received: {name}={value!r}")
-    return value
 
 
 @serializable
@@ -49,8 +44,8 @@ class TokenEmbedding(keras.layers.Layer):
 
     def __init__(self, vocab_size: int, dim: int, scale: bool = True, initializer=None, **kwargs):
         super().__init__(**kwargs)
-        self.vocab_size = _positive_int(vocab_size, "vocab_size")
-        self.dim = _positive_int(dim, "dim")
+        self.vocab_size = check_positive_int(vocab_size, "vocab_size")
+        self.dim = check_positive_int(dim, "dim")
         self.scale = scale
         self.initializer = initializer
 
@@ -109,7 +104,7 @@ class LearnedPositionEncoding(keras.layers.Layer):
 
     def __init__(self, max_length: int, initializer="truncated_normal", **kwargs):
         super().__init__(**kwargs)
-        self.max_length = _positive_int(max_length, "max_length")
+        self.max_length = check_positive_int(max_length, "max_length")
         self.initializer = initializer
 
     def build(self, input_shape):

@@ -5,17 +5,10 @@ from __future__ import annotations
 import keras
 
 from keras_vit.layers._serializable import serializable
-from keras_vit.layers.attention import check_rate
 from keras_vit.layers.mlp import Mlp
 from keras_vit.layers.multi_head_attention import MultiHeadAttention
 from keras_vit.layers.normalization import LayerNorm
-
-
-def check_positive(value, name: str) -> int:
-    """Sizes must be positive ints."""
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ValueError(f"`{name}` must be a positive int. Received: {name}={value!r}")
-    return value
+from keras_vit.validation import check_positive_int, check_rate
 
 
 def layer_norm(name: str, epsilon: float, dtype, shape) -> LayerNorm:
@@ -46,8 +39,8 @@ class SequenceBlock(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.num_heads = check_positive(num_heads, "num_heads")
-        self.mlp_dim = check_positive(mlp_dim, "mlp_dim")
+        self.num_heads = check_positive_int(num_heads, "num_heads")
+        self.mlp_dim = check_positive_int(mlp_dim, "mlp_dim")
         self.dropout_rate = check_rate(dropout_rate, "dropout_rate")
         self.attention_dropout_rate = check_rate(attention_dropout_rate, "attention_dropout_rate")
         self.activation = activation

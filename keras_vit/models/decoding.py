@@ -17,14 +17,10 @@ from typing import Any
 import keras
 from keras import ops
 
+from keras_vit.validation import check_int
+
 StepFn = Callable[[Any, Any, Any], tuple[Any, Any]]
 NEG_INF = float("-inf")
-
-
-def _check(value, name: str, minimum: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"`{name}` must be an int >= {minimum}. Received: {name}={value!r}")
-    return value
 
 
 def _initial_tokens(rows, max_length: int, start_token_id: int, pad_token_id: int):
@@ -61,7 +57,7 @@ def greedy_search(
         `(tokens int32 (batch, max_length), scores float32 (batch,))`, scores being
         the summed log-probabilities of the chosen tokens (end token included).
     """
-    _check(max_length, "max_length", 1)
+    check_int(max_length, "max_length", 1)
     tokens = _initial_tokens(batch_size, max_length, start_token_id, pad_token_id)
     scores = ops.zeros((batch_size,), dtype="float32")
     finished = ops.zeros((batch_size,), dtype="bool")
@@ -133,8 +129,8 @@ def beam_search(
         `(tokens int32 (batch, beam_size, max_length), scores float32 (batch, beam_size))`,
         best first.
     """
-    _check(beam_size, "beam_size", 1)
-    _check(max_length, "max_length", 1)
+    check_int(beam_size, "beam_size", 1)
+    check_int(max_length, "max_length", 1)
     if not isinstance(length_penalty, (int, float)) or length_penalty < 0:
         raise ValueError(f"`length_penalty` must be a float >= 0. Received: length_penalty={length_penalty!r}")
     k = beam_size

@@ -15,7 +15,6 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_vit.layers.attention import check_rate
 from keras_vit.layers.decoder import TransformerDecoderBlock
 from keras_vit.layers.normalization import LayerNorm
 from keras_vit.layers.position import SinusoidalPositionEncoding
@@ -24,6 +23,7 @@ from keras_vit.layers.sequence_embeddings import LearnedPositionEncoding, TokenE
 from keras_vit.layers.sequence_encoder import SequenceEncoderBlock
 from keras_vit.models import decoding
 from keras_vit.models._arch import check_arch_names, from_variant_config
+from keras_vit.validation import check_choice, check_int, check_rate
 
 POSITION_ENCODINGS = ("sinusoidal", "learned", "relative", "rotary")
 ABSOLUTE_ENCODINGS = ("sinusoidal", "learned")
@@ -73,10 +73,10 @@ class TransformerConfig:
             "relative_num_buckets",
             "relative_max_distance",
         ):
-            _check_int(getattr(self, field), field, minimum=1)
-        _check_int(self.num_decoder_layers, "num_decoder_layers", minimum=0)
+            check_int(getattr(self, field), field, minimum=1)
+        check_int(self.num_decoder_layers, "num_decoder_layers", minimum=0)
         if self.target_vocab_size is not None:
-            _check_int(self.target_vocab_size, "target_vocab_size", minimum=1)
+            check_int(self.target_vocab_size, "target_vocab_size", minimum=1)
         if self.hidden_dim % self.num_heads:
             raise ValueError(
                 f"`hidden_dim` ({self.hidden_dim}) must be divisible by `num_heads` ({self.num_heads}). "
@@ -97,8 +97,7 @@ class TransformerConfig:
             )
         for field in ("dropout_rate", "attention_dropout_rate"):
             check_rate(getattr(self, field), field)
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"`activation` must be one of {ACTIVATIONS}. Received: activation={self.activation!r}")
+        check_choice(self.activation, "activation", ACTIVATIONS)
         if self.position_encoding not in POSITION_ENCODINGS:
             raise ValueError(
                 f"`position_encoding` must be one of {POSITION_ENCODINGS}. "
@@ -106,7 +105,7 @@ class TransformerConfig:
             )
         for field in ("pad_token_id", "start_token_id", "end_token_id"):
             value = getattr(self, field)
-            _check_int(value, field, minimum=0)
+            check_int(value, field, minimum=0)
             if value >= self.output_vocab_size:
                 raise ValueError(
                     f"`{field}` must be a token id below the target vocabulary size {self.output_vocab_size}. "
@@ -130,11 +129,6 @@ class TransformerConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-
-def _check_int(value, name: str, minimum: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"`{name}` must be an int >= {minimum}. Received: {name}={value!r}")
 
 
 def transformer_param_count(config: TransformerConfig) -> int:
@@ -329,13 +323,13 @@ class Transformer(keras.Model):
         start = c.start_token_id if start_token_id is None else start_token_id
         end = c.end_token_id if end_token_id is None else end_token_id
         for label, value in (("start_token_id", start), ("end_token_id", end)):
-            _check_int(value, label, minimum=0)
+            check_int(value, label, minimum=0)
             if value >= c.output_vocab_size:
                 raise ValueError(
                     f"`{label}` must be below the target vocabulary size {c.output_vocab_size}. "
                     f"Received: {label}={value}"
                 )
-        _check_int(beam_size, "beam_size", minimum=1)
+        check_int(beam_size, "beam_size", minimum=1)
         if not isinstance(length_penalty, (int, float)) or length_penalty < 0:
             raise ValueError(f"`length_penalty` must be a float >= 0. Received: length_penalty={length_penalty!r}")
         if max_length is None:
@@ -343,7 +337,7 @@ class Transformer(keras.Model):
             if source_length is None:
                 raise ValueError("The source length is not static here; pass `max_length` explicitly.")
             max_length = int(source_length) + 50
-        _check_int(max_length, "max_length", minimum=1)
+        check_int(max_length, "max_length", minimum=1)
         if c.position_encoding == "learned":
             self.get_layer("decoder_position").check_length(max_length)
         return start, end, max_length

@@ -14,6 +14,7 @@ import tempfile
 import tensorflow as tf
 
 from keras_vit.models.transformer import Transformer
+from keras_vit.validation import check_positive_int
 
 
 def export_generate(
@@ -45,8 +46,7 @@ def export_generate(
     """
     if not isinstance(model, Transformer):
         raise ValueError(f"export_generate needs a keras_vit.Transformer. Received: {type(model).__name__}")
-    if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 1:
-        raise ValueError(f"`max_length` must be a positive int. Received: max_length={max_length!r}")
+    check_positive_int(max_length, "max_length")
     # Validates the options once, eagerly, so a bad value fails here rather than while tracing.
     model.check_generate_options(None, max_length, beam_size, length_penalty)
 

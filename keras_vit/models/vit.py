@@ -14,11 +14,11 @@ import keras
 import numpy as np
 
 from keras_vit import layers as vit_layers
-from keras_vit.layers.attention import check_rate
 from keras_vit.layers.bias import Dense
 from keras_vit.layers.embeddings import to_pair
 from keras_vit.layers.pooling import POOLING_MODES
 from keras_vit.models._arch import from_variant_config
+from keras_vit.validation import check_choice, check_positive_int, check_rate
 
 POSITION_EMBEDDINGS = ("learned", "sincos", "none")
 
@@ -75,9 +75,7 @@ class ViTConfig:
     def validate(self) -> None:
         """Raises `ValueError` naming the bad value and the fix."""
         for field in ("num_channels", "hidden_dim", "depth", "num_heads", "mlp_dim"):
-            value = getattr(self, field)
-            if not isinstance(value, int) or value <= 0:
-                raise ValueError(f"`{field}` must be a positive int. Received: {field}={value!r}")
+            check_positive_int(getattr(self, field), field)
         if self.hidden_dim % self.num_heads:
             raise ValueError(
                 f"`hidden_dim` ({self.hidden_dim}) must be divisible by `num_heads` ({self.num_heads}); "
@@ -97,8 +95,7 @@ class ViTConfig:
             raise ValueError(
                 f"`layer_scale_init` must be positive or None. Received: layer_scale_init={self.layer_scale_init!r}"
             )
-        if self.pooling not in POOLING_MODES:
-            raise ValueError(f"`pooling` must be one of {POOLING_MODES}. Received: pooling={self.pooling!r}")
+        check_choice(self.pooling, "pooling", POOLING_MODES)
         if self.pooling == "token" and not self.class_token:
             raise ValueError("`pooling='token'` needs a class token. Set class_token=True or pooling='gap'.")
         if self.distillation_token and (self.pooling != "token" or not self.class_token):

@@ -22,6 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_vit.training.distillation import correct, cross_entropy, weighted_mean
+from keras_vit.validation import check_int
 
 
 class PixelSpace:
@@ -73,8 +74,7 @@ def check_attack_args(epsilon: float, steps: int, step_size: float | None) -> fl
         raise ValueError(
             f"`epsilon` (L-inf radius in pixel units) must be a number >= 0. Received: epsilon={epsilon!r}"
         )
-    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
-        raise ValueError(f"`steps` must be an int >= 1. Received: steps={steps!r}")
+    check_int(steps, "steps", minimum=1)
     if step_size is None:
         return 2.5 * float(epsilon) / steps
     if not step_size > 0:

@@ -23,6 +23,8 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from keras_vit.validation import check_choice
+
 DISTILLATION_MODES = ("hard", "soft")
 
 
@@ -117,8 +119,7 @@ def check_distillation_args(
     *, mode: str = "soft", alpha: float = 0.5, temperature: float = 1.0, label_smoothing: float = 0.0
 ) -> None:
     """Raises `ValueError` naming a bad distillation argument."""
-    if mode not in DISTILLATION_MODES:
-        raise ValueError(f"`mode` must be one of {DISTILLATION_MODES}. Received: mode={mode!r}")
+    check_choice(mode, "mode", DISTILLATION_MODES)
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"`alpha` weights the distillation term and must be in [0, 1]. Received: alpha={alpha!r}")
     if not temperature > 0:

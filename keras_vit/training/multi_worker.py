@@ -33,6 +33,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_vit.training.strategy import is_chief, validate_global_batch
+from keras_vit.validation import check_int
 
 
 def _weighted_global_batches(
@@ -334,8 +335,7 @@ class DistributedTrainer:
         Returns:
             History dict of per-epoch "loss", "accuracy" (and "val_*") of the epochs run now.
         """
-        if not isinstance(epochs, int) or epochs < 1:
-            raise ValueError(f"`epochs` must be an int >= 1. Received: epochs={epochs!r}")
+        check_int(epochs, "epochs", minimum=1)
         history: dict[str, list[float]] = {}
         start = self.restore()
         validation = (
@@ -421,8 +421,7 @@ def launch_local_workers(
     Returns:
         The workers' exit codes (in worker order).
     """
-    if not isinstance(num_workers, int) or num_workers < 1:
-        raise ValueError(f"`num_workers` must be an int >= 1. Received: num_workers={num_workers!r}")
+    check_int(num_workers, "num_workers", minimum=1)
     ports = free_ports(num_workers)
     processes, logs = [], []
     for index in range(num_workers):

@@ -13,6 +13,8 @@ import math
 import keras
 from keras import ops
 
+from keras_vit.validation import check_positive_int
+
 
 @keras.saving.register_keras_serializable(package="keras_vit")
 class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
@@ -36,8 +38,7 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
     ):
         if not peak_lr > 0:
             raise ValueError(f"`peak_lr` must be positive. Received: peak_lr={peak_lr!r}")
-        if not isinstance(total_steps, int) or total_steps <= 0:
-            raise ValueError(f"`total_steps` must be a positive int. Received: total_steps={total_steps!r}")
+        check_positive_int(total_steps, "total_steps")
         if not isinstance(warmup_steps, int) or not 0 <= warmup_steps <= total_steps:
             raise ValueError(
                 f"`warmup_steps` must be an int in [0, total_steps={total_steps}]. "

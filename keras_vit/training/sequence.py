@@ -11,8 +11,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_vit.layers.attention import check_rate
 from keras_vit.training.optimizers import FusedAdam
+from keras_vit.validation import check_positive_int, check_rate
 
 
 def _check_logits(y_true, y_pred) -> None:
@@ -122,8 +122,7 @@ class InverseSqrtSchedule(keras.optimizers.schedules.LearningRateSchedule):
 
     def __init__(self, d_model: int, warmup_steps: int = 4000, scale: float = 1.0):
         for name, value in (("d_model", d_model), ("warmup_steps", warmup_steps)):
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"`{name}` must be a positive int. Received: {name}={value!r}")
+            check_positive_int(value, name)
         if not scale > 0:
             raise ValueError(f"`scale` must be positive. Received: scale={scale!r}")
         self.d_model = d_model

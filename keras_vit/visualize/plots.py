@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from keras_vit.validation import check_positive_int
 from keras_vit.visualize import figures
 from keras_vit.visualize.activations import activation_statistics
 from keras_vit.visualize.attention import attention_maps, attention_rollout, normalize_maps, upsample
@@ -142,8 +143,7 @@ def plot_attention_heads(
     batch = len(out["images"])
     if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not 0 <= index < batch:
         raise ValueError(f"`index` must be an int in [0, {batch - 1}]. Received: index={index!r}")
-    if isinstance(columns, bool) or not isinstance(columns, int) or columns <= 0:
-        raise ValueError(f"`columns` must be a positive int. Received: columns={columns!r}")
+    check_positive_int(columns, "columns")
     maps = attention_maps(model, images, layer, None, token, intermediates=out)[index]
     picture = _drawable(out["images"], display_images)[index]
     heat = upsample(normalize_maps(maps), picture.shape[:2])
@@ -365,8 +365,7 @@ def plot_training_curves(
     panels = metric_pairs(data)
     if not panels:
         raise ValueError(f"The training log has no metric columns besides 'epoch'. Received: path={log_path!r}")
-    if isinstance(columns, bool) or not isinstance(columns, int) or columns <= 0:
-        raise ValueError(f"`columns` must be a positive int. Received: columns={columns!r}")
+    check_positive_int(columns, "columns")
     cols = min(columns, len(panels))
     rows = math.ceil(len(panels) / cols)
     size = (cols * int(panel_px[0]), rows * int(panel_px[1]))
