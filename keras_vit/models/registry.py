@@ -15,7 +15,7 @@ import difflib
 import fnmatch
 import importlib.metadata
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 ENTRY_POINT_GROUP = "keras_vit.models"
@@ -120,14 +120,32 @@ def _add(name: str, entry: _Entry) -> None:
     _REGISTRY[name] = entry
 
 
-def register_spec(spec: ModelSpec, builder: Callable[..., Any]) -> None:
-    """Registers a variant described by data: `builder(spec.name, **overrides)` makes it."""
+@dataclasses.dataclass(frozen=True)
+class VariantBuilder:
+    """Builds a variant described by data: `model_class(name, **overrides)`; the class reads `arch` from the spec."""
 
-    def build(**overrides):
-        return builder(spec.name, **overrides)
+    model_class: Callable[..., Any]
+    name: str
 
-    build.__name__ = spec.name
-    _add(spec.name, _Entry(build, spec))
+    def __call__(self, **overrides) -> Any:
+        return self.model_class(self.name, **overrides)
+
+
+def register_variants(
+    specs: Iterable[ModelSpec],
+    model_class_for: Callable[[ModelSpec], Callable[..., Any]],
+    param_count: Callable[[dict[str, Any]], int],
+) -> None:
+    """Registers one family's variant table, the single way built-in variants enter the zoo.
+
+    Args:
+        specs: the family's variants (name, arch and preprocessing metadata).
+        model_class_for: the model class that builds a spec's variant (e.g. `DeiT` for distilled ones).
+        param_count: exact parameter count from `arch`, without building the model.
+    """
+    for spec in specs:
+        spec = dataclasses.replace(spec, num_params=param_count(spec.arch))
+        _add(spec.name, _Entry(VariantBuilder(model_class_for(spec), spec.name), spec))
 
 
 def _load_plugins() -> None:

@@ -209,7 +209,7 @@ class Transformer(keras.Model):
 
     def __init__(self, variant: str | None = None, /, *, name: str | None = None, dtype=None, **arch):
         if variant is not None:
-            from keras_vit.models.registry import model_spec  # registry imports this module
+            from keras_vit.models.registry import model_spec
 
             spec = model_spec(variant)
             if spec.family != "transformer":
@@ -623,87 +623,3 @@ def _build_graph(c: TransformerConfig, dtype) -> tuple[dict, keras.KerasTensor]:
     else:
         logits = keras.layers.Dense(c.output_vocab_size, name="output_projection", dtype="float32")(x)
     return inputs, logits
-
-
-# ---- registered variants (Vaswani et al. 2017, table 3) ---------------------------------------
-TRANSFORMER_SOURCE = "Vaswani et al. 2017, https://arxiv.org/abs/1706.03762"
-
-
-def _transformer_specs() -> list:
-    from keras_vit.models.registry import ModelSpec
-
-    # The paper shares one BPE vocabulary (about 37000 tokens for English-German) between source,
-    # target and the pre-softmax projection (section 3.4).
-    shared = dict(vocab_size=37000, share_embeddings=True, tie_output=True)
-    variants = {
-        "transformer_base": dict(
-            hidden_dim=512,
-            num_encoder_layers=6,
-            num_decoder_layers=6,
-            num_heads=8,
-            mlp_dim=2048,
-            dropout_rate=0.1,
-            **shared,
-        ),
-        "transformer_big": dict(
-            hidden_dim=1024,
-            num_encoder_layers=6,
-            num_decoder_layers=6,
-            num_heads=16,
-            mlp_dim=4096,
-            dropout_rate=0.3,
-            **shared,
-        ),
-        # Tiny variants for tests and the digit-string example (vocabulary: pad, start, end, 10 digits, 3 spare).
-        "transformer_tiny": dict(
-            vocab_size=16,
-            share_embeddings=True,
-            hidden_dim=32,
-            num_encoder_layers=2,
-            num_decoder_layers=2,
-            num_heads=4,
-            mlp_dim=64,
-            dropout_rate=0.0,
-            max_length=64,
-        ),
-        "transformer_encoder_tiny": dict(
-            vocab_size=16,
-            hidden_dim=32,
-            num_encoder_layers=2,
-            num_decoder_layers=0,
-            num_heads=4,
-            mlp_dim=64,
-            dropout_rate=0.0,
-            max_length=64,
-        ),
-    }
-    specs = []
-    for name, arch in variants.items():
-        config = TransformerConfig(**arch)
-        specs.append(
-            ModelSpec(
-                name=name,
-                family="transformer",
-                arch=arch,
-                input_size=(),
-                mean=(),
-                std=(),  # token ids, no images
-                crop_pct=1.0,
-                interpolation="none",
-                num_classes=config.output_vocab_size,
-                source=TRANSFORMER_SOURCE if not name.endswith("tiny") else "keras_vit tests and examples",
-                license="Apache-2.0",
-                num_params=transformer_param_count(config),
-            )
-        )
-    return specs
-
-
-def _register_variants() -> None:
-    from keras_vit.models.registry import register_spec
-
-    for spec in _transformer_specs():
-        register_spec(spec, Transformer)
-
-
-_register_variants()

@@ -1,8 +1,9 @@
-"""The registered ViT and DeiT variants, as data.
+"""Every built-in variant of the zoo, as data: one table per family, registered the same way at the bottom.
 
 Names follow timm. Preprocessing facts: the original ViT/AugReg weights use
 mean = std = 0.5 and a 0.9 crop at 224 (1.0 at 384); DeiT uses the ImageNet
 mean/std and a 0.875 crop (Touvron et al. 2020); DINOv2 uses ImageNet mean/std.
+The sequence Transformer's variants follow Vaswani et al. 2017, table 3.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from keras_vit.models.registry import (
     INCEPTION_MEAN,
     INCEPTION_STD,
     ModelSpec,
-    register_spec,
+    register_variants,
 )
+from keras_vit.models.transformer import Transformer, TransformerConfig, transformer_param_count
 from keras_vit.models.vit import DeiT, ViT, ViTConfig, vit_param_count
 
 # (hidden_dim, depth, num_heads); MLP is 4x hidden_dim (ViT paper, table 1; Ti and S from DeiT).
@@ -167,10 +169,82 @@ def _small_image_specs() -> list[ModelSpec]:
     ]
 
 
-def _builder_for(spec: ModelSpec):
-    return DeiT if spec.arch.get("distillation_token") else ViT
+# ---- the sequence Transformer ------------------------------------------------------------------
+TRANSFORMER_SOURCE = "Vaswani et al. 2017, https://arxiv.org/abs/1706.03762"
+# The paper shares one BPE vocabulary (about 37000 tokens for English-German) between source,
+# target and the pre-softmax projection (section 3.4).
+_SHARED_VOCABULARY = dict(vocab_size=37000, share_embeddings=True, tie_output=True)
+TRANSFORMER_VARIANTS = {
+    "transformer_base": dict(
+        hidden_dim=512,
+        num_encoder_layers=6,
+        num_decoder_layers=6,
+        num_heads=8,
+        mlp_dim=2048,
+        dropout_rate=0.1,
+        **_SHARED_VOCABULARY,
+    ),
+    "transformer_big": dict(
+        hidden_dim=1024,
+        num_encoder_layers=6,
+        num_decoder_layers=6,
+        num_heads=16,
+        mlp_dim=4096,
+        dropout_rate=0.3,
+        **_SHARED_VOCABULARY,
+    ),
+    # Tiny variants for tests and the digit-string example (vocabulary: pad, start, end, 10 digits, 3 spare).
+    "transformer_tiny": dict(
+        vocab_size=16,
+        share_embeddings=True,
+        hidden_dim=32,
+        num_encoder_layers=2,
+        num_decoder_layers=2,
+        num_heads=4,
+        mlp_dim=64,
+        dropout_rate=0.0,
+        max_length=64,
+    ),
+    "transformer_encoder_tiny": dict(
+        vocab_size=16,
+        hidden_dim=32,
+        num_encoder_layers=2,
+        num_decoder_layers=0,
+        num_heads=4,
+        mlp_dim=64,
+        dropout_rate=0.0,
+        max_length=64,
+    ),
+}
 
 
-for _spec in _vit_specs() + _deit_specs() + _register_token_specs() + _small_image_specs():
-    _spec = ModelSpec(**{**_spec.to_dict(), "num_params": vit_param_count(ViTConfig(**_spec.arch))})
-    register_spec(_spec, _builder_for(_spec))
+def _transformer_specs() -> list[ModelSpec]:
+    return [
+        ModelSpec(
+            name=name,
+            family="transformer",
+            arch=arch,
+            input_size=(),  # token ids, no images
+            mean=(),
+            std=(),
+            crop_pct=1.0,
+            interpolation="none",
+            num_classes=TransformerConfig(**arch).output_vocab_size,
+            source=TRANSFORMER_SOURCE if not name.endswith("tiny") else "keras_vit tests and examples",
+            license="Apache-2.0",
+        )
+        for name, arch in TRANSFORMER_VARIANTS.items()
+    ]
+
+
+# ---- registration: one call per family ---------------------------------------------------------
+register_variants(
+    _vit_specs() + _deit_specs() + _register_token_specs() + _small_image_specs(),
+    model_class_for=lambda spec: DeiT if spec.arch.get("distillation_token") else ViT,
+    param_count=lambda arch: vit_param_count(ViTConfig(**arch)),
+)
+register_variants(
+    _transformer_specs(),
+    model_class_for=lambda spec: Transformer,
+    param_count=lambda arch: transformer_param_count(TransformerConfig(**arch)),
+)
