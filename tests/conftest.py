@@ -15,10 +15,10 @@ where torch is not installed. The xdist controller collects nothing and imports
 neither. Hence two rules for test code:
 - a test that needs torch imports it (or a first-party helper module that does) with
   an import statement anywhere in its file, so the scan sees it;
-- this file imports neither TensorFlow nor Keras at module level (fixtures do). The
-  conftest.py of a folder named on the command line is imported before
-  `pytest_configure` too: if such a conftest imports TensorFlow and the same call
-  needs torch, the run stops with a UsageError naming the fix instead of crashing.
+- no conftest.py imports TensorFlow, Keras or keras_vit at module level (fixtures
+  do): the conftests of the folders named on the command line are imported before
+  `pytest_configure` (tests/test_imports_torch.py checks this). If one did and the
+  same call needed torch, the run stops with a UsageError instead of crashing.
 """
 
 import os

@@ -1,5 +1,6 @@
 """torch is imported only by test processes that need it, and then before TensorFlow (see tests/conftest.py)."""
 
+import ast
 import os
 import pathlib
 import subprocess
@@ -40,6 +41,20 @@ def test_scan_follows_function_level_imports_and_first_party_helpers(tmp_path):
 def test_this_repository_layer_tests_split_as_expected():
     assert torch_needed(["tests/layers/test_bias.py", "tests/test_validation.py"], ROOT, ROOT) == []
     assert torch_needed(["tests/parity/test_timm_parity.py"], ROOT, ROOT)
+
+
+def test_no_conftest_imports_tensorflow_at_module_level():
+    """Conftests of folders named on the command line load before the torch decision (tests/conftest.py)."""
+    heavy = ("tensorflow", "keras", "keras_vit", "jax", "tests.")
+    offenders = []
+    for path in sorted((ROOT / "tests").rglob("conftest.py")):
+        for node in ast.parse(path.read_text()).body:  # module level only; fixtures may import anything
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            names += [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            for name in names:
+                if name.startswith(heavy) and name != "tests.torch_order":
+                    offenders.append(f"{path.relative_to(ROOT)}:{node.lineno} imports {name}")
+    assert not offenders, offenders
 
 
 def _pytest(args: list[str], extra_path: str | None = None) -> subprocess.CompletedProcess:

@@ -2,11 +2,11 @@
 
 import pytest
 
-from tests.export.export_helpers import EXPORT_ARGS, tiny_model
-
 
 @pytest.fixture(scope="session")
 def vit():
+    from tests.export.export_helpers import tiny_model  # conftests import no TensorFlow (see tests/conftest.py)
+
     return tiny_model()
 
 
@@ -14,6 +14,7 @@ def vit():
 def vit_export(vit, tmp_path_factory):
     """Version folder of the tiny ViT exported as <tmp>/tiny_vit/1."""
     from keras_vit import export
+    from tests.export.export_helpers import EXPORT_ARGS
 
     base = tmp_path_factory.mktemp("saved_models") / "tiny_vit"
     return export.saved_model(vit, str(base / "1"), **EXPORT_ARGS)
@@ -21,6 +22,8 @@ def vit_export(vit, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def deit():
+    from tests.export.export_helpers import tiny_model
+
     return tiny_model(distilled=True)
 
 
@@ -28,6 +31,7 @@ def deit():
 def deit_export(deit, tmp_path_factory):
     """Version folder of the tiny distilled DeiT, exported with --verify."""
     from keras_vit import export
+    from tests.export.export_helpers import EXPORT_ARGS
 
     base = tmp_path_factory.mktemp("saved_models") / "tiny_deit"
     return export.saved_model(deit, str(base / "1"), verify=True, **EXPORT_ARGS)

@@ -1,10 +1,7 @@
 """Small models shared by the visualization tests (built once per module: the suite must stay fast)."""
 
-import keras
 import numpy as np
 import pytest
-
-import keras_vit
 
 
 def _randomize(model, seed=1):
@@ -23,6 +20,10 @@ def _randomize(model, seed=1):
 @pytest.fixture(scope="module")
 def deit_registers():
     """A distilled DeiT with 2 register tokens on a non-square 16x24 input (4x6 grid)."""
+    import keras  # in the fixture: conftests import no TensorFlow (see tests/conftest.py)
+
+    import keras_vit
+
     keras.utils.set_random_seed(3)
     model = keras_vit.DeiT(
         image_size=(16, 24),

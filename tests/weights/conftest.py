@@ -3,8 +3,6 @@
 import numpy as np
 import pytest
 
-import keras_vit
-
 TINY = dict(image_size=16, patch_size=8, hidden_dim=32, depth=1, num_heads=2, mlp_dim=64, num_classes=3)
 
 
@@ -22,6 +20,8 @@ def snapshot(model) -> list[np.ndarray]:
 @pytest.fixture
 def tiny():
     """Builds a tiny ViT (TINY overridden by keyword arguments) with random weights."""
+
+    import keras_vit  # in the fixture: conftests import no TensorFlow (see tests/conftest.py)
 
     def build(seed: int = 0, **overrides):
         return randomize(keras_vit.ViT(**dict(TINY, **overrides)), seed)
