@@ -202,7 +202,7 @@ def run_infer(case: dict, arch: dict) -> dict:
     for batch in case["batches"]:
         images = synthetic_images(arch, batch, channels_first)
         timing = time_calls(
-            lambda: predict(images),
+            lambda images=images: predict(images),  # called now, within this iteration
             case.get("warmup", 2),
             case.get("repeats", 5),
             case.get("min_repeats", 3),

@@ -32,7 +32,7 @@ def load_tfds_source(
             download=download,
             shuffle_files=False,
         )
-    except Exception as error:
+    except Exception as error:  # noqa: BLE001  (TFDS raises many types, from unknown names to failed downloads; re-raised with the data set named)
         raise ValueError(f"TFDS could not load {name!r} split {split!r}: {error}") from None
     image_feature, label_feature = info.features["image"], info.features["label"]
     names = getattr(label_feature, "names", None) or [str(i) for i in range(label_feature.num_classes)]

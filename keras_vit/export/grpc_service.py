@@ -46,7 +46,7 @@ def _tensor_to_array(name: str, proto, expected_dtype) -> np.ndarray:
         raise invalid(f"Input '{name}' expects {expected_dtype.name} but {got} is provided.")
     try:
         return tf.make_ndarray(proto)
-    except Exception as error:
+    except Exception as error:  # noqa: BLE001  (any malformed client proto is the client's INVALID_ARGUMENT, not a server crash)
         raise invalid(f"Input '{name}' is not a valid TensorProto: {error}") from None
 
 

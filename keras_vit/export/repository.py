@@ -75,7 +75,7 @@ class ModelRepository:
             path = os.path.join(base, str(version))
             try:
                 loaded = load_version(name, version, path)
-            except Exception as error:  # a broken version must not take the server down
+            except Exception as error:  # noqa: BLE001  (a broken version must not take the server down)
                 log.error("Could not load %s version %d from %s: %s", name, version, path, error)
                 self._failed[(name, version)] = (f"{type(error).__name__}: {error}", _fingerprint(path))
                 continue
@@ -146,7 +146,7 @@ class ModelRepository:
         while not self._stop.wait(self.poll_seconds):
             try:
                 self.refresh()
-            except Exception as error:  # keep polling whatever one scan met
+            except Exception as error:  # noqa: BLE001  (the poller thread keeps polling whatever one scan met)
                 log.error("Version scan failed: %s", error)
 
     def stop(self) -> None:

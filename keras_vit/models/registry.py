@@ -116,7 +116,7 @@ def register_model(fn: Callable | None = None, *, name: str | None = None, spec:
 
 def _add(name: str, entry: _Entry) -> None:
     if name in _REGISTRY:
-        warnings.warn(f"Model '{name}' is registered twice; the later registration replaces the earlier.")
+        warnings.warn(f"Model '{name}' is registered twice; the later registration replaces the earlier.", stacklevel=3)
     _REGISTRY[name] = entry
 
 
@@ -156,8 +156,8 @@ def _load_plugins() -> None:
     for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         try:
             loaded = entry_point.load()
-        except Exception as error:  # a broken plugin must not break the zoo
-            warnings.warn(f"Could not load keras_vit plugin '{entry_point.value}': {error!r}")
+        except Exception as error:  # noqa: BLE001  (a broken plugin, whatever it raises, must not break the zoo)
+            warnings.warn(f"Could not load keras_vit plugin '{entry_point.value}': {error!r}", stacklevel=2)
             continue
         if callable(loaded) and entry_point.name not in _REGISTRY:
             register_model(loaded, name=entry_point.name)

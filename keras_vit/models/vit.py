@@ -437,8 +437,7 @@ def _features_layer(config: ViTConfig) -> str:
 
 def _walk_layers(layer):
     yield layer
-    for sub in layer._flatten_layers(include_self=False, recursive=True):
-        yield sub
+    yield from layer._flatten_layers(include_self=False, recursive=True)
 
 
 def _build_graph(c: ViTConfig, dtype) -> tuple[keras.KerasTensor, keras.KerasTensor]:

@@ -31,7 +31,9 @@ def register_recipe(recipe: Recipe) -> Recipe:
     if not recipe.description or not recipe.source:
         raise ValueError(f"Recipe {recipe.name!r} needs a description and a source (paper or code it follows).")
     if recipe.name in _RECIPES and _RECIPES[recipe.name] != recipe:
-        warnings.warn(f"Recipe {recipe.name!r} is registered twice; the later registration replaces the earlier.")
+        warnings.warn(
+            f"Recipe {recipe.name!r} is registered twice; the later registration replaces the earlier.", stacklevel=2
+        )
     _RECIPES[recipe.name] = recipe
     return recipe
 

@@ -15,6 +15,7 @@ converted here to timm keys and PyTorch layouts.
 
 from __future__ import annotations
 
+import contextlib
 import zipfile
 import zlib
 
@@ -61,11 +62,12 @@ def npz_to_timm(arrays: dict[str, np.ndarray], path: str = "<npz>") -> dict[str,
         return value[index] if index is not None else value
 
     def put(key: str, make) -> None:
-        """Sets `out[key] = make()` unless a source tensor is absent (the loader then reports `key` missing)."""
-        try:
+        """Sets `out[key] = make()` unless a source tensor is absent (the loader then reports `key` missing).
+
+        `make` runs at once, so the loop variables the lambdas below bind as defaults are the current ones.
+        """
+        with contextlib.suppress(KeyError):
             out[key] = make()
-        except KeyError:
-            pass
 
     put("patch_embed.proj.weight", lambda: take("embedding/kernel").transpose(3, 2, 0, 1))
     put("patch_embed.proj.bias", lambda: take("embedding/bias"))
@@ -95,15 +97,21 @@ def npz_to_timm(arrays: dict[str, np.ndarray], path: str = "<npz>") -> dict[str,
         base, idx = ("Transformer/encoderblock/", i) if stacked else (f"Transformer/encoderblock_{i}/", None)
         attn, b = f"{base}MultiHeadDotProductAttention_{mha}/", f"blocks.{i}."
         for norm, source in (("norm1", "LayerNorm_0"), ("norm2", f"LayerNorm_{ln2}")):
-            put(f"{b}{norm}.weight", lambda s=source: take(f"{base}{s}/scale", idx))
-            put(f"{b}{norm}.bias", lambda s=source: take(f"{base}{s}/bias", idx))
-        put(f"{b}attn.qkv.weight", lambda: qkv(attn, "kernel", idx))
-        put(f"{b}attn.qkv.bias", lambda: qkv(attn, "bias", idx))
-        put(f"{b}attn.proj.weight", lambda: flat_out(take(f"{attn}out/kernel", idx)))
-        put(f"{b}attn.proj.bias", lambda: take(f"{attn}out/bias", idx))
+            put(f"{b}{norm}.weight", lambda s=source, base=base, idx=idx: take(f"{base}{s}/scale", idx))
+            put(f"{b}{norm}.bias", lambda s=source, base=base, idx=idx: take(f"{base}{s}/bias", idx))
+        put(f"{b}attn.qkv.weight", lambda attn=attn, idx=idx: qkv(attn, "kernel", idx))
+        put(f"{b}attn.qkv.bias", lambda attn=attn, idx=idx: qkv(attn, "bias", idx))
+        put(f"{b}attn.proj.weight", lambda attn=attn, idx=idx: flat_out(take(f"{attn}out/kernel", idx)))
+        put(f"{b}attn.proj.bias", lambda attn=attn, idx=idx: take(f"{attn}out/bias", idx))
         for r in (0, 1):
-            put(f"{b}mlp.fc{r + 1}.weight", lambda r=r: take(f"{base}MlpBlock_{mlp}/Dense_{r}/kernel", idx).T)
-            put(f"{b}mlp.fc{r + 1}.bias", lambda r=r: take(f"{base}MlpBlock_{mlp}/Dense_{r}/bias", idx))
+            put(
+                f"{b}mlp.fc{r + 1}.weight",
+                lambda r=r, base=base, idx=idx: take(f"{base}MlpBlock_{mlp}/Dense_{r}/kernel", idx).T,
+            )
+            put(
+                f"{b}mlp.fc{r + 1}.bias",
+                lambda r=r, base=base, idx=idx: take(f"{base}MlpBlock_{mlp}/Dense_{r}/bias", idx),
+            )
     put("norm.weight", lambda: take("Transformer/encoder_norm/scale"))
     put("norm.bias", lambda: take("Transformer/encoder_norm/bias"))
     for ours, theirs in (("pre_logits.fc", "pre_logits"), ("head", "head")):

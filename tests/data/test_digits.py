@@ -44,7 +44,10 @@ def test_split_and_subset_are_disjoint_and_seeded():
     held_x, _ = held.as_numpy()
     assert (len(rest_x), len(held_x)) == (270, 90)
     all_x, _ = source.as_numpy()
-    key = lambda images: sorted(map(bytes, images.reshape(len(images), -1)))
+
+    def key(images):
+        return sorted(map(bytes, images.reshape(len(images), -1)))
+
     assert key(np.concatenate([rest_x, held_x])) == key(all_x)  # a partition of the split
     sub = subset_source(source, classes=(7, 3), per_class=5, seed=0)
     x, y = sub.as_numpy()

@@ -120,7 +120,7 @@ def test_vit_base_patch16_224_full_size_matches_timm(tmp_path):
     name = "vit_base_patch16_224"
     reference = randomize_(timm.create_model(name, pretrained=False), seed=7)
     with torch.no_grad():  # keep activations O(1) at full depth and width
-        for parameter_name, parameter in reference.named_parameters():
+        for parameter in reference.parameters():
             if parameter.ndim == 2:
                 parameter.mul_(0.2)
     path = save_state(reference, tmp_path / "b16.safetensors")

@@ -2,6 +2,7 @@
 
 import json
 import os
+import pathlib
 import re
 import subprocess
 import sys
@@ -60,7 +61,7 @@ def test_train_then_evaluate(capsys, tmp_path):
     run_dir = str(tmp_path / "run")
     code, out, _ = _run(["train", "--run_dir", run_dir, *TINY], capsys)
     assert code == 0 and f"run folder: {run_dir}" in out
-    metrics = json.load(open(os.path.join(run_dir, "metrics.json")))
+    metrics = json.loads(pathlib.Path(run_dir, "metrics.json").read_text())
     code, out, _ = _run(["evaluate", "--model_path", os.path.join(run_dir, "model.keras")], capsys)
     assert code == 0
     assert json.loads(out)["test_accuracy"] == pytest.approx(metrics["test_accuracy"], abs=1e-6)
@@ -90,7 +91,7 @@ def test_default_train_reaches_97_percent_on_held_out_digits(tmp_path):
     assert run_dir.startswith(str(tmp_path / "runs" / "digits_vit-"))
     for name in ("model.keras", "metrics.json", "history.csv", "learning_curve.png", "recipe.json"):
         assert os.path.isfile(os.path.join(run_dir, name)), name
-    metrics = json.load(open(os.path.join(run_dir, "metrics.json")))
+    metrics = json.loads(pathlib.Path(run_dir, "metrics.json").read_text())
     assert metrics["dataset"] == "digits" and metrics["eval_split"] == "test"
     assert metrics["test_accuracy"] >= 0.97, metrics
 

@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import pathlib
 import shutil
 import sys
 
@@ -116,7 +117,7 @@ def train_two_workers(run_dir, epochs, log_dir):
     ]
     env = {"CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
     codes = launch_local_workers(command, 2, timeout=150, env=env, log_dir=log_dir)
-    logs = [open(os.path.join(log_dir, f"worker_{i}.log")).read() for i in range(2)]
+    logs = [pathlib.Path(log_dir, f"worker_{i}.log").read_text() for i in range(2)]
     assert codes == [0, 0], "".join(log[-3000:] for log in logs)
     return logs
 
@@ -145,6 +146,6 @@ def test_keras_vit_train_on_two_workers_resumes_and_matches_one_device(tmp_path)
         "recipe.json",
     ]
     assert not [p for p in os.listdir(os.path.join(run_dir, distributed.BACKUP)) if p.startswith(".worker_")]
-    metrics = json.load(open(os.path.join(run_dir, "metrics.json")))
+    metrics = json.loads(pathlib.Path(run_dir, "metrics.json").read_text())
     assert metrics["num_replicas"] == 2 and metrics["epochs"] == 2 and 0.0 <= metrics["test_accuracy"] <= 1.0
     assert [int(r["epoch"]) for r in read_history(os.path.join(run_dir, "history.csv"))] == [0, 1]

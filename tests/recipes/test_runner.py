@@ -2,6 +2,7 @@
 
 import json
 import os
+import pathlib
 
 import keras
 import numpy as np
@@ -43,10 +44,10 @@ def test_run_writes_the_run_folder_and_evaluate_reads_it(tmp_path):
         "model.keras",
         "recipe.json",
     ]
-    metrics = json.load(open(os.path.join(run_dir, "metrics.json")))
+    metrics = json.loads(pathlib.Path(run_dir, "metrics.json").read_text())
     assert 0.0 <= metrics["test_accuracy"] <= 1.0 and metrics["recipe"] == "digits_vit" and metrics["epochs"] == 1
     assert (metrics["precision"], metrics["xla"]) == ("float32", True)  # "auto" on a CPU for a 16-wide model
-    assert json.load(open(os.path.join(run_dir, "recipe.json")))["model_overrides"]["depth"] == 1
+    assert json.loads(pathlib.Path(run_dir, "recipe.json").read_text())["model_overrides"]["depth"] == 1
     again = evaluate(os.path.join(run_dir, "model.keras"), "digits_vit")
     assert again["test_accuracy"] == pytest.approx(metrics["test_accuracy"], abs=1e-6)
     assert keras.mixed_precision.global_policy().name == "float32"

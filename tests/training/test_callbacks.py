@@ -48,7 +48,7 @@ def test_fit_with_the_run_callbacks_writes_logs_and_checkpoints(tmp_path):
     kinds = {type(c).__name__ for c in callbacks}
     assert {"AtomicBackupAndRestore", "SwapEMAWeights", "CSVLogger", "TensorBoard", "EarlyStopping"} <= kinds
     model.fit(x, y, validation_data=(x, y), epochs=2, batch_size=8, callbacks=callbacks, verbose=0)
-    rows = list(csv.DictReader(open(tmp_path / "history.csv")))
+    rows = list(csv.DictReader((tmp_path / "history.csv").read_text().splitlines()))
     assert [r["epoch"] for r in rows] == ["0", "1"] and "val_accuracy" in rows[0]
     assert sorted(os.listdir(tmp_path / "checkpoints")) == ["best.keras", "last.keras"]
     assert os.listdir(tmp_path / "tensorboard")
@@ -62,7 +62,7 @@ def test_early_stopping_needs_validation(tmp_path):
 
 def test_reports_are_written_atomically(tmp_path):
     write_json(str(tmp_path / "m.json"), {"accuracy": np.float32(0.5), "size": (8, 8)})
-    assert open(tmp_path / "m.json").read().count("0.5") == 1
+    assert (tmp_path / "m.json").read_text().count("0.5") == 1
     plot_learning_curves(
         {"loss": [2.0, 1.0], "val_loss": [2.1, 1.2], "accuracy": [0.3, 0.6]}, str(tmp_path / "curve.png"), title="t"
     )

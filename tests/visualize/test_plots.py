@@ -2,6 +2,7 @@
 
 import math
 import os
+import pathlib
 
 import numpy as np
 import pytest
@@ -92,7 +93,7 @@ def test_plot_paths_must_be_png(deit_registers, tmp_path):
 def test_show_displays_the_png_inline(deit_registers, tmp_path):
     result = visualize.plot_position_embedding_similarity(deit_registers, tmp_path / "s.png")
     image = visualize.show(result)
-    assert image.data == open(result["path"], "rb").read()
+    assert image.data == pathlib.Path(result["path"]).read_bytes()
     with pytest.raises(ValueError, match=r"No such plot file"):
         visualize.show(tmp_path / "missing.png")
 
