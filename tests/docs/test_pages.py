@@ -7,7 +7,7 @@ import pytest
 
 from tests.docs.pages import DOCS, README, ROOT, SITE, anchors, cli_commands, pages, python_blocks, shell_blocks
 from tests.docs.reader_files import prepare_for_python_block
-from tools import cli_reference, model_table
+from tools import cli_reference, model_table, speed_table
 
 README_TEXT = README.read_text()
 BLOCKS = python_blocks()
@@ -54,6 +54,36 @@ def test_model_table_groups_every_model_by_family():
     for name in keras_vit.list_models():
         assert f"| `{name}` |" in table, name
     assert table.index("### ViT") < table.index("### DeiT") < table.index("### Transformer")
+
+
+def test_speed_table_equals_paired_results():
+    assert speed_table.replace_table(README_TEXT) == README_TEXT, "run: python -m tools.speed_table --write"
+
+
+def test_speed_table_reads_the_rotation_with_most_columns():
+    paired = """**predict vit_base_patch16_224 batch 8, 2 rounds x 1 calls, AMD EPYC, load 1.0**
+
+| variant | GFLOP/s (median) | vs first, per-round median (quartiles) |
+|---|---:|---:|
+| keras_hub:float32:auto | 1.0 | 1.00 (1.00-1.00) |
+| keras_vit:float32:off | 1.2 | 1.20 (1.10-1.30) |
+| matmul:float32 | 9.0 | n/a |
+
+**predict vit_base_patch16_224 batch 8, 2 rounds x 1 calls, AMD EPYC, load 1.0**
+
+| variant | GFLOP/s (median) | vs first, per-round median (quartiles) |
+|---|---:|---:|
+| keras_hub:float32:auto | 1.0 | 1.00 (1.00-1.00) |
+| keras_vit:float32:off | 1.1 | 1.10 (1.00-1.20) |
+| timm:float32 | 0.5 | 0.50 (0.40-0.60) |
+"""
+    tables = speed_table.paired_tables(paired)
+    assert [t["ratios"] for t in tables] == [
+        {"keras_hub:float32:auto": "1.00", "keras_vit:float32:off": "1.20"},
+        {"keras_hub:float32:auto": "1.00", "keras_vit:float32:off": "1.10", "timm:float32": "0.50"},
+    ]
+    with pytest.raises(ValueError, match="no paired table for predict vit_tiny_patch16_224 batch 8"):
+        speed_table.markdown_table(paired)
 
 
 def test_cli_reference_equals_flags():

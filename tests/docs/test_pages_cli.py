@@ -243,7 +243,7 @@ def _save(pixels: np.ndarray, path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_readme_training_commands(workspace, digits_run):
+def test_docs_training_commands(workspace, digits_run):
     """train / finetune / evaluate / distill lines (the plain `keras-vit train` ran in the fixture)."""
     _training_files(workspace)
     commands = [argv for argv in commands_of("training") if argv != ["keras-vit", "train"]]
@@ -276,7 +276,7 @@ def test_readme_training_commands(workspace, digits_run):
 
 
 @pytest.mark.slow
-def test_readme_cpu_devices_command(tmp_path):
+def test_docs_cpu_devices_command(tmp_path):
     """`keras-vit train --strategy mirrored --cpu_devices 2`: two replicas, in a fresh process as written."""
     for argv in commands_of("fresh_process"):
         output = run_script([*argv, *additions(argv)], tmp_path)
@@ -285,7 +285,7 @@ def test_readme_cpu_devices_command(tmp_path):
 
 
 @pytest.mark.slow
-def test_readme_multi_worker_command(tmp_path):
+def test_docs_multi_worker_command(tmp_path):
     """`keras-vit train --strategy multi_worker ...` on 2 workers of this machine: one run folder, 2 replicas."""
     from keras_vit.training.multi_worker import launch_local_workers
 
@@ -301,7 +301,7 @@ def test_readme_multi_worker_command(tmp_path):
 
 
 @pytest.mark.slow
-def test_readme_convert_commands(tmp_path):
+def test_docs_convert_commands(tmp_path):
     import keras_vit
     from keras_vit import weights
 
@@ -322,7 +322,7 @@ def test_readme_convert_commands(tmp_path):
 
 
 @pytest.mark.slow
-def test_readme_visualize_commands(workspace, digits_run):
+def test_docs_visualize_commands(workspace, digits_run):
     reader_files.write_photo(workspace / "a.png")
     reader_files.write_photo(workspace / "b.jpg")
     reader_files.write_photo(workspace / "photo.jpg")
@@ -343,7 +343,7 @@ def test_readme_visualize_commands(workspace, digits_run):
 
 
 @pytest.mark.slow
-def test_readme_export_and_serve_commands(tmp_path):
+def test_docs_export_and_serve_commands(tmp_path):
     """`keras-vit export` as written, then `keras-vit serve` on its folder and the docs' curl request."""
     import keras_vit
 
