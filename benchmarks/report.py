@@ -421,7 +421,7 @@ def markdown(run: dict) -> str:
     checks = target_checks(results)
     lines += [
         "",
-        "**Targets of the issue** (met: the wall-clock median and the per-CPU-second ratio both reach the target):",
+        "**Targets** (met: the wall-clock median and the per-CPU-second ratio both reach the target):",
         "",
         "| target | measured (median) | measured (best repeat) | per CPU-second | met |",
         "|---|---:|---:|---:|---|",

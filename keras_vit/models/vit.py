@@ -30,12 +30,13 @@ class ViTConfig:
     `model.config` holds the one a model was built with; validated on creation.
 
     Attributes:
-        image_size, patch_size, num_channels, hidden_dim, depth, num_heads,
-        mlp_dim, qkv_bias, qk_norm, dropout_rate, attention_dropout_rate,
-        drop_path_rate, layer_scale_init, class_token, distillation_token,
-        num_register_tokens, position_embedding, pos_embed_prefix, pooling,
-        fc_norm, representation_size, num_classes, layer_norm_epsilon: the
-        `ViT` arguments of the same names.
+        fields: one per `ViT` architecture argument, of the same name and
+            meaning: image_size, patch_size, num_channels, hidden_dim, depth,
+            num_heads, mlp_dim, qkv_bias, qk_norm, dropout_rate,
+            attention_dropout_rate, drop_path_rate, layer_scale_init,
+            class_token, distillation_token, num_register_tokens,
+            position_embedding, pos_embed_prefix, pooling, fc_norm,
+            representation_size, num_classes, layer_norm_epsilon.
 
     Examples:
         >>> config = keras_vit.ViT("vit_tiny_patch16_224", num_classes=10).config

@@ -1,7 +1,7 @@
-"""Files a README reader brings (published checkpoints, a photo, data, a run log), written locally in their formats.
+"""Files a docs reader brings (published checkpoints, a photo, data, a run log), written locally in their formats.
 
 Nothing is downloaded: each writer produces a file in the layout its publisher
-uses, with seeded random weights, so the README's code reads it exactly as it
+uses, with seeded random weights, so the docs' code reads it exactly as it
 would read the real file. Checkpoints come from the reference libraries where
 one exists (timm writes the `.safetensors`), and the JAX `.npz` follows the
 published Flax names and shapes (the layout `tests/parity/test_npz_parity.py`

@@ -1,9 +1,8 @@
-"""The README's command-line reference, generated from the commands' own absl flags.
+"""The command-line reference (docs/cli.md), generated from the commands' own absl flags.
 
-Run `python -m keras_vit.cli_reference --write README.md` after changing a
-command or a flag; a test regenerates the reference and compares it with the
-README, so the documented flags are always the ones `keras-vit <command>
---help` prints.
+Run `python -m tools.cli_reference --write` after changing a command or a
+flag; a test regenerates the reference and compares it with the page, so the
+documented flags are always the ones `keras-vit <command> --help` prints.
 
 absl flags are process-global and each command module skips a flag another
 module already defined, so the flags are collected in a fresh Python process
@@ -19,12 +18,12 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
-from keras_vit.readme_sections import replace_section, write_text
+from tools.doc_sections import ROOT, replace_section, update_file
 
 START, END = "<!-- cli-reference:start -->", "<!-- cli-reference:end -->"
+CLI_PAGE = ROOT / "docs" / "cli.md"
 
 # Positional arguments, which absl does not know about (each command's `main` checks them).
 POSITIONAL = {"list": "[PATTERN]", "info": "NAME", "convert": "IN OUT"}
@@ -81,9 +80,15 @@ def collect_flags() -> dict[str, list[dict[str, Any]]]:
     Returns:
         {module name: [flag dicts in definition order]}.
     """
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=path)
     out = subprocess.run(
-        [sys.executable, "-m", "keras_vit.cli_reference", "--json"], capture_output=True, text=True, check=True, env=env
+        [sys.executable, "-m", "tools.cli_reference", "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+        cwd=ROOT,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -130,15 +135,15 @@ def markdown_reference(module_flags: dict[str, list[dict[str, Any]]] | None = No
     return "\n".join(parts)
 
 
-def replace_reference(readme: str, reference: str | None = None) -> str:
-    """`readme` with the text between the CLI reference markers regenerated."""
+def replace_reference(page: str, reference: str | None = None) -> str:
+    """`page` (docs/cli.md) with the text between the CLI reference markers regenerated."""
     reference = markdown_reference() if reference is None else reference
-    return replace_section(readme, START, END, reference, "CLI reference")
+    return replace_section(page, START, END, reference, "CLI reference")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--write", type=Path, help="README to update in place (atomically)")
+    parser.add_argument("--write", action="store_true", help="update docs/cli.md in place (atomically)")
     parser.add_argument("--json", action="store_true", help="print the collected flags as JSON (fresh process)")
     args = parser.parse_args()
     if args.json:
@@ -147,7 +152,7 @@ def main() -> None:
     if not args.write:
         print(markdown_reference())
         return
-    write_text(args.write, replace_reference(args.write.read_text()))
+    print(f"{CLI_PAGE.relative_to(ROOT)}: {'updated' if update_file(CLI_PAGE, replace_reference) else 'current'}")
 
 
 if __name__ == "__main__":

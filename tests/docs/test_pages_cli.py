@@ -1,6 +1,6 @@
-"""Every `keras-vit ...` line of the README's shell blocks, run for real.
+"""Every `keras-vit ...` line of the shell blocks in README.md and docs/**/*.md, run for real.
 
-The commands are read from the README (`cli_commands()`), so a new line there
+The commands are read from the pages (`cli_commands()`), so a new line there
 is run here without editing this file; the fast test below fails if a line
 belongs to no group. Each command keeps all of its own flags; the test only
 
@@ -8,7 +8,7 @@ belongs to no group. Each command keeps all of its own flags; the test only
     `~/data`                     -> a CIFAR-10 copy in the official python layout (random pixels, 64 per file)
     `/data/imagenet`             -> an image folder (train/ and val/) of crops of two real photos
     `/models/teacher_savedmodel` -> a SavedModel (`model.export`) of a small CNN teacher
-    `runs/<run>`                 -> the run folder that the README's plain `keras-vit train` printed
+    `runs/<run>`                 -> the run folder that the docs' plain `keras-vit train` printed
     `/shared/...`                -> a folder under the test's tmp folder (the storage every worker sees)
     `Ti_16.npz`                  -> random weights in the AugReg ViT-Ti/16 `.npz` layout (224 px, 1000 classes)
     `model.safetensors`          -> timm's `vit_tiny_patch16_224` state dict (seeded random weights)
@@ -19,9 +19,9 @@ belongs to no group. Each command keeps all of its own flags; the test only
     train / finetune: TINY (depth-1 width-16 model, 2 steps per epoch, 1 epoch, no TensorBoard, quiet)
     finetune (vit_finetune is ViT-B/16 at 384, batch 512): also `--set image_size=32 --batch_size 64`
     distill: `--epochs 1`; deit_distill (batch 1024 of 224 px images) also `--batch_size 4`
-    serve: `--port 0 --rest_api_port 0` (free ports), then the README's curl request goes to that port.
+    serve: `--port 0 --rest_api_port 0` (free ports), then the docs' curl request goes to that port.
 - runs `--strategy multi_worker` lines as 2 local workers, each with its own `TF_CONFIG` for 127.0.0.1
-  (`launch_local_workers`), where the README's `export TF_CONFIG=...` names two machines.
+  (`launch_local_workers`), where the docs' `export TF_CONFIG=...` names two machines.
 
 In-process runs go through `keras_vit.cli.run`, the console script's entry
 point; `convert`, `visualize`, `--cpu_devices`, `multi_worker` and `serve` run as the
@@ -48,8 +48,8 @@ import pytest
 from absl import flags
 
 from keras_vit import cli
-from tests.docs import readme_files
-from tests.docs.test_readme import README, cli_commands
+from tests.docs import reader_files
+from tests.docs.pages import cli_commands, shell_lines
 
 TINY_ARCH = {"depth": 1, "hidden_dim": 16, "num_heads": 2, "mlp_dim": 32}
 TINY = [
@@ -69,10 +69,12 @@ ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", KERAS_BACKEND="tensorflow", CUD
 
 
 def group(argv: list[str]) -> str:
-    """Which test runs a README command."""
+    """Which test runs a docs command."""
     if len(argv) < 2:
         raise ValueError(f"A bare `keras-vit` line has nothing to run. Received: {argv}")
     command = argv[1]
+    if command in ("list", "info"):
+        return "inspect"
     if command in ("convert", "visualize"):
         return command
     if command in ("export", "serve"):
@@ -83,11 +85,11 @@ def group(argv: list[str]) -> str:
         return "multi_worker"
     if command in ("train", "finetune", "evaluate", "distill"):
         return "training"
-    raise ValueError(f"No test runs README command {' '.join(argv)!r}; add it to a group in {__file__}.")
+    raise ValueError(f"No test runs docs command {' '.join(argv)!r}; add it to a group in {__file__}.")
 
 
 def commands_of(name: str) -> list[list[str]]:
-    """README commands of one group, each once, in README order."""
+    """Docs commands of one group, each once, in page order."""
     seen, result = set(), []
     for argv in cli_commands():
         if group(argv) == name and tuple(argv) not in seen:
@@ -162,7 +164,7 @@ def workspace(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def digits_run(workspace) -> str:
-    """The README's first command, `keras-vit train` (+ TINY): the run folder `runs/<run>` stands for."""
+    """The docs' plain `keras-vit train` (+ TINY): the run folder `runs/<run>` stands for."""
     argv = ["keras-vit", "train"]
     assert argv in cli_commands()
     with contextlib.chdir(workspace):
@@ -176,9 +178,11 @@ def digits_run(workspace) -> str:
 
 def test_every_readme_command_has_a_test():
     commands = cli_commands()
-    assert commands, "the README shows no keras-vit command"
+    assert commands, "the docs show no keras-vit command"
     groups = {group(argv) for argv in commands}  # raises for a command no test runs
-    assert groups == {"training", "convert", "visualize", "export_serve", "fresh_process", "multi_worker"}, groups
+    assert groups == {"inspect", "training", "convert", "visualize", "export_serve", "fresh_process", "multi_worker"}, (
+        groups
+    )
 
 
 def test_substitutions_keep_the_commands_flags(tmp_path):
@@ -191,8 +195,18 @@ def test_substitutions_keep_the_commands_flags(tmp_path):
         "--data_dir",
         str(tmp_path / "data"),
     ]
-    with pytest.raises(ValueError, match="No test runs README command"):
+    with pytest.raises(ValueError, match="No test runs docs command"):
         group(["keras-vit", "no_such_command"])
+
+
+def test_docs_inspect_commands():
+    """`keras-vit list` / `info` lines as written: they exit 0 and show the models they name."""
+    commands = commands_of("inspect")
+    assert commands
+    for argv in commands:
+        code, output = run_in_process(argv)
+        assert code == 0, output
+        assert argv[1] != "info" or argv[2] in output, output
 
 
 def _training_files(folder: Path) -> None:
@@ -200,7 +214,7 @@ def _training_files(folder: Path) -> None:
 
     import keras_vit
 
-    readme_files.write_cifar10(folder / "data", per_file=64)
+    reader_files.write_cifar10(folder / "data", per_file=64)
     keras_vit.create_model("vit_base_patch16_224", **TINY_ARCH).save(folder / "vit_b16.keras")
     rng = np.random.default_rng(0)
     photos = {"cat": _photo("chelsea"), "coffee": _photo("coffee")}
@@ -229,7 +243,7 @@ def _save(pixels: np.ndarray, path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_readme_training_commands(workspace, digits_run):
+def test_docs_training_commands(workspace, digits_run):
     """train / finetune / evaluate / distill lines (the plain `keras-vit train` ran in the fixture)."""
     _training_files(workspace)
     commands = [argv for argv in commands_of("training") if argv != ["keras-vit", "train"]]
@@ -239,7 +253,7 @@ def test_readme_training_commands(workspace, digits_run):
         for argv in commands:
             full = [*substitute(argv, workspace, digits_run), *additions(argv)]
             code, output = run_in_process(full)
-            if code:  # go on: one run reports every README command that fails
+            if code:  # go on: one run reports every docs command that fails
                 failures.append(f"{' '.join(full)} exited {code}:\n{output[-3000:]}")
                 continue
             if "list" in argv:
@@ -262,7 +276,7 @@ def test_readme_training_commands(workspace, digits_run):
 
 
 @pytest.mark.slow
-def test_readme_cpu_devices_command(tmp_path):
+def test_docs_cpu_devices_command(tmp_path):
     """`keras-vit train --strategy mirrored --cpu_devices 2`: two replicas, in a fresh process as written."""
     for argv in commands_of("fresh_process"):
         output = run_script([*argv, *additions(argv)], tmp_path)
@@ -271,11 +285,11 @@ def test_readme_cpu_devices_command(tmp_path):
 
 
 @pytest.mark.slow
-def test_readme_multi_worker_command(tmp_path):
+def test_docs_multi_worker_command(tmp_path):
     """`keras-vit train --strategy multi_worker ...` on 2 workers of this machine: one run folder, 2 replicas."""
     from keras_vit.training.multi_worker import launch_local_workers
 
-    readme_files.write_cifar10(tmp_path / "data", per_file=64)
+    reader_files.write_cifar10(tmp_path / "data", per_file=64)
     for argv in commands_of("multi_worker"):
         command = script([*substitute(argv, tmp_path), *additions(argv)])
         codes = launch_local_workers(command, 2, timeout=400, env=ENV, log_dir=str(tmp_path / "logs"))
@@ -287,12 +301,12 @@ def test_readme_multi_worker_command(tmp_path):
 
 
 @pytest.mark.slow
-def test_readme_convert_commands(tmp_path):
+def test_docs_convert_commands(tmp_path):
     import keras_vit
     from keras_vit import weights
 
-    readme_files.write_augreg_ti16(tmp_path, "Ti_16.npz")
-    readme_files.write_timm_safetensors(tmp_path / "model.safetensors", "vit_tiny_patch16_224")
+    reader_files.write_augreg_ti16(tmp_path, "Ti_16.npz")
+    reader_files.write_timm_safetensors(tmp_path / "model.safetensors", "vit_tiny_patch16_224")
     for argv in commands_of("convert"):
         output = run_script(argv, tmp_path)
         out_file = tmp_path / argv[3]
@@ -308,15 +322,15 @@ def test_readme_convert_commands(tmp_path):
 
 
 @pytest.mark.slow
-def test_readme_visualize_commands(workspace, digits_run):
-    readme_files.write_photo(workspace / "a.png")
-    readme_files.write_photo(workspace / "b.jpg")
-    readme_files.write_photo(workspace / "photo.jpg")
+def test_docs_visualize_commands(workspace, digits_run):
+    reader_files.write_photo(workspace / "a.png")
+    reader_files.write_photo(workspace / "b.jpg")
+    reader_files.write_photo(workspace / "photo.jpg")
     failures = []
     for argv in commands_of("visualize"):
         full = substitute(argv, workspace, digits_run)
         out = workspace / argv[argv.index("--out") + 1]
-        shutil.rmtree(out, ignore_errors=True)  # both README lines write into vis/
+        shutil.rmtree(out, ignore_errors=True)  # both docs lines write into vis/
         try:
             output = run_script(full, workspace)
         except AssertionError as error:  # go on: report every failing line
@@ -329,12 +343,12 @@ def test_readme_visualize_commands(workspace, digits_run):
 
 
 @pytest.mark.slow
-def test_readme_export_and_serve_commands(tmp_path):
-    """`keras-vit export` as written, then `keras-vit serve` on its folder and the README's curl request."""
+def test_docs_export_and_serve_commands(tmp_path):
+    """`keras-vit export` as written, then `keras-vit serve` on its folder and the docs' curl request."""
     import keras_vit
 
     keras_vit.create_model("vit_cifar_patch4_32", depth=2).save(tmp_path / "finetuned.keras")
-    readme_files.write_photo(tmp_path / "cat.jpg")
+    reader_files.write_photo(tmp_path / "cat.jpg")
     commands = commands_of("export_serve")
     assert [argv[1] for argv in commands] == ["export", "serve"], commands
     with contextlib.chdir(tmp_path):
@@ -362,7 +376,7 @@ def test_readme_export_and_serve_commands(tmp_path):
             match = re.search(r"REST on http://127\.0\.0\.1:(\d+)", line)
             port = match and int(match.group(1))
         assert port, "".join(lines)
-        curl = next(line for line in _shell_lines() if line.startswith("curl ") and ":predict" in line)
+        curl = next(line for line in shell_lines() if line.startswith("curl ") and ":predict" in line)
         curl = curl.replace("localhost:8501", f"localhost:{port}")
         done = subprocess.run(
             ["bash", "-c", curl + " --silent --show-error --fail-with-body"],
@@ -380,11 +394,3 @@ def test_readme_export_and_serve_commands(tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=60)
-
-
-def _shell_lines() -> list[str]:
-    """README shell lines, with backslash continuations joined."""
-    lines = []
-    for block in re.findall(r"```(?:bash|sh|console)\n(.*?)```", README, re.DOTALL):
-        lines += [line.strip() for line in block.replace("\\\n", " ").splitlines()]
-    return lines

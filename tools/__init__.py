@@ -1,0 +1,1 @@
+"""Build-only scripts (generated docs sections); not part of the installed package."""
