@@ -59,7 +59,7 @@ def detect_format(path: str) -> str:
         try:
             with zipfile.ZipFile(path) as archive:
                 names = archive.namelist()
-        except zipfile.BadZipFile:
+        except npz.ZIP_ERRORS:
             if lower.endswith(_PICKLE_EXTENSIONS):
                 raise pickle_refusal(path) from None
             raise CheckpointError(
