@@ -132,10 +132,10 @@ def _entry(path: str, name: str, info) -> TensorEntry:
         raise _corrupt(path, f"tensor {name!r} has data_offsets {str(offsets)[:200]}; they must be two integers >= 0")
     begin, end = offsets
     needed = math.prod(shape) * _ITEMSIZE[dtype]
-    if needed > _INT64_MAX:
+    if math.prod(d for d in shape if d) * _ITEMSIZE[dtype] > _INT64_MAX:  # NumPy refuses even empty such shapes
         raise _corrupt(
             path,
-            f"tensor {name!r} of shape {tuple(shape)} and dtype {dtype} claims {needed} bytes, which overflows int64",
+            f"tensor {name!r} of shape {tuple(shape)} and dtype {dtype} claims {math.prod(d for d in shape if d) * _ITEMSIZE[dtype]} bytes, which overflows int64",
         )
     if end < begin or end - begin != needed:
         raise _corrupt(
