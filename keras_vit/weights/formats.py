@@ -129,5 +129,5 @@ def read_checkpoint(path: str) -> Checkpoint:
     tensors, metadata = read_safetensors(path)
     tensors = timm_keys.strip_wrapper_prefix(tensors)
     if hf.is_hf_state(tensors):
-        return Checkpoint(hf.hf_to_timm(tensors), SAFETENSORS, "hf", metadata)
+        return Checkpoint(hf.hf_to_timm(tensors, path), SAFETENSORS, "hf", metadata)
     return Checkpoint(tensors, SAFETENSORS, "timm", metadata)

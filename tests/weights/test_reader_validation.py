@@ -1,4 +1,4 @@
-"""Damaged original-layout `.npz` files: every one is refused with a CheckpointError naming the file and the array."""
+"""Damaged `.npz`, Hugging Face and timm files: each is refused with a CheckpointError naming the file and the array."""
 
 import io
 import zipfile
@@ -118,3 +118,35 @@ def test_missing_top_level_array_names_the_file_and_key(tiny, tmp_path):
     path = saved(tmp_path, values)
     with pytest.raises(CheckpointError, match=rf"(?s)The checkpoint '{path}' does not fit .*pos_embed \(1, 5, 32\)"):
         load_pretrained(tiny(), path)
+
+
+def test_hf_attention_parts_of_different_shapes_name_the_file(tmp_path):
+    from keras_vit.weights import write_safetensors
+
+    prefix = "vit.encoder.layer.0.attention.attention."
+    tensors = {"vit.embeddings.cls_token": np.zeros((1, 1, 4), "float32")}
+    for part, rows in (("query", 4), ("key", 4), ("value", 3)):
+        tensors[f"{prefix}{part}.weight"] = np.zeros((rows, 4), "float32")
+    path = tmp_path / "hf.safetensors"
+    write_safetensors(str(path), tensors)
+    with pytest.raises(
+        CheckpointError, match=rf"'{path}': the attention weights of layer 0 have shapes .*'value': \(3, 4\)"
+    ):
+        read_checkpoint(str(path))
+    del tensors[f"{prefix}key.weight"]
+    write_safetensors(str(path), tensors)
+    with pytest.raises(CheckpointError, match=rf"'{path}': layer 0 has no attention \['key'\] weight"):
+        read_checkpoint(str(path))
+
+
+def test_architecture_inference_refuses_tensors_of_the_wrong_rank():
+    from keras_vit.weights import infer_arch
+
+    state = {"patch_embed.proj.weight": np.zeros((32, 3, 8), "float32")}
+    with pytest.raises(
+        CheckpointError, match=r"'patch_embed.proj.weight' has shape \(32, 3, 8\), where a ViT has a 4-D"
+    ):
+        infer_arch(state)
+    state = {"patch_embed.proj.weight": np.zeros((32, 3, 8, 8), "float32"), "blocks.0.norm1.weight": np.ones(32)}
+    with pytest.raises(CheckpointError, match=r"no 'blocks.0.mlp.fc1.weight'"):
+        infer_arch(state)
