@@ -13,6 +13,7 @@ resampled; class count: fresh head) behaves as without a config.
 from __future__ import annotations
 
 import json
+import math
 import os
 import warnings
 from typing import Any
@@ -64,15 +65,25 @@ def read_hf_config(path: str) -> dict[str, Any]:
 
 
 def config_arch(config: dict[str, Any], path: str) -> dict[str, Any]:
-    """`arch_from_hf_config`, with its refusals (model type, activation, bad values) as `CheckpointError`s."""
+    """`arch_from_hf_config` plus register and label counts, every value checked; refusals as `CheckpointError`s."""
     try:
         arch = arch_from_hf_config(config)
-    except (ValueError, TypeError) as error:
+        arch["num_register_tokens"] = int(config.get("num_register_tokens", 0))
+        labels = config.get("id2label")
+        declared = config.get("num_labels", len(labels) if isinstance(labels, dict) else None)
+        arch["num_labels"] = None if declared is None else int(declared)
+    except (ValueError, TypeError, OverflowError) as error:
         raise CheckpointError(f"'{path}': {error}") from None
-    arch["num_register_tokens"] = int(config.get("num_register_tokens", 0))
-    labels = config.get("id2label")
-    declared = config.get("num_labels", len(labels) if isinstance(labels, dict) else None)
-    arch["num_labels"] = None if declared is None else int(declared)
+    sizes = ("hidden_dim", "depth", "num_heads", "mlp_dim", "num_channels", "image_size", "patch_size")
+    bad = [f"{name}={arch[name]!r}" for name in sizes if arch[name] <= 0]
+    bad += [f"{name}={arch[name]!r}" for name in ("num_register_tokens", "num_labels") if (arch[name] or 0) < 0]
+    epsilon = arch["layer_norm_epsilon"]
+    if not math.isfinite(epsilon) or epsilon <= 0:
+        bad.append(f"layer_norm_eps={epsilon!r}")
+    if not isinstance(config.get("qkv_bias", True), bool):
+        bad.append(f"qkv_bias={config['qkv_bias']!r}")
+    if bad:
+        raise CheckpointError(f"'{path}' holds impossible values: {', '.join(bad)}. Fix or download the config again.")
     return arch
 
 
@@ -90,13 +101,21 @@ def check_state(arch: dict[str, Any], state: dict[str, np.ndarray], config_path:
     fc1 = state.get("blocks.0.mlp.fc1.weight")
     if fc1 is not None and np.ndim(fc1) == 2:
         found["intermediate_size"] = int(fc1.shape[0])
+    pos_embed, prefix = state.get("pos_embed"), int("cls_token" in state) + int("dist_token" in state)
+    image, patch = np.broadcast_to(arch["image_size"], (2,)), np.broadcast_to(arch["patch_size"], (2,))
+    if pos_embed is not None and np.ndim(pos_embed) == 3 and pos_embed.shape[1] > prefix:
+        grid = int(image[0] // patch[0]) * int(image[1] // patch[1])
+        if grid != pos_embed.shape[1] - prefix:
+            found["image_size"] = f"a position table of {pos_embed.shape[1] - prefix} patches"
+            arch = dict(arch, image_size=f"{int(image[0])}x{int(image[1])} ({grid} patches)")
     head = state.get("head.weight")
     if head is not None and np.ndim(head) == 2 and arch["num_labels"] is not None:
         found["num_labels"] = int(head.shape[0])
-    expected = {field: arch[ours] for field, ours in _MUST_MATCH.items()} | {"num_labels": arch["num_labels"]}
+    expected = {field: arch[ours] for field, ours in _MUST_MATCH.items()}
+    expected |= {"num_labels": arch["num_labels"], "image_size": arch["image_size"]}
     expected["patch_size"] = tuple(int(p) for p in np.broadcast_to(expected["patch_size"], (2,)))
     wrong = [
-        f"{field}: config {expected[field]!r}, file {value!r}"
+        f"{field}: config {_plain(expected[field])}, file {_plain(value)}"
         for field, value in found.items()
         if expected[field] != value
     ]
@@ -176,3 +195,8 @@ def _normal(value):
     if isinstance(value, list | tuple | np.ndarray):
         return tuple(int(v) for v in value)
     return value
+
+
+def _plain(value) -> str:
+    """Strings as they are, everything else as its repr."""
+    return value if isinstance(value, str) else repr(value)

@@ -10,8 +10,10 @@ import torch  # noqa: I001  (torch before TensorFlow)
 import transformers
 import json
 import shutil
+import warnings
 
 import keras
+import numpy as np
 import pytest
 
 import keras_vit
@@ -197,6 +199,10 @@ def test_image_size_and_class_count_still_adapt_with_a_config(tmp_path):
         ({"num_labels": 7, "id2label": {str(i): str(i) for i in range(7)}}, r"num_labels: config 7, file 6"),
         ({"hidden_act": "gelu_new"}, r"config.json': keras_vit's MLP uses exact \(erf\) GELU"),
         ({"model_type": "swin"}, r"config.json': Only Hugging Face ViT/DeiT configs are supported"),
+        ({"image_size": 48}, r"image_size: config 48x48 \(36 patches\), file a position table of 16 patches"),
+        ({"layer_norm_eps": -1e-6}, r"config.json' holds impossible values: layer_norm_eps=-1e-06"),
+        ({"num_labels": "six"}, r"config.json': invalid literal for int\(\) with base 10: 'six'"),
+        ({"qkv_bias": "no"}, r"impossible values: qkv_bias='no'"),
     ],
 )
 def test_config_json_that_does_not_fit_its_checkpoint_is_refused(edit, message, tmp_path):
@@ -233,3 +239,43 @@ def test_folders_without_a_single_safetensors_file_are_explained(tmp_path):
     (tmp_path / "pytorch_model.bin").write_bytes(b"\x80\x02")
     with pytest.raises(CheckpointError, match=r"PyTorch pickle checkpoint"):
         model.load_pretrained(str(tmp_path))
+
+
+def test_config_json_fuzz_loads_or_raises_checkpoint_error(tmp_path):
+    """Random values in config.json fields: the loader either loads (the model agrees) or raises CheckpointError."""
+    small_activation_classifier(tmp_path)
+    original = json.loads((tmp_path / "config.json").read_text())
+    fields = [
+        "hidden_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "intermediate_size",
+        "patch_size",
+        "image_size",
+        "num_channels",
+        "qkv_bias",
+        "layer_norm_eps",
+        "num_labels",
+        "id2label",
+        "model_type",
+        "hidden_act",
+        "architectures",
+        "num_register_tokens",
+    ]
+    values = [None, -1, 0, 1, 4, 64, 2**70, 1.5, float("inf"), "64", "", True, [], {}, [64], {"0": "a"}, "vit"]
+    model = keras_vit.ViT(**SMALL_ARCH, num_classes=6)
+    rng = np.random.default_rng(0)
+    outcomes = {"loaded": 0, "refused": 0}
+    for _ in range(60):
+        edit = {
+            fields[rng.integers(len(fields))]: values[rng.integers(len(values))] for _field in range(rng.integers(1, 3))
+        }
+        (tmp_path / "config.json").write_text(json.dumps(original | edit))
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                model.load_pretrained(str(tmp_path))
+            outcomes["loaded"] += 1
+        except CheckpointError:
+            outcomes["refused"] += 1
+    assert outcomes["loaded"] > 0 and outcomes["refused"] > 30, outcomes
