@@ -131,11 +131,12 @@ def _entry(path: str, name: str, info) -> TensorEntry:
     if not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_count(o) for o in offsets):
         raise _corrupt(path, f"tensor {name!r} has data_offsets {str(offsets)[:200]}; they must be two integers >= 0")
     begin, end = offsets
-    needed = math.prod(shape) * _ITEMSIZE[dtype]
-    if math.prod(d for d in shape if d) * _ITEMSIZE[dtype] > _INT64_MAX:  # NumPy refuses even empty such shapes
+    itemsize = _ITEMSIZE[dtype]
+    needed = math.prod(shape) * itemsize
+    nonzero = math.prod(d for d in shape if d) * itemsize  # NumPy refuses such shapes even when one dimension is 0
+    if nonzero > _INT64_MAX:
         raise _corrupt(
-            path,
-            f"tensor {name!r} of shape {tuple(shape)} and dtype {dtype} claims {math.prod(d for d in shape if d) * _ITEMSIZE[dtype]} bytes, which overflows int64",
+            path, f"tensor {name!r} of shape {tuple(shape)} and dtype {dtype} claims {nonzero} bytes, overflowing int64"
         )
     if end < begin or end - begin != needed:
         raise _corrupt(

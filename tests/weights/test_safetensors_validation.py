@@ -38,7 +38,7 @@ def reference_verdict(path):
 
 MALFORMED = {
     "negative dimension": (blob({"w": entry(shape=(-4,))}), r"tensor 'w' has shape \[-4\]; dimensions must be"),
-    "overflowing dimensions": (blob({"w": entry(shape=(2**62, 2**40))}), r"tensor 'w' .* overflows int64"),
+    "overflowing dimensions": (blob({"w": entry(shape=(2**62, 2**40))}), r"tensor 'w' .* overflowing int64"),
     "float dimension": (blob({"w": entry(shape=(4.0,))}), r"tensor 'w' has shape \[4.0\]"),
     "boolean dimension": (blob({"w": entry(shape=(True, 4))}), r"tensor 'w' has shape \[True, 4\]"),
     "shape not a list": (blob({"w": entry() | {"shape": 4}}), r"tensor 'w' has shape 4"),
