@@ -279,3 +279,25 @@ def test_config_json_fuzz_loads_or_raises_checkpoint_error(tmp_path):
         except CheckpointError:
             outcomes["refused"] += 1
     assert outcomes["loaded"] > 0 and outcomes["refused"] > 30, outcomes
+
+
+def test_mutated_hf_checkpoint_loads_or_raises_checkpoint_error(tmp_path):
+    """The fuzz mutations of tests/weights applied to a save_pretrained folder: HF key mapping included."""
+    from tests.weights.test_fuzz_readers import mutate, time_bound
+
+    small_activation_classifier(tmp_path)
+    good = (tmp_path / "model.safetensors").read_bytes()
+    model = keras_vit.ViT(**SMALL_ARCH, num_classes=6)
+    rng = np.random.default_rng(5)
+    outcomes = {"loaded": 0, "refused": 0}
+    for case in range(80):
+        data, how = mutate(good, rng)
+        (tmp_path / "model.safetensors").write_bytes(data)
+        try:
+            with warnings.catch_warnings(), time_bound(f"hf {case} ({how})"):
+                warnings.simplefilter("ignore")
+                model.load_pretrained(str(tmp_path))
+            outcomes["loaded"] += 1
+        except CheckpointError:
+            outcomes["refused"] += 1
+    assert outcomes["loaded"] > 0 and outcomes["refused"] > 40, outcomes
