@@ -9,6 +9,16 @@ import numpy as np
 
 from keras_vit.weights.errors import CheckpointError
 
+# The tensors whose shapes define the architecture, and their number of dimensions in timm's layout.
+_NDIMS = {
+    "patch_embed.proj.weight": 4,
+    "blocks.0.mlp.fc1.weight": 2,
+    "blocks.0.attn.q_norm.weight": 1,
+    "reg_token": 3,
+    "pos_embed": 3,
+    "pre_logits.fc.weight": 2,
+    "head.weight": 2,
+}
 # Heads of the standard widths (ViT paper table 1; Ti/S from DeiT), used when the file cannot tell.
 STANDARD_HEADS = {192: 3, 384: 6, 768: 12, 1024: 16, 1280: 16}
 
@@ -35,6 +45,14 @@ def infer_arch(
             "Cannot infer an architecture: the state dict has no 'patch_embed.proj.weight'. "
             "Name the model instead (e.g. --model vit_base_patch16_224)."
         )
+    for key, ndim in _NDIMS.items():
+        if key in state and np.ndim(state[key]) != ndim:
+            raise CheckpointError(
+                f"Cannot infer an architecture: '{key}' has shape {np.shape(state[key])}, where a ViT has a "
+                f"{ndim}-D tensor. The file is corrupt or not a ViT; name the model to see every mismatch."
+            )
+    if "blocks.0.mlp.fc1.weight" not in state:
+        raise CheckpointError("Cannot infer an architecture: no 'blocks.0.mlp.fc1.weight'. Name the model instead.")
     dim, channels, ph, pw = state["patch_embed.proj.weight"].shape
     depth = 0
     while f"blocks.{depth}.norm1.weight" in state:

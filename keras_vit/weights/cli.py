@@ -8,7 +8,6 @@ Converting to `.safetensors` without `--model` is a pure key conversion.
 
 from __future__ import annotations
 
-import json
 import os
 
 from absl import flags
@@ -33,15 +32,15 @@ USAGE = "usage: keras-vit convert IN OUT [--model NAME] [--image_size N] [--num_
 def build_model(path: str, model_name: str | None, overrides: dict, num_heads: int | None = None):
     """Builds the keras_vit model the converted weights go into."""
     import keras_vit
-    from keras_vit.weights import arch_from_hf_config, formats, infer_arch
+    from keras_vit.weights import formats, hf_config, infer_arch
 
     if model_name:
         return keras_vit.create_model(model_name, **overrides)
-    config_path = os.path.join(os.path.dirname(os.path.abspath(path)), "config.json")
+    config_path = hf_config.config_beside(path)
     checkpoint = formats.read_checkpoint(path)
-    if checkpoint.flavor == "hf" and os.path.exists(config_path):
-        with open(config_path) as f:
-            arch = arch_from_hf_config(json.load(f))
+    if checkpoint.flavor == "hf" and config_path:
+        arch = hf_config.config_arch(hf_config.read_hf_config(config_path), config_path)
+        del arch["num_labels"]  # the head size is id2label's, already in num_classes
         arch["representation_size"] = arch["hidden_dim"] if "pre_logits.fc.weight" in checkpoint.state else None
     else:
         arch = infer_arch(checkpoint.state, num_heads=num_heads)
@@ -59,7 +58,9 @@ def convert(
 ) -> str:
     """Converts checkpoint `src` to `dst` (`.weights.h5` or `.safetensors`); returns a one-line summary."""
     from keras_vit.weights import formats, load_pretrained, save_weights, verify_sha256, write_safetensors
+    from keras_vit.weights.loading import checkpoint_in_folder
 
+    src = checkpoint_in_folder(os.fspath(src))  # a save_pretrained folder stands for its model.safetensors
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     if not dst.endswith((".weights.h5", ".safetensors")):
         raise ValueError(f"OUT must end in '.weights.h5' or '.safetensors'. Received: OUT={dst!r}")

@@ -59,7 +59,7 @@ def detect_format(path: str) -> str:
         try:
             with zipfile.ZipFile(path) as archive:
                 names = archive.namelist()
-        except zipfile.BadZipFile:
+        except npz.ZIP_ERRORS:
             if lower.endswith(_PICKLE_EXTENSIONS):
                 raise pickle_refusal(path) from None
             raise CheckpointError(
@@ -129,5 +129,5 @@ def read_checkpoint(path: str) -> Checkpoint:
     tensors, metadata = read_safetensors(path)
     tensors = timm_keys.strip_wrapper_prefix(tensors)
     if hf.is_hf_state(tensors):
-        return Checkpoint(hf.hf_to_timm(tensors), SAFETENSORS, "hf", metadata)
+        return Checkpoint(hf.hf_to_timm(tensors, path), SAFETENSORS, "hf", metadata)
     return Checkpoint(tensors, SAFETENSORS, "timm", metadata)

@@ -52,10 +52,14 @@ def is_hf_state(state: dict[str, Any]) -> bool:
     return any(k.startswith(("embeddings.", "vit.embeddings.", "deit.embeddings.")) for k in state)
 
 
-def hf_to_timm(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def hf_to_timm(state: dict[str, np.ndarray], path: str = "<state>") -> dict[str, np.ndarray]:
     """Renames (and fuses q/k/v of) a `transformers` ViT/DeiT state dict into timm keys.
 
     Unknown keys are kept under their own names so the loader reports them.
+
+    Raises:
+        CheckpointError: a layer's query/key/value are incomplete or differ in
+            shape (naming `path` and the tensors).
     """
     out: dict[str, np.ndarray] = {}
     qkv: dict[tuple[int, str], dict[str, np.ndarray]] = {}
@@ -82,7 +86,13 @@ def hf_to_timm(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         missing = [p for p in ("query", "key", "value") if p not in parts]
         if missing:
             raise CheckpointError(
-                f"Hugging Face checkpoint: layer {index} has no attention {missing} {kind}; the file is incomplete."
+                f"'{path}': layer {index} has no attention {missing} {kind}; the file is incomplete. Download it again."
+            )
+        shapes = {p: tuple(np.shape(parts[p])) for p in ("query", "key", "value")}
+        if len(set(shapes.values())) != 1 or len(shapes["query"]) != (2 if kind == "weight" else 1):
+            raise CheckpointError(
+                f"'{path}': the attention {kind}s of layer {index} have shapes {shapes}; they must be equal "
+                f"{'(out, in) matrices' if kind == 'weight' else 'vectors'}. The file is corrupt."
             )
         out[f"blocks.{index}.attn.qkv.{kind}"] = np.concatenate([parts["query"], parts["key"], parts["value"]])
     return out

@@ -16,7 +16,7 @@ import warnings
 import numpy as np
 
 from keras_vit.layers import resample_position_embeddings
-from keras_vit.weights import formats, timm_keys
+from keras_vit.weights import formats, hf_config, timm_keys
 from keras_vit.weights.checksum import verify_sha256
 from keras_vit.weights.errors import CheckpointError, listing, shape_str
 from keras_vit.weights.safetensors_io import write_safetensors
@@ -35,6 +35,9 @@ class LoadReport:
             not fit, e.g. another class count: the model keeps its new head),
             "dropped" (the model has no head) or "absent" (the file has none).
         skipped: checkpoint keys not loaded (pre-logits and classifier keys only).
+        config: the Hugging Face `config.json` read beside the file, if any.
+        layer_norm_epsilon: the epsilon adopted from that config when it
+            differed from the model's, else None.
     """
 
     path: str
@@ -44,6 +47,8 @@ class LoadReport:
     resampled: tuple | None = None
     head: str = "loaded"
     skipped: list[str] = dataclasses.field(default_factory=list)
+    config: str | None = None
+    layer_norm_epsilon: float | None = None
 
 
 def _checkpoint_grid(length: int, prefix: int, model_grid: tuple[int, int]) -> tuple[int, int] | None:
@@ -122,7 +127,7 @@ def plan_assignments(model, state: dict[str, np.ndarray], report: LoadReport) ->
             continue
         plan.append((variable, value))
     if missing or unexpected or mismatched:
-        parts = [f"The checkpoint does not fit model '{model.name}'; nothing was loaded."]
+        parts = [f"The checkpoint '{report.path}' does not fit model '{model.name}'; nothing was loaded."]
         if missing:
             parts.append(
                 listing(
@@ -226,7 +231,7 @@ def _load_keras_weights(model, path: str) -> LoadReport:
     scratch = model.__class__.from_config(model.get_config())
     try:
         scratch.load_weights(path)
-    except Exception as error:  # noqa: BLE001  (Keras raises many types for mismatched or damaged files; re-raised as one)
+    except Exception as error:  # noqa: BLE001  (Keras raises several types for mismatches and damaged files)
         raise CheckpointError(
             f"'{path}' does not fit model '{model.name}' or is damaged "
             f"({_keras_error_summary(error)}). Build the model with the architecture that saved it. Nothing was loaded."
@@ -242,12 +247,15 @@ def load_pretrained(model, path: str, sha256: str | None = None) -> LoadReport:
     Detects the format (timm or Hugging Face safetensors, original JAX `.npz`,
     keras_vit `.weights.h5`), maps every key, resamples the position embedding
     to the model's grid, and keeps the model's own classifier when the class
-    count differs (with a warning). Nothing is written unless everything fits.
+    count differs (with a warning). A Hugging Face checkpoint's `config.json`
+    beside it is honoured: the model must agree with its architecture, and
+    adopts its LayerNorm epsilon. Nothing is written unless everything fits.
 
     Args:
         model: a keras_vit `ViT`/`DeiT` (or any model with their layer names).
-        path: str. A file, or a name from `keras_vit.weights.list_checkpoints()`
-            (downloaded once into the Keras cache).
+        path: str. A file, a folder written by Hugging Face's `save_pretrained`,
+            or a name from `keras_vit.weights.list_checkpoints()` (downloaded
+            once into the Keras cache).
         sha256: optional hex digest the file must have.
 
     Returns:
@@ -268,10 +276,40 @@ def load_pretrained(model, path: str, sha256: str | None = None) -> LoadReport:
             )
     if sha256 is not None:
         verify_sha256(path, sha256)
+    path = checkpoint_in_folder(path)
     if formats.detect_format(path) == formats.KERAS_H5:
         return _load_keras_weights(model, path)
     checkpoint = formats.read_checkpoint(path)
-    return load_state_dict(model, checkpoint.state, path=path, format=checkpoint.format, flavor=checkpoint.flavor)
+    config_path = hf_config.config_beside(path) if checkpoint.flavor == "hf" else None
+    if config_path is None:
+        return load_state_dict(model, checkpoint.state, path=path, format=checkpoint.format, flavor=checkpoint.flavor)
+    arch = hf_config.config_arch(hf_config.read_hf_config(config_path), config_path)
+    hf_config.check_state(arch, checkpoint.state, config_path, path)
+    hf_config.check_model(model, arch, config_path)
+    report = load_state_dict(model, checkpoint.state, path=path, format=checkpoint.format, flavor=checkpoint.flavor)
+    report.config = config_path
+    report.layer_norm_epsilon = hf_config.adopt_layer_norm_epsilon(model, arch["layer_norm_epsilon"], config_path)
+    return report
+
+
+def checkpoint_in_folder(path: str) -> str:
+    """A folder written by Hugging Face's `save_pretrained` stands for its `model.safetensors`; a file for itself."""
+    if not os.path.isdir(path):
+        return path
+    weights = os.path.join(path, "model.safetensors")
+    if os.path.isfile(weights):
+        return weights
+    if os.path.isfile(os.path.join(path, "model.safetensors.index.json")):
+        raise CheckpointError(
+            f"'{path}' holds a sharded checkpoint (model.safetensors.index.json), which keras_vit does not read. "
+            "Save it as one file: model.save_pretrained(folder, max_shard_size='100GB')."
+        )
+    if os.path.isfile(os.path.join(path, "pytorch_model.bin")):
+        raise formats.pickle_refusal(os.path.join(path, "pytorch_model.bin"))
+    raise CheckpointError(
+        f"Folder '{path}' holds no model.safetensors (the file Hugging Face's save_pretrained writes). "
+        "Pass the checkpoint file itself."
+    )
 
 
 def save_weights(model, path: str) -> str:

@@ -15,7 +15,9 @@ converted here to timm keys and PyTorch layouts.
 
 from __future__ import annotations
 
-import contextlib
+import math
+import os
+import struct
 import zipfile
 import zlib
 
@@ -27,15 +29,77 @@ _PREFIXES = ("", "opt/target/", "params/")
 
 
 def read_npz(path: str) -> dict[str, np.ndarray]:
-    """Every array of an `.npz` file, never unpickling (object arrays are refused)."""
+    """Every array of an `.npz` file, never unpickling; each member's header is checked before its data is read.
+
+    Raises:
+        CheckpointError: a corrupt archive, a repeated or non-numeric array, or
+            a shape larger than the bytes stored for it (naming file and array).
+    """
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            return {name: np.asarray(archive[name]) for name in archive.files}
-    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as error:
+        archive = zipfile.ZipFile(path)
+    except ZIP_ERRORS as error:
         raise CheckpointError(
             f"'{path}' could not be read as an .npz archive ({type(error).__name__}: {error}); "
             "the file is truncated or corrupt. Download it again."
         ) from None
+    arrays: dict[str, np.ndarray] = {}
+    with archive:
+        for info in archive.infolist():
+            name = info.filename.removesuffix(".npy")
+            if name in arrays:
+                raise CheckpointError(f"'{path}' holds array {name!r} twice; the file is corrupt. Download it again.")
+            try:
+                _check_member(archive, info, os.path.getsize(path))
+                with archive.open(info) as member:
+                    arrays[name] = np.lib.format.read_array(member, allow_pickle=False)
+            except CheckpointError as error:
+                raise CheckpointError(
+                    f"'{path}': array {name!r} {error} The file is corrupt. Download it again."
+                ) from None
+            except ZIP_ERRORS as error:
+                raise CheckpointError(
+                    f"'{path}': array {name!r} could not be read ({type(error).__name__}: {error}); "
+                    "the file is truncated or corrupt. Download it again."
+                ) from None
+    return arrays
+
+
+# What `zipfile` and `numpy.lib.format` raise on damaged bytes (CRC, deflate, EOF, headers, odd methods).
+ZIP_ERRORS = (
+    zipfile.BadZipFile,
+    zlib.error,
+    EOFError,
+    OSError,
+    ValueError,
+    NotImplementedError,
+    RuntimeError,
+    OverflowError,
+    struct.error,
+)
+_MAX_DEFLATE_RATIO = 1032  # deflate cannot expand data by more than this
+
+
+def _check_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, archive_size: int) -> None:
+    """Validates one `.npy` member's claimed sizes, dtype and shape before anything is allocated for it."""
+    ratio = 1 if info.compress_type == zipfile.ZIP_STORED else _MAX_DEFLATE_RATIO
+    if info.compress_size > archive_size or info.file_size > ratio * info.compress_size + 1024:
+        raise CheckpointError(
+            f"claims {info.file_size} bytes from {info.compress_size} stored bytes in a {archive_size}-byte archive."
+        )
+    with archive.open(info) as member:
+        version = np.lib.format.read_magic(member)
+        if version not in ((1, 0), (2, 0)):
+            raise CheckpointError(f"uses .npy format version {version}, which is not one of a numeric array.")
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read(member)
+        header_size = member.tell()
+    if dtype.hasobject or dtype.kind not in "biuf":
+        raise CheckpointError(f"has dtype {dtype}, which is not a numeric array (keras_vit never unpickles).")
+    needed = math.prod(shape) * dtype.itemsize
+    if needed != info.file_size - header_size:
+        raise CheckpointError(
+            f"claims shape {tuple(shape)} of {dtype} ({needed} bytes) but holds {info.file_size - header_size} bytes."
+        )
 
 
 def npz_to_timm(arrays: dict[str, np.ndarray], path: str = "<npz>") -> dict[str, np.ndarray]:
@@ -56,18 +120,31 @@ def npz_to_timm(arrays: dict[str, np.ndarray], path: str = "<npz>") -> dict[str,
     used: set[str] = set()
     out: dict[str, np.ndarray] = {}
 
+    taken: list[str] = []
+
     def take(name: str, index: int | None = None) -> np.ndarray:
         used.add(name)
+        taken.append(name)
         value = w[name]  # a KeyError here means the tensor is absent; `put` skips it
         return value[index] if index is not None else value
 
     def put(key: str, make) -> None:
-        """Sets `out[key] = make()` unless a source tensor is absent (the loader then reports `key` missing).
-
-        `make` runs at once, so the loop variables the lambdas below bind as defaults are the current ones.
-        """
-        with contextlib.suppress(KeyError):
+        """Sets `out[key] = make()` unless a source tensor is absent (the loader then reports `key` missing)."""
+        first = len(taken)
+        try:
             out[key] = make()
+        except KeyError as error:  # optional parts (biases, pre-logits, head) may be absent; a block's weights not
+            if key.startswith("blocks.") and not key.endswith(".bias"):
+                raise CheckpointError(
+                    f"'{path}' has no array {prefix}{error.args[0]} (needed for {key}); the file is incomplete or "
+                    "corrupt. Download it again."
+                ) from None
+        except (ValueError, IndexError) as error:  # the arrays exist but have impossible shapes
+            shapes = ", ".join(f"{n} {np.shape(w[n])}" for n in dict.fromkeys(taken[first:]) if n in w)
+            raise CheckpointError(
+                f"'{path}': array(s) {shapes} cannot form {key} ({error}); the file is corrupt or not a ViT "
+                "checkpoint of the original layout."
+            ) from None
 
     put("patch_embed.proj.weight", lambda: take("embedding/kernel").transpose(3, 2, 0, 1))
     put("patch_embed.proj.bias", lambda: take("embedding/bias"))
@@ -77,7 +154,13 @@ def npz_to_timm(arrays: dict[str, np.ndarray], path: str = "<npz>") -> dict[str,
     put("pos_embed", lambda: take(pos_key) if w[pos_key].ndim == 3 else take(pos_key)[None])
     stacked = "Transformer/encoderblock/LayerNorm_0/scale" in w
     if stacked:
-        depth = w["Transformer/encoderblock/LayerNorm_0/scale"].shape[0]
+        scale = w["Transformer/encoderblock/LayerNorm_0/scale"]
+        if scale.ndim != 2:
+            raise CheckpointError(
+                f"'{path}': array 'Transformer/encoderblock/LayerNorm_0/scale' of stacked blocks has shape "
+                f"{scale.shape}, not (depth, width); the file is corrupt."
+            )
+        depth = scale.shape[0]
     else:
         depth = 0
         while any(k.startswith(f"Transformer/encoderblock_{depth}/") for k in w):
@@ -86,6 +169,8 @@ def npz_to_timm(arrays: dict[str, np.ndarray], path: str = "<npz>") -> dict[str,
 
     def qkv(attn: str, kind: str, idx):
         parts = [take(f"{attn}{n}/{kind}", idx) for n in ("query", "key", "value")]
+        if len({p.shape for p in parts}) != 1:
+            raise ValueError("query, key and value differ in shape")
         if kind == "bias":
             return np.concatenate([p.reshape(-1) for p in parts])
         return np.concatenate([p.reshape(p.shape[0], -1).T for p in parts])  # (D, H, hd) -> (H*hd, D) rows
