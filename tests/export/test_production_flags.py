@@ -241,3 +241,19 @@ def test_version_loading_is_reported_loading(base, vit_export, monkeypatch):
         release.set()
         loader.join(60)
     assert [(e["version"], e["state"]) for e in repo.status("tiny_vit")] == [("2", "AVAILABLE"), ("1", "END")]
+
+
+def test_loading_versions_leaves_no_gradient_registrations(vit_export):
+    """Each `tf.saved_model.load` registers the model's custom gradients process-wide; swaps must not pile them up."""
+    import gc
+
+    from tensorflow.python.framework import ops
+
+    registry = ops._gradient_registry._registry
+    repository.load_version("tiny_vit", 1, vit_export)
+    gc.collect()
+    before = len(registry)
+    loaded = [repository.load_version("tiny_vit", v, vit_export) for v in (2, 3)]
+    assert len(registry) == before
+    outputs = predict.run_signature(loaded[1], "serving_default", {"images": np.zeros((1, 32, 32, 3), np.float32)})
+    assert outputs["logits"].shape == (1, 10)  # inference needs none of them
