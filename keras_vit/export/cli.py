@@ -12,6 +12,8 @@ production unchanged.
 from __future__ import annotations
 
 import json
+import logging
+import os
 
 from absl import flags
 
@@ -59,6 +61,23 @@ _define("string", "model_config_file", None, "A models.config listing several mo
 _define("float", "file_system_poll_wait_seconds", 1.0, "Seconds between scans for new versions (0: never).")
 _define("string", "host", "127.0.0.1", "Address to bind; the default serves this machine only.")
 _define("integer", "max_request_bytes", 32 << 20, "Largest request body accepted.")
+_define("boolean", "enable_batching", False, "Batch concurrent predict requests (see --batching_parameters_file).")
+_define(
+    "string",
+    "batching_parameters_file",
+    "",
+    "TF Serving's text-format BatchingParameters; without it TF Serving's defaults apply.",
+)
+_define("integer", "rest_api_timeout_in_ms", 30000, "REST requests running longer answer DEADLINE_EXCEEDED (504).")
+_define(
+    "integer",
+    "model_config_file_poll_wait_seconds",
+    0,
+    "Seconds between re-reads of --model_config_file (0: read once at start).",
+)
+_define("integer", "tensorflow_intra_op_parallelism", 0, "Threads inside one TensorFlow op (0: TensorFlow's choice).")
+_define("integer", "tensorflow_inter_op_parallelism", 0, "TensorFlow ops run in parallel (0: TensorFlow's choice).")
+_define("integer", "grpc_max_threads", 4 * (os.cpu_count() or 1), "Threads answering gRPC calls.")
 
 
 def export_main() -> dict:
@@ -84,24 +103,49 @@ def export_main() -> dict:
 
 
 def serve_main() -> None:
-    from keras_vit import export
+    from keras_vit.export.batching import BatchingParameters, read_batching_parameters
     from keras_vit.export.commands import served_models
     from keras_vit.export.errors import ServingError
+    from keras_vit.export.server import ModelServer, set_tensorflow_threads
 
+    set_tensorflow_threads(FLAGS.tensorflow_intra_op_parallelism, FLAGS.tensorflow_inter_op_parallelism)
     models = served_models(FLAGS.model_name, FLAGS.model_base_path, FLAGS.model_config_file)
-    server = export.ModelServer(
+    batching = None
+    if FLAGS.enable_batching:
+        path = FLAGS.batching_parameters_file
+        batching = read_batching_parameters(path) if path else BatchingParameters()
+    elif FLAGS.batching_parameters_file:
+        logging.warning("--batching_parameters_file is ignored without --enable_batching (as in TF Serving).")
+    if FLAGS.rest_api_timeout_in_ms < 0:
+        raise ValueError(
+            f"--rest_api_timeout_in_ms must be >= 0 (0: no limit). Received: {FLAGS.rest_api_timeout_in_ms}"
+        )
+    poll = FLAGS.model_config_file_poll_wait_seconds
+    if poll < 0 or (poll > 0 and not FLAGS.model_config_file):
+        raise ValueError(
+            "--model_config_file_poll_wait_seconds must be >= 0, and > 0 only with --model_config_file. "
+            f"Received: --model_config_file_poll_wait_seconds={poll}"
+        )
+    server = ModelServer(
         models,
         host=FLAGS.host,
         rest_port=FLAGS.rest_api_port,
         grpc_port=FLAGS.port,
         max_request_bytes=FLAGS.max_request_bytes,
         poll_seconds=FLAGS.file_system_poll_wait_seconds,
+        grpc_workers=FLAGS.grpc_max_threads,
+        batching=batching,
+        rest_timeout_seconds=FLAGS.rest_api_timeout_in_ms / 1000 or None,
+        config_file=FLAGS.model_config_file,
+        config_poll_seconds=poll,
     ).start()
     for name in models:
         try:
             print(f"{name}: version {server.repository.get(name).version}")
         except ServingError:
             print(f"{name}: no version yet under {models[name]} (waiting for one)")
+    if batching is not None:
+        print(f"Batching: {batching}")
     print(
         f"REST on http://{FLAGS.host}:{server.rest_port}/v1/models/<name>, gRPC on {FLAGS.host}:{server.grpc_port}",
         flush=True,

@@ -2,12 +2,15 @@
 
 Built on the official protos of `tensorflow-serving-api`, so clients written
 for `tensorflow_model_server` (a `PredictionServiceStub` and a
-`PredictRequest`) work unchanged. Errors carry TF Serving's status codes.
+`PredictRequest`) work unchanged. Errors carry TF Serving's status codes;
+Classify, Regress, MultiInference and HandleReloadConfigRequest answer
+UNIMPLEMENTED (the exported signatures are predict signatures).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from concurrent import futures
 
 import grpc
@@ -20,16 +23,32 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from keras_vit.export.errors import ServingError, invalid
-from keras_vit.export.loaded_version import run_signature
+from keras_vit.export.errors import CODE_BY_NUMBER, ServingError, invalid
+from keras_vit.export.loaded_version import LoadedVersion, run_signature
 from keras_vit.export.predict import DEFAULT_SIGNATURE
 from keras_vit.export.repository import ModelRepository
+
+Runner = Callable[[LoadedVersion, str, dict, "float | None"], dict]
+_NUMBER_BY_CODE = {name: number for number, name in CODE_BY_NUMBER.items()}
 
 log = logging.getLogger("keras_vit.serve")
 
 
 def _abort(context: grpc.ServicerContext, error: ServingError):
     context.abort(getattr(grpc.StatusCode, error.code), error.message)
+
+
+def _unimplemented(method: str, context: grpc.ServicerContext):
+    """Answers UNIMPLEMENTED without a traceback in the server log."""
+    context.abort(
+        grpc.StatusCode.UNIMPLEMENTED,
+        f"{method} is not served by keras-vit serve: the exported signatures are predict signatures; "
+        "call Predict (REST :predict) instead.",
+    )
+
+
+def _run_now(loaded: LoadedVersion, signature: str, inputs: dict, timeout: float | None) -> dict:
+    return run_signature(loaded, signature, inputs)
 
 
 def _requested_version(model_spec) -> int | None:
@@ -51,10 +70,11 @@ def _tensor_to_array(name: str, proto, expected_dtype) -> np.ndarray:
 
 
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
-    """Predict and GetModelMetadata over a `ModelRepository`."""
+    """Predict and GetModelMetadata over a `ModelRepository`; `run` answers each Predict call."""
 
-    def __init__(self, repository: ModelRepository):
+    def __init__(self, repository: ModelRepository, run: Runner = _run_now):
         self.repository = repository
+        self.run = run
 
     def Predict(self, request, context):
         import tensorflow as tf
@@ -73,7 +93,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
             if unknown:
                 raise invalid(f"Unexpected input(s) {unknown}; signature '{signature}' takes {sorted(specs)}.")
             inputs = {key: _tensor_to_array(key, request.inputs[key], specs[key].dtype) for key in request.inputs}
-            outputs = run_signature(loaded, signature, inputs)
+            outputs = self.run(loaded, signature, inputs, context.time_remaining())
             wanted = list(request.output_filter) or sorted(outputs)
             missing = sorted(set(wanted) - set(outputs))
             if missing:
@@ -111,14 +131,18 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         except ServingError as error:
             _abort(context, error)
 
+    def Classify(self, request, context):
+        _unimplemented("Classify", context)
+
+    def Regress(self, request, context):
+        _unimplemented("Regress", context)
+
+    def MultiInference(self, request, context):
+        _unimplemented("MultiInference", context)
+
 
 class ModelStatusServicer(model_service_pb2_grpc.ModelServiceServicer):
-    """GetModelStatus: which versions are AVAILABLE (or failed)."""
-
-    _STATES = {
-        "AVAILABLE": get_model_status_pb2.ModelVersionStatus.AVAILABLE,
-        "END": get_model_status_pb2.ModelVersionStatus.END,
-    }
+    """GetModelStatus: each version's state (LOADING, AVAILABLE, END) and load error, as TF Serving reports it."""
 
     def __init__(self, repository: ModelRepository):
         self.repository = repository
@@ -134,16 +158,27 @@ class ModelStatusServicer(model_service_pb2_grpc.ModelServiceServicer):
         for entry in entries:
             status = response.model_version_status.add()
             status.version = int(entry["version"])
-            status.state = self._STATES[entry["state"]]
+            status.state = get_model_status_pb2.ModelVersionStatus.State.Value(entry["state"])
             status.status.error_message = entry["status"]["error_message"]
-            status.status.error_code = 0 if entry["status"]["error_code"] == "OK" else 2
+            status.status.error_code = _NUMBER_BY_CODE[entry["status"]["error_code"]]
         return response
+
+    def HandleReloadConfigRequest(self, request, context):
+        _unimplemented("HandleReloadConfigRequest", context)
 
 
 def make_grpc_server(
-    repository: ModelRepository, host: str, port: int, max_request_bytes: int, max_workers: int = 8
+    repository: ModelRepository,
+    host: str,
+    port: int,
+    max_request_bytes: int,
+    max_workers: int = 8,
+    run: Runner = _run_now,
 ) -> tuple[grpc.Server, int]:
-    """A gRPC server with both services bound to `host:port` (0 picks a free port); returns it and the port."""
+    """A gRPC server with both services bound to `host:port` (0 picks a free port); returns it and the port.
+
+    `max_workers` threads answer calls (TF Serving's `--grpc_max_threads`); `run` answers each Predict.
+    """
     options = [
         ("grpc.max_receive_message_length", max_request_bytes),
         ("grpc.max_send_message_length", max(max_request_bytes, 64 << 20)),
@@ -152,7 +187,7 @@ def make_grpc_server(
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="keras-vit-grpc"), options=options
     )
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionServicer(repository), server)
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionServicer(repository, run), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelStatusServicer(repository), server)
     bound = server.add_insecure_port(f"{host}:{port}")
     if bound == 0:

@@ -32,7 +32,6 @@ class LoadedVersion:
 
 def load_version(name: str, version: int, path: str) -> LoadedVersion:
     """Loads one SavedModel version with its `serve` tag and reads its SignatureDefs from `saved_model.pb`."""
-    import tensorflow as tf
     from tensorflow.core.protobuf import saved_model_pb2
 
     proto = saved_model_pb2.SavedModel()
@@ -42,11 +41,32 @@ def load_version(name: str, version: int, path: str) -> LoadedVersion:
     if not graphs:
         raise ValueError(f"{path!r} has no MetaGraph tagged 'serve'.")
     defs = {k: v for k, v in graphs[0].signature_def.items() if not k.startswith("__")}
-    obj = tf.saved_model.load(path, tags=["serve"])
+    obj = _load_for_inference(path)
     signatures = {k: v for k, v in obj.signatures.items() if k in defs}
     loaded = LoadedVersion(name, version, path, obj, signatures, defs)
     _warm_up(loaded)
     return loaded
+
+
+def _load_for_inference(path: str) -> Any:
+    """`tf.saved_model.load`, minus the custom-gradient registrations it leaves behind.
+
+    Loading registers each of the model's custom gradients in TensorFlow's
+    process-wide gradient registry under a fresh `CustomGradient-N` name, and
+    nothing removes them: their closures keep every loaded version alive (about
+    20 MB per load of a tiny ViT), so each version swap would grow the server.
+    Serving computes no gradients, so the registrations this load made are dropped.
+    """
+    import tensorflow as tf
+    from tensorflow.python.framework import ops
+
+    registry = ops._gradient_registry._registry  # private: TensorFlow has no public way to unregister
+    before = set(registry)
+    obj = tf.saved_model.load(path, tags=["serve"])
+    for name in set(registry) - before:
+        if name.startswith("CustomGradient-"):
+            del registry[name]
+    return obj
 
 
 def _warm_up(loaded: LoadedVersion) -> None:

@@ -5,7 +5,9 @@ is loaded and served (TF Serving's default `latest` policy); a poller checks
 for new versions and swaps one in only after it loaded completely, so requests
 never see a partial model: in-flight requests keep the version they started with.
 A version that fails to load is reported in the status and the previous one
-stays in service.
+stays in service. The status follows TF Serving's version states: LOADING while
+a version loads, AVAILABLE while it serves, END once it was unloaded (replaced,
+deleted, or failed to load, with the error).
 """
 
 from __future__ import annotations
@@ -53,13 +55,33 @@ class ModelRepository:
         self._refresh_lock = threading.Lock()  # one scan at a time (poller and explicit calls)
         self._current: dict[str, LoadedVersion] = {}
         self._failed: dict[tuple[str, int], tuple[str, tuple]] = {}  # -> (message, folder fingerprint)
+        self._loading: set[tuple[str, int]] = set()
+        self._ended: set[tuple[str, int]] = set()  # versions served before and unloaded since
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def refresh(self) -> None:
         """Loads any model whose highest version on disk is newer than the one served."""
         with self._refresh_lock:
+            for name, base in list(self.models.items()):
+                self._refresh_model(name, base)
+
+    def set_models(self, models: dict[str, str]) -> None:
+        """Serves exactly `models` from now on (a re-read models.config): new ones load, dropped ones unload."""
+        if not models:
+            raise ValueError("Serve at least one model. Received: models={}")
+        models = {name: os.path.abspath(base) for name, base in models.items()}
+        with self._refresh_lock:
             for name, base in self.models.items():
+                if models.get(name) != base:  # dropped, or moved to another base path: start afresh
+                    with self._lock:
+                        self._current.pop(name, None)
+                        self._loading = {k for k in self._loading if k[0] != name}
+                        self._ended = {k for k in self._ended if k[0] != name}
+                    self._failed = {k: v for k, v in self._failed.items() if k[0] != name}
+                    log.info("Unloaded model %s (no longer in the model config)", name)
+            self.models = models
+            for name, base in models.items():
                 self._refresh_model(name, base)
 
     def _refresh_model(self, name: str, base: str) -> None:
@@ -73,14 +95,23 @@ class ModelRepository:
             if current is not None and current.version >= version:
                 return
             path = os.path.join(base, str(version))
+            with self._lock:
+                self._loading.add((name, version))
             try:
                 loaded = load_version(name, version, path)
             except Exception as error:  # noqa: BLE001  (a broken version must not take the server down)
                 log.error("Could not load %s version %d from %s: %s", name, version, path, error)
                 self._failed[(name, version)] = (f"{type(error).__name__}: {error}", _fingerprint(path))
                 continue
+            finally:
+                with self._lock:
+                    self._loading.discard((name, version))
             with self._lock:
+                previous = self._current.get(name)
                 self._current[name] = loaded
+                self._ended.discard((name, version))
+                if previous is not None:
+                    self._ended.add((name, previous.version))
             log.info("Serving %s version %d from %s", name, version, path)
             return
 
@@ -104,29 +135,28 @@ class ModelRepository:
         return current
 
     def status(self, name: str, version: int | None = None) -> list[dict[str, Any]]:
-        """TF Serving's `model_version_status` list for a model (or one version)."""
+        """TF Serving's `model_version_status` list for a model (or one version), newest version first."""
         if name not in self.models:
             raise ServingError("NOT_FOUND", f"Could not find any versions of model {name}")
+        ok = {"error_code": "OK", "error_message": ""}
+        states: dict[int, tuple[str, dict[str, str]]] = {}
         with self._lock:
             current = self._current.get(name)
-        entries = []
+            for model, ended in self._ended:
+                if model == name:
+                    states[ended] = ("END", ok)
+            for (model, failed), (message, _) in list(self._failed.items()):
+                if model == name:
+                    states[failed] = ("END", {"error_code": "UNKNOWN", "error_message": message})
+            for model, loading in self._loading:
+                if model == name:
+                    states[loading] = ("LOADING", ok)
         if current is not None:
-            entries.append(
-                {
-                    "version": str(current.version),
-                    "state": "AVAILABLE",
-                    "status": {"error_code": "OK", "error_message": ""},
-                }
-            )
-        for (model, failed), (message, _) in sorted(self._failed.items()):
-            if model == name:
-                entries.append(
-                    {
-                        "version": str(failed),
-                        "state": "END",
-                        "status": {"error_code": "UNKNOWN", "error_message": message},
-                    }
-                )
+            states[current.version] = ("AVAILABLE", ok)
+        entries = [
+            {"version": str(v), "state": state, "status": dict(status)}
+            for v, (state, status) in sorted(states.items(), reverse=True)
+        ]
         if version is not None:
             entries = [e for e in entries if e["version"] == str(version)]
         if not entries:

@@ -13,13 +13,16 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from keras_vit.export.errors import ServingError
-from keras_vit.export.loaded_version import run_signature
+from keras_vit.export.loaded_version import LoadedVersion, run_signature
 from keras_vit.export.predict import format_predict_response, parse_predict_body
 from keras_vit.export.repository import ModelRepository
+
+Runner = Callable[[LoadedVersion, str, dict, "float | None"], dict]
 
 log = logging.getLogger("keras_vit.serve")
 _PATH = re.compile(
@@ -46,6 +49,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     repository: ModelRepository
     max_request_bytes: int
+    run: Runner  # (loaded, signature, inputs, timeout seconds) -> outputs
+    timeout_seconds: float | None
 
     def log_message(self, format: str, *args) -> None:  # route access logs to logging, not stderr
         log.debug("%s - %s", self.address_string(), format % args)
@@ -125,7 +130,7 @@ class _Handler(BaseHTTPRequestHandler):
                 raise ServingError("UNIMPLEMENTED", f"Only :predict is served here; received :{verb}.")
             loaded = self.repository.get(name, version)
             signature, inputs, style = parse_predict_body(body, loaded)
-            outputs = run_signature(loaded, signature, inputs)
+            outputs = self.run(loaded, signature, inputs, self.timeout_seconds)
             self._send(200, format_predict_response(outputs, style))
         except ServingError as error:
             self._error(error)
@@ -134,9 +139,30 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(ServingError("INTERNAL", f"{type(error).__name__}: {error}"))
 
 
-def make_rest_server(repository: ModelRepository, host: str, port: int, max_request_bytes: int) -> ThreadingHTTPServer:
-    """A bound (not yet serving) HTTP server answering TF Serving's REST API from `repository`."""
-    handler = type("RestHandler", (_Handler,), {"repository": repository, "max_request_bytes": max_request_bytes})
+def _run_now(loaded: LoadedVersion, signature: str, inputs: dict, timeout: float | None) -> dict:
+    return run_signature(loaded, signature, inputs)
+
+
+def make_rest_server(
+    repository: ModelRepository,
+    host: str,
+    port: int,
+    max_request_bytes: int,
+    run: Runner = _run_now,
+    timeout_seconds: float | None = None,
+) -> ThreadingHTTPServer:
+    """A bound (not yet serving) HTTP server answering TF Serving's REST API from `repository`.
+
+    `run` answers each predict call; requests taking longer than `timeout_seconds`
+    (TF Serving's `--rest_api_timeout_in_ms`) get DEADLINE_EXCEEDED (HTTP 504).
+    """
+    attributes = {
+        "repository": repository,
+        "max_request_bytes": max_request_bytes,
+        "run": staticmethod(run),
+        "timeout_seconds": timeout_seconds,
+    }
+    handler = type("RestHandler", (_Handler,), attributes)
     server = ThreadingHTTPServer((host, port), handler)
     server.daemon_threads = True
     return server

@@ -90,3 +90,61 @@ def test_export_all_formats_with_verify_then_serve(vit, tmp_path):
 def test_bad_command_line_is_a_clean_error(tmp_path):
     result = keras_vit("export", f"--output_dir={tmp_path}")
     assert result.returncode == 2 and "Give --model" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_serve_takes_tf_serving_production_flags(vit_export, tmp_path):
+    import shutil
+
+    base = tmp_path / "tiny_vit"
+    shutil.copytree(vit_export, base / "1")
+    config = tmp_path / "models.config"
+    config.write_text(
+        f"model_config_list {{ config {{ name: 'tiny' base_path: '{base}' model_platform: 'tensorflow' }} }}"
+    )
+    batching = tmp_path / "batching.config"
+    batching.write_text(
+        "max_batch_size { value: 8 }\nbatch_timeout_micros { value: 1000 }\nnum_batch_threads { value: 2 }\n"
+    )
+    flags = [
+        f"--model_config_file={config}",
+        "--model_config_file_poll_wait_seconds=60",
+        "--enable_batching",
+        f"--batching_parameters_file={batching}",
+        "--rest_api_timeout_in_ms=20000",
+        "--tensorflow_intra_op_parallelism=2",
+        "--tensorflow_inter_op_parallelism=2",
+        "--grpc_max_threads=4",
+        "--rest_api_port=0",
+        "--port=0",
+    ]
+    command = [sys.executable, "-m", "keras_vit.cli", "serve", *flags]
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
+    lines = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in server.stdout], daemon=True).start()
+    seen = []
+    try:
+        port, deadline = None, time.monotonic() + 120
+        while port is None and time.monotonic() < deadline:
+            try:
+                seen.append(lines.get(timeout=1))
+            except queue.Empty:
+                assert server.poll() is None, "keras-vit serve exited"
+                continue
+            match = re.search(r"REST on http://127\.0\.0\.1:(\d+)", seen[-1])
+            port = int(match.group(1)) if match else None
+        assert port, seen
+        assert any("max_batch_size=8" in line and "num_batch_threads=2" in line for line in seen), seen
+        images = np.random.default_rng(0).uniform(0, 255, (9, 32, 32, 3)).round().tolist()
+        status, body = rest(port, "POST", "/v1/models/tiny:predict", {"instances": images[:3]})
+        assert status == 200 and len(body["predictions"]) == 3
+        status, body = rest(port, "POST", "/v1/models/tiny:predict", {"instances": images})
+        assert status == 400 and "Task size 9 is larger than maximum input batch size 8" in body["error"]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+    batching.write_text("max_batch_size { value: 8 }\nbatch_timeout_micro { value: 1000 }\n")
+    result = keras_vit(
+        "serve", f"--model_config_file={config}", "--enable_batching", f"--batching_parameters_file={batching}"
+    )
+    assert result.returncode == 2 and "batch_timeout_micro" in result.stderr and "Traceback" not in result.stderr
