@@ -63,6 +63,9 @@ _define("integer", "max_request_bytes", 32 << 20, "Largest request body accepted
 
 def export_main() -> dict:
     from keras_vit.export.commands import export_command
+    from keras_vit.models.cli import require_image_model
+
+    require_image_model(FLAGS.model, "export")
 
     return export_command(
         model_name=FLAGS.model,
