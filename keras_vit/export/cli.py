@@ -63,9 +63,10 @@ _define("integer", "max_request_bytes", 32 << 20, "Largest request body accepted
 
 def export_main() -> dict:
     from keras_vit.export.commands import export_command
-    from keras_vit.models.cli import require_image_model
+    from keras_vit.models.cli import require_image_model, require_image_model_file
 
     require_image_model(FLAGS.model, "export")
+    require_image_model_file(FLAGS.keras_file, "export", "keras_file")
 
     return export_command(
         model_name=FLAGS.model,

@@ -49,6 +49,26 @@ def require_image_model(name: str | None, command: str) -> None:
         )
 
 
+def require_image_model_file(path: str | None, command: str, flag: str) -> None:
+    """Like `require_image_model` for a saved `.keras` file, read from its config without loading it."""
+    import zipfile
+
+    import keras
+
+    from keras_vit.models import Transformer
+
+    if not path or not str(path).endswith(".keras") or not zipfile.is_zipfile(path):
+        return
+    with zipfile.ZipFile(path) as archive:
+        config = json.loads(archive.read("config.json"))
+    if config.get("registered_name") == keras.saving.get_registered_name(Transformer):
+        instead = SEQUENCE_ALTERNATIVES.get(command, "use it from Python")
+        raise ValueError(
+            f"keras-vit {command} works on image models (ViT/DeiT), and this file holds a sequence Transformer; "
+            f"{instead}. Received: --{flag}={path}"
+        )
+
+
 def summary(name: str) -> dict[str, Any]:
     """One model's row of `keras-vit list`: name, family, parameters, input and classes."""
     from keras_vit.models import model_spec

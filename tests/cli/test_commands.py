@@ -185,3 +185,21 @@ def test_filter_drops_startup_lines_and_keeps_warnings_and_errors(tmp_path):
     assert "UserWarning: a real warning" in lines[1]
     assert lines[-1] == "no newline at the end"
     assert not [line for line in lines if TF_LOG_LINE.search(line) and line != KEPT.strip()]
+
+
+@pytest.mark.parametrize(
+    "args, flag",
+    [
+        (["export", "--keras_file={path}"], "keras_file"),
+        (["evaluate", "--model_path={path}"], "model_path"),
+        (["finetune", "--init={path}"], "init"),
+    ],
+)
+def test_a_saved_sequence_model_gets_a_clear_error_too(args, flag, tmp_path, capsys):
+    path = tmp_path / "transformer.keras"
+    keras_vit.create_model("transformer_tiny").save(path)
+    code, out, err = _run_in_process([arg.format(path=path) for arg in args], capsys)
+    assert code == 2
+    assert re.fullmatch(
+        rf"keras-vit {args[0]}: error: .*holds a sequence Transformer; .*Received: --{flag}=.*\n", err
+    ), err
