@@ -8,8 +8,11 @@ A command module exposes `main(argv)`.
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import sys
+
+from keras_vit._cli_startup import filter_startup_lines
 
 # command -> (module with `main(argv)`, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -40,7 +43,9 @@ def usage() -> str:
 
 
 def run(argv: list[str] | None = None) -> None:
-    """Console-script entry point."""
+    """Console-script entry point; `argv` given (tests, scripts) leaves the process's stderr as it is."""
+    if argv is None:
+        filter_startup_lines()
     argv = list(sys.argv if argv is None else argv)
     if len(argv) < 2 or argv[1] in ("-h", "--help", "help"):
         print(usage())
@@ -54,7 +59,6 @@ def run(argv: list[str] | None = None) -> None:
     if command not in COMMANDS:
         print(f"keras-vit: unknown command {command!r}.\n\n{usage()}", file=sys.stderr)
         sys.exit(2)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     module = importlib.import_module(COMMANDS[command][0])
     from absl import app, flags
 
@@ -64,11 +68,19 @@ def run(argv: list[str] | None = None) -> None:
         return
 
     def main(args):
+        if not flags.FLAGS["verbosity"].present:
+            # TensorFlow's Python INFO lines ("Assets written to", "Sharding callback duration") say nothing a
+            # user acts on; its warnings and errors still show, and `--verbosity=0` brings the INFO lines back.
+            flags.FLAGS.verbosity = -1  # absl's WARNING; absl re-applies it whenever it resets its loggers
+            logging.getLogger("tensorflow").setLevel(logging.WARNING)
         try:
             module.main([command, *args[1:]])
         except ValueError as error:  # bad input: say what and how to fix it, not a stack trace
             print(f"keras-vit {command}: error: {error}", file=sys.stderr)
             sys.exit(2)
+        except BrokenPipeError:  # `keras-vit list | head`: the reader left, nothing is wrong
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(0)
 
     app.run(main, argv=[f"keras-vit {command}", *argv[2:]])
 

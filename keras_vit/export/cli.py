@@ -82,6 +82,10 @@ _define("integer", "grpc_max_threads", 4 * (os.cpu_count() or 1), "Threads answe
 
 def export_main() -> dict:
     from keras_vit.export.commands import export_command
+    from keras_vit.models.cli import require_image_model, require_image_model_file
+
+    require_image_model(FLAGS.model, "export")
+    require_image_model_file(FLAGS.keras_file, "export", "keras_file")
 
     return export_command(
         model_name=FLAGS.model,

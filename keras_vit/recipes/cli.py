@@ -104,6 +104,11 @@ def overrides_from_flags(command: str, recipe) -> dict:
         overrides["jit_compile"] = XLA[FLAGS.xla]
     if FLAGS.init is not None:
         overrides["init_from"] = FLAGS.init
+    from keras_vit.models.cli import require_image_model, require_image_model_file
+
+    require_image_model(overrides.get("model", recipe.model), command)
+    require_image_model_file(overrides.get("init_from"), command, "init")
+    require_image_model_file(FLAGS.model_path, command, "model_path")
     if command == "finetune" and overrides.get("init_from", recipe.init_from) is None:
         raise ValueError("finetune needs --init: the .keras model to start from (e.g. runs/<run>/model.keras).")
     return overrides

@@ -70,6 +70,9 @@ def main(argv: list[str]) -> None:
             f"Recipe {name!r} is not a distillation recipe; use one of {distill}. Received: --recipe={name}"
         )
     overrides = overrides_from_flags(recipe)
+    from keras_vit.models.cli import require_image_model
+
+    require_image_model(overrides.get("model", recipe.model), "distill")
     if "teacher" not in overrides:
         raise ValueError(
             "keras-vit distill needs --teacher: a .keras model (e.g. runs/<run>/model.keras from "

@@ -190,6 +190,9 @@ def main(argv: list[str]) -> None:
         raise ValueError(f"Unexpected arguments {argv[1:]}; use --image FILE for images.")
     if not FLAGS.model:
         raise ValueError("--model is required: a .keras file or a registered model name.")
+    from keras_vit.models.cli import require_image_model
+
+    require_image_model(FLAGS.model, "visualize")
     image_size = parse_image_size(FLAGS.image_size)
     model = load_model(FLAGS.model)
     written = visualize(

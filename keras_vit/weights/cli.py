@@ -91,5 +91,8 @@ def main(argv: list[str]) -> None:
     args = argv[1:]
     if len(args) != 2:
         raise ValueError(f"convert takes two arguments, IN and OUT. Received: {args}. {USAGE}")
+    from keras_vit.models.cli import require_image_model
+
+    require_image_model(FLAGS.model, "convert")
     overrides = {"image_size": FLAGS.image_size, "num_classes": FLAGS.num_classes}
     print(convert(args[0], args[1], FLAGS.model, overrides, FLAGS.num_heads, FLAGS.sha256))
