@@ -203,7 +203,9 @@ def test_different_image_sizes_batch_apart_or_padded(loaded):
     np.testing.assert_allclose(
         results[1]["logits"], run_signature(loaded, "serving_default", large)["logits"], atol=1e-5
     )
-    params = BatchingParameters(max_batch_size=2, num_batch_threads=1, pad_variable_length_inputs=True)
+    params = BatchingParameters(
+        max_batch_size=2, batch_timeout_micros=2_000_000, num_batch_threads=1, pad_variable_length_inputs=True
+    )
     batcher = Batcher(params, run=counting)
     try:
         concurrent(lambda i: batcher.run(loaded, "serving_default", i), [(small,), (large,)])
