@@ -2,6 +2,7 @@
 
 from keras_vit import layers
 from keras_vit.models import (
+    MAE,
     DeiT,
     ModelSpec,
     Transformer,
@@ -17,12 +18,13 @@ from keras_vit.models import (
 # runs reference, so `keras.saving.load_model("runs/<run>/model.keras")` works
 # after a plain `import keras_vit`.
 from keras_vit.training import optimizers as _optimizers  # noqa: F401
-from keras_vit.training import schedules as _schedules
-from keras_vit.training import sequence as _sequence
+from keras_vit.training import schedules as _schedules  # noqa: F401
+from keras_vit.training import sequence as _sequence  # noqa: F401
 from keras_vit.version import __version__
 
 __all__ = [
     "DeiT",
+    "MAE",
     "ModelSpec",
     "Transformer",
     "ViT",
