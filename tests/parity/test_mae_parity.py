@@ -140,3 +140,24 @@ def test_encoder_moves_into_a_vit_classifier(tmp_path):
         noise = torch.arange((SIZE // PATCH) ** 2, dtype=torch.float32).repeat(len(images), 1)
         expected = reference.vit(pixel_values=to_torch(images), noise=noise).last_hidden_state[:, 0].numpy()
     assert max_diff(vit(images), expected) < TOLERANCE
+
+
+@pytest.mark.parametrize(
+    "name, sizes",
+    [
+        ("mae_vit_base_patch16", {}),
+        (
+            "mae_vit_large_patch16",
+            dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096),
+        ),
+        (
+            "mae_vit_huge_patch14",
+            dict(hidden_size=1280, num_hidden_layers=32, num_attention_heads=16, intermediate_size=5120, patch_size=14),
+        ),
+    ],
+)
+def test_paper_variants_count_the_reference_parameters(name, sizes):
+    """Decoder 512 wide x 8 blocks x 16 heads on ViT-B/L/H: the same weights as transformers' ViTMAE."""
+    with torch.device("meta"):
+        reference = transformers.ViTMAEForPreTraining(transformers.ViTMAEConfig(**sizes))
+    assert keras_vit.model_spec(name).num_params == sum(p.numel() for p in reference.parameters())
