@@ -141,3 +141,24 @@ def test_encoder_moves_into_vit_from_a_keras_file(tmp_path):
         gap = keras_vit.ViT("vit_digits_patch2_8", pooling="gap", num_classes=10, weights=path)
     np.testing.assert_array_equal(gap.get_layer("block_2").weights[0].numpy(), mae.get_layer("block_2").weights[0])
     np.testing.assert_array_equal(gap.get_layer("fc_norm").weights[0].numpy(), np.ones(64))
+
+
+def test_catalogued_mae_encoders_resolve_offline(tmp_path, monkeypatch):
+    """The paper's encoders are catalogued by their timm tags; a cached file (written here) loads without network."""
+    import dataclasses
+
+    from keras_vit.weights import catalog, mae_hf
+    from keras_vit.weights.safetensors_io import write_safetensors
+
+    for model in ("vit_base_patch16_224", "vit_large_patch16_224", "vit_huge_patch14_224"):
+        entry = catalog.CHECKPOINTS[f"{model}.mae"]
+        assert entry.model == model and entry.num_classes == 0 and entry.license == "CC-BY-NC-4.0"
+        assert entry.url == f"https://huggingface.co/timm/{model}.mae/resolve/main/model.safetensors"
+    mae = keras_vit.create_model(NAME)
+    encoder = {k: v for k, v in mae_hf.mae_state_dict(mae).items() if not k.startswith(("decoder_", "mask_token"))}
+    entry = dataclasses.replace(catalog.CHECKPOINTS["vit_base_patch16_224.mae"], model="vit_digits_patch2_8")
+    monkeypatch.setitem(catalog.CHECKPOINTS, entry.name, entry)
+    monkeypatch.setenv("KERAS_VIT_CACHE", str(tmp_path))
+    write_safetensors(str(tmp_path / "keras_vit" / entry.file_name), encoder, {"format": "pt"})
+    vit = keras_vit.ViT("vit_digits_patch2_8", num_classes=0, weights=entry.name)
+    np.testing.assert_array_equal(vit.get_layer("block_1").weights[0].numpy(), mae.get_layer("block_1").weights[0])
