@@ -162,3 +162,18 @@ def test_catalogued_mae_encoders_resolve_offline(tmp_path, monkeypatch):
     write_safetensors(str(tmp_path / "keras_vit" / entry.file_name), encoder, {"format": "pt"})
     vit = keras_vit.ViT("vit_digits_patch2_8", num_classes=0, weights=entry.name)
     np.testing.assert_array_equal(vit.get_layer("block_1").weights[0].numpy(), mae.get_layer("block_1").weights[0])
+
+
+def test_plot_mae_reconstruction_writes_the_panels(tmp_path):
+    from keras_vit import visualize
+
+    mae = keras_vit.create_model(NAME, norm_pix_loss=True)
+    images, noise = _images(2), _noise(2)
+    drawn = visualize.plot_mae_reconstruction(mae, images, tmp_path / "mae.png", noise=noise)
+    assert (tmp_path / "mae.png").stat().st_size > 0 and not list(tmp_path.glob(".tmp-*"))
+    arrays = visualize.mae_reconstruction(mae, images, noise)
+    kept = arrays["mask"] == 0
+    np.testing.assert_array_equal(arrays["pasted"][kept], images[kept])  # visible pixels are the original's
+    assert drawn["original"].shape == (2, 8, 8, 3) and drawn["mask"].sum() == 2 * 12 * 4
+    with pytest.raises(ValueError, match=r"path='mae.jpg'"):
+        visualize.plot_mae_reconstruction(mae, images, "mae.jpg")
