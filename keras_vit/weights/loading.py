@@ -226,7 +226,7 @@ def _load_keras_weights(model, path: str) -> LoadReport:
     scratch = model.__class__.from_config(model.get_config())
     try:
         scratch.load_weights(path)
-    except Exception as error:  # Keras raises several types for mismatches and damaged files
+    except Exception as error:  # noqa: BLE001 (Keras raises several types for mismatches and damaged files)
         raise CheckpointError(
             f"'{path}' does not fit model '{model.name}' or is damaged "
             f"({_keras_error_summary(error)}). Build the model with the architecture that saved it. Nothing was loaded."
