@@ -10,6 +10,7 @@ if _cli_startup.is_command_process():  # quiet TensorFlow's start-up before kera
 # isort: split
 from keras_vit import layers, models
 from keras_vit.models import (
+    MAE,
     DeiT,
     ModelSpec,
     Transformer,
@@ -36,6 +37,7 @@ _LAZY_SUBPACKAGES = ("data", "export", "recipes", "training", "visualize", "weig
 
 __all__ = [
     "DeiT",
+    "MAE",
     "ModelSpec",
     "Transformer",
     "ViT",

@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "list": ("keras_vit.models.cli", "List registered models matching a pattern."),
     "distill": ("keras_vit.recipes.cli_distill", "Train a student (distilled DeiT) from a frozen teacher model."),
     "info": ("keras_vit.models.cli", "Show a model's spec (dims, parameters, preprocessing, source)."),
+    "pretrain": ("keras_vit.recipes.cli", "Self-supervised pretraining (default mae_pretrain: a masked autoencoder)."),
     "train": ("keras_vit.recipes.cli", "Train a recipe (default digits_vit, offline), evaluate, write a run folder."),
     "finetune": (
         "keras_vit.recipes.cli",

@@ -18,7 +18,12 @@ import os
 from absl import flags
 
 FLAGS = flags.FLAGS
-DEFAULT_RECIPES = {"train": "digits_vit", "finetune": "vit_finetune", "evaluate": "digits_vit"}
+DEFAULT_RECIPES = {
+    "pretrain": "mae_pretrain",
+    "train": "digits_vit",
+    "finetune": "vit_finetune",
+    "evaluate": "digits_vit",
+}
 XLA = {"on": True, "off": False, "auto": "auto"}
 
 

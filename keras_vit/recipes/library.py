@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any  # noqa: F401 (Recipe's inherited `Any` field annotations resolve in this module)
+
 from keras_vit.recipes.config import Recipe
 from keras_vit.recipes.registry import register_recipe
 
@@ -145,5 +148,112 @@ LINEAR_PROBE = register_recipe(
         base_batch_size=256,
         momentum=0.9,
         weight_decay=0.0,
+    )
+)
+
+
+# ---- masked-autoencoder pretraining (He et al. 2021) and fine-tuning of its encoder ------------------------------
+MAE_SOURCE = "He et al. 2021, Masked Autoencoders Are Scalable Vision Learners, https://arxiv.org/abs/2111.06377"
+
+
+@dataclasses.dataclass(frozen=True)
+class MAEPretrainRecipe(Recipe):
+    """A self-supervised `Recipe`: the model is a registered `mae_*` model trained on its own reconstruction loss.
+
+    Labels, when the data set has them, are ignored, so any image source works
+    (an image folder needs at least one subfolder, e.g. `root/train/all/*.jpg`).
+    The evaluation reports the reconstruction loss on `eval_split`.
+    """
+
+    def validate(self) -> None:
+        super().validate()
+        from keras_vit.models import model_spec
+
+        if model_spec(self.model).family != "mae":
+            raise ValueError(
+                f"Recipe {self.name!r} pretrains a masked autoencoder: `model` must be a registered MAE "
+                f"(keras_vit.list_models('mae_*')). Received: model={self.model!r}"
+            )
+        if self.strategy == "multi_worker":
+            raise ValueError(
+                "MAE pretraining runs under the 'mirrored', 'one_device' and 'default' strategies (Keras fit); the "
+                "multi-worker loop trains classifiers only. Received: strategy='multi_worker'"
+            )
+        if self.freeze_backbone or self.layer_decay not in (None, 1.0):
+            raise ValueError("MAE pretraining trains the whole model: set freeze_backbone=False and layer_decay=None.")
+
+    def loss(self):
+        return None  # the MAE computes its own loss (`MAE.compute_loss`)
+
+    def metrics(self, num_classes: int) -> list:
+        return []
+
+
+# Table 8 of the paper (and the official PRETRAIN.md): AdamW, base lr 1.5e-4 per 256 images, betas (0.9, 0.95),
+# weight decay 0.05, batch 4096, cosine with 40 warmup epochs, 800 epochs, random resized crop (0.2, 1) + flip only,
+# 75% masking, per-patch normalised pixel targets (the released models' setting).
+MAE_PRETRAIN = register_recipe(
+    MAEPretrainRecipe(
+        name="mae_pretrain",
+        description="Masked-autoencoder pretraining of a ViT on unlabeled images (labels ignored): 75% of the patches "
+        "masked, MSE on normalised pixels of the masked ones, random resized crop + flip only. Keras' AdamW "
+        "uses beta_2 0.999 here (the paper: 0.95).",
+        source=MAE_SOURCE + ", Table 8 and github.com/facebookresearch/mae PRETRAIN.md: AdamW lr 1.5e-4 x batch/256, "
+        "betas (0.9, 0.95), wd 0.05, batch 4096, 800 epochs, 40 warmup, cosine, RandomResizedCrop(0.2, 1) + flip, "
+        "mask ratio 0.75, norm_pix_loss",
+        model="mae_vit_base_patch16",
+        model_overrides={"mask_ratio": 0.75, "norm_pix_loss": True},
+        dataset="folder",
+        eval_split="train",
+        crop="random_resized",
+        crop_scale=(0.2, 1.0),
+        hflip=True,
+        epochs=800,
+        batch_size=4096,
+        optimizer="adamw",
+        lr=1.5e-4,
+        base_batch_size=256,
+        weight_decay=0.05,
+        warmup_epochs=40,
+    )
+)
+
+# Table 9 and FINETUNE.md (ViT-B): AdamW, base lr 5e-4 per 256 images, layer decay 0.65 (ViT-L: lr 1e-3, decay
+# 0.75, 50 epochs), wd 0.05, batch 1024, 100 epochs, 5 warmup, RandAugment (9, 0.5), random erasing 0.25, mixup 0.8,
+# cutmix 1.0, label smoothing 0.1, drop path 0.1, global average pooling with fc_norm.
+MAE_FINETUNE = register_recipe(
+    Recipe(
+        name="mae_finetune",
+        description="Fine-tune an MAE-pretrained encoder (--init: the model.keras of an mae_pretrain run) as a "
+        "classifier with global average pooling + fc_norm, layer-wise lr decay 0.65 (ViT-B; use 0.75 for ViT-L), "
+        "drop path 0.1, mixup/cutmix, label smoothing. Set `model` to the MAE's encoder variant.",
+        source=MAE_SOURCE + ", Table 9 and github.com/facebookresearch/mae FINETUNE.md: AdamW lr 5e-4 x batch/256 "
+        "(ViT-B; 1e-3 for ViT-L), layer decay 0.65 (B) / 0.75 (L), wd 0.05, batch 1024, 100 epochs (B), 5 warmup, "
+        "RandAug (9, 0.5), random erasing 0.25, mixup 0.8, cutmix 1.0, label smoothing 0.1, drop path 0.1",
+        model="vit_base_patch16_224",
+        model_overrides={"pooling": "gap"},
+        requires_init=True,
+        dataset="folder",
+        train_split="train",
+        eval_split="val",
+        crop="random_resized",
+        crop_scale=(0.08, 1.0),
+        hflip=True,
+        randaugment_ops=2,
+        randaugment_magnitude=0.9,
+        random_erasing=0.25,
+        mixup_alpha=0.8,
+        cutmix_alpha=1.0,
+        switch_prob=0.5,
+        epochs=100,
+        batch_size=1024,
+        optimizer="adamw",
+        lr=5e-4,
+        base_batch_size=256,
+        weight_decay=0.05,
+        warmup_epochs=5,
+        label_smoothing=0.1,
+        drop_path_rate=0.1,
+        layer_decay=0.65,
     )
 )

@@ -24,6 +24,7 @@ from keras_vit.visualize.attention import (
 from keras_vit.visualize.curves import read_training_log
 from keras_vit.visualize.distance import attention_distance, mean_attention_distance
 from keras_vit.visualize.images import load_image, prepare_images
+from keras_vit.visualize.mae import mae_reconstruction, plot_mae_reconstruction
 from keras_vit.visualize.plots import (
     plot_activation_statistics,
     plot_attention_heads,
@@ -45,10 +46,12 @@ __all__ = [
     "attention_weights",
     "fuse_heads",
     "load_image",
+    "mae_reconstruction",
     "mean_attention_distance",
     "normalize_maps",
     "patch_position_table",
     "plot_activation_statistics",
+    "plot_mae_reconstruction",
     "plot_attention_heads",
     "plot_attention_rollout",
     "plot_mean_attention_distance",

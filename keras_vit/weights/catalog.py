@@ -177,6 +177,23 @@ _ENTRIES = [
         0,
         "Darcet et al. 2023 (DINOv2 with registers), https://arxiv.org/abs/2309.16588",
     ),
+    # The MAE paper's released encoders (pretrained without labels on ImageNet-1k; no head), as timm publishes them.
+    # Neither timm nor the paper lists a SHA-256 or file size for them.
+    *(
+        dataclasses.replace(
+            _timm_hub(
+                f"{model}.mae",
+                model,
+                224,
+                IMAGENET_MEAN,
+                IMAGENET_STD,
+                0,
+                "He et al. 2021 (MAE), https://arxiv.org/abs/2111.06377, github.com/facebookresearch/mae",
+            ),
+            license="CC-BY-NC-4.0",
+        )
+        for model in ("vit_base_patch16_224", "vit_large_patch16_224", "vit_huge_patch14_224")
+    ),
     PretrainedCheckpoint(
         name="google/vit-base-patch16-224",
         model="vit_base_patch16_224",

@@ -102,6 +102,14 @@ def check_train_cifar10(out: str, tmp_path) -> None:
     assert math.isfinite(metrics["test_loss"]) and metrics["dataset"] == "cifar10"
 
 
+def check_mae_digits(out: str, tmp_path) -> None:
+    for start in ("mae", "scratch"):
+        for per_class in (5, 20):
+            assert 0.0 <= number(rf"{per_class} labels/class, {start}\s*: test accuracy ([\d.]+)", out) <= 1.0
+    with Image.open(tmp_path / "images" / "mae_digits_reconstruction.png") as image:
+        assert image.format == "PNG" and image.size[0] > image.size[1] / 2
+
+
 def check_visualize_attention(out: str, tmp_path) -> None:
     pictures = sorted(os.listdir(tmp_path / "images"))
     assert len(pictures) == 9, pictures
@@ -116,6 +124,7 @@ CHECKS = {
     "distill_deit.py": ([], check_distill_deit),
     "export_and_serve.py": ([], check_export_and_serve),
     "finetune_checkpoint.py": (["--run_dir", "{tmp}/run"], check_finetune_checkpoint),
+    "mae_digits.py": (["--out", "{tmp}/images"], check_mae_digits),
     "multi_worker.py": ([], check_multi_worker),
     "quickstart.py": (["--run_dir", "{tmp}/run"], check_quickstart),
     "sequence_transformer.py": ([], check_sequence_transformer),

@@ -22,7 +22,7 @@ def test_entry_is_consistent_with_the_zoo(name):
     spec = keras_vit.model_spec(entry.model)
     assert entry.url.startswith(HOSTS) and entry.url.endswith("." + ("npz" if entry.format == "npz" else "safetensors"))
     assert entry.file_name.endswith(entry.format if entry.format == "npz" else ".safetensors")
-    assert entry.license == "Apache-2.0" and entry.source
+    assert entry.license in ("Apache-2.0", "CC-BY-NC-4.0") and entry.source  # CC-BY-NC-4.0: the MAE encoders
     assert tuple(entry.input_size) == tuple(spec.input_size)
     assert len(entry.mean) == len(entry.std) == 3
     assert entry.sha256 is None  # publishers list no digests; none are invented
