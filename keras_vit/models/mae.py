@@ -235,8 +235,11 @@ class MAE(keras.Model):
 
     def load_pretrained(self, path: str):
         """Loads a Hugging Face `ViTMAEForPreTraining` checkpoint (file or folder) or a `.weights.h5`."""
+        from keras_vit.weights.loading import load_pretrained
         from keras_vit.weights.mae_hf import load_mae_checkpoint
 
+        if str(path).endswith(".weights.h5"):
+            return load_pretrained(self, path).loaded
         return load_mae_checkpoint(self, path)
 
     def encoder_model(self) -> keras.Model:

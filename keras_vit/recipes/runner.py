@@ -128,7 +128,8 @@ def default_run_dir(recipe: Recipe) -> str:
 
 def build_model(recipe: Recipe, num_classes: int) -> keras.Model:
     """The recipe's model with `num_classes` classes, started from `init_from` when set."""
-    from keras_vit.models import create_model
+    from keras_vit.models import MAE, create_model
+    from keras_vit.weights import load_pretrained
 
     arch = dict(recipe.model_overrides, num_classes=num_classes)
     if recipe.image_size is not None:
@@ -138,7 +139,10 @@ def build_model(recipe: Recipe, num_classes: int) -> keras.Model:
     model = create_model(recipe.model, **arch)
     if recipe.init_from is not None:
         source = keras.saving.load_model(recipe.init_from, compile=False)
-        transfer_weights(source, model)
+        if isinstance(source, MAE):  # its encoder, by the checkpoint path (position embeddings resampled there)
+            load_pretrained(model, recipe.init_from)
+        else:
+            transfer_weights(source, model)
     if recipe.freeze_backbone:
         freeze_backbone(model)
     return model

@@ -211,10 +211,6 @@ def read_mae_state(path: str) -> dict[str, np.ndarray]:
 
 def load_mae_checkpoint(model, path: str):
     """Loads an MAE checkpoint into a keras_vit `MAE`, all or nothing; returns the number of variables written."""
-    from keras_vit.weights.loading import load_pretrained
-
-    if str(path).endswith(".weights.h5"):
-        return load_pretrained(model, path).loaded
     state = read_mae_state(path)
     targets = _targets(model)
     missing = sorted(set(targets) - set(state))

@@ -6,6 +6,7 @@ belongs to no group. Each command keeps all of its own flags; the test only
 
 - replaces what stands for the reader's own things (all written here, none downloaded):
     `~/data`                     -> a CIFAR-10 copy in the official python layout (random pixels, 64 per file)
+    `~/photos`                   -> the train/ half of the image folder below (unlabeled use)
     `/data/imagenet`             -> an image folder (train/ and val/) of crops of two real photos
     `/models/teacher_savedmodel` -> a SavedModel (`model.export`) of a small CNN teacher
     `runs/<run>`                 -> the run folder that the docs' plain `keras-vit train` printed
@@ -17,7 +18,8 @@ belongs to no group. Each command keeps all of its own flags; the test only
     `a.png`, `b.jpg`, `photo.jpg`, `cat.jpg` -> real photos (scikit-image's chelsea and coffee)
 - appends the smallest settings to commands that train (absl: a repeated flag's last value wins):
     train / finetune: TINY (depth-1 width-16 model, 2 steps per epoch, 1 epoch, no TensorBoard, quiet)
-    finetune (vit_finetune is ViT-B/16 at 384, batch 512): also `--set image_size=32 --batch_size 64`
+    pretrain: TINY and `--batch_size 8` (mae_pretrain's batch is 4096)
+    finetune (vit_finetune is ViT-B/16 at 384, batch 512): also `--set image_size=32 --batch_size 8`
     distill: `--epochs 1`; deit_distill (batch 1024 of 224 px images) also `--batch_size 4`
     serve: `--port 0 --rest_api_port 0` (free ports), then the docs' curl request goes to that port.
 - runs `--strategy multi_worker` lines as 2 local workers, each with its own `TF_CONFIG` for 127.0.0.1
@@ -64,7 +66,12 @@ TINY = [
     "--epochs",
     "1",
 ]
-PLACEHOLDERS = {"~/data": "data", "/data/imagenet": "imagenet", "/models/teacher_savedmodel": "teacher_savedmodel"}
+PLACEHOLDERS = {
+    "~/data": "data",
+    "~/photos": "imagenet/train",
+    "/data/imagenet": "imagenet",
+    "/models/teacher_savedmodel": "teacher_savedmodel",
+}
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", KERAS_BACKEND="tensorflow", CUDA_VISIBLE_DEVICES="")
 
 
@@ -83,7 +90,7 @@ def group(argv: list[str]) -> str:
         return "fresh_process"
     if "multi_worker" in argv or "--strategy=multi_worker" in argv:
         return "multi_worker"
-    if command in ("train", "finetune", "evaluate", "distill"):
+    if command in ("train", "finetune", "evaluate", "distill", "pretrain"):
         return "training"
     raise ValueError(f"No test runs docs command {' '.join(argv)!r}; add it to a group in {__file__}.")
 
@@ -119,7 +126,9 @@ def additions(argv: list[str]) -> list[str]:
     if command == "train" and "list" not in argv:
         return TINY
     if command == "finetune":
-        return [*TINY, "--set", "image_size=32", "--batch_size", "64"]
+        return [*TINY, "--set", "image_size=32", "--batch_size", "8"]
+    if command == "pretrain":  # mae_pretrain's batch is 4096
+        return [*TINY, "--batch_size", "8"]
     if command == "distill":
         return ["--epochs", "1", *(["--batch_size", "4"] if "deit_distill" in argv else [])]
     return []
@@ -263,6 +272,10 @@ def test_docs_training_commands(workspace, digits_run):
                 # the same model on the same held-out split as the run's own evaluation
                 recorded = json.loads((workspace / digits_run / "metrics.json").read_text())
                 assert metrics["test_accuracy"] == pytest.approx(recorded["test_accuracy"], abs=1e-6), metrics
+            elif argv[1] == "pretrain":  # no labels: the masked-patch loss is the metric
+                run = run_folder(output)
+                assert os.path.isfile(os.path.join(run, "model.keras")), output
+                assert json.loads(Path(run, "metrics.json").read_text())["test_loss"] > 0.0
             elif argv[1] == "distill":
                 assert re.search(r"test accuracy: \d\.\d{4}", output), output
                 assert os.path.isfile(os.path.join(run_folder(output), "model.keras"))
