@@ -34,10 +34,10 @@ import dataclasses
 import glob
 import hashlib
 import json
-import logging
 import math
 import os
 import shutil
+import sys
 from collections.abc import Callable, Sequence
 
 import keras
@@ -50,7 +50,10 @@ STATE_ARRAYS = "state.npz"
 STATE_INFO = "state.json"
 DEFAULT_EVERY_STEPS = 200
 
-logger = logging.getLogger(__name__)
+
+def _report(message: str) -> None:
+    """A line on stderr (shown under absl's CLI too, which hides Python warnings-level logs by default)."""
+    print(f"keras_vit: {message}", file=sys.stderr, flush=True)
 
 
 class BackupError(ValueError):
@@ -269,12 +272,8 @@ class TrainingBackup(keras.callbacks.Callback):
                 info, arrays = read_backup(path)
             except BackupError as error:
                 older = paths[index + 1] if index + 1 < len(paths) else None
-                logger.warning(
-                    "Backup %s is unreadable (%s); %s.",
-                    path,
-                    error,
-                    f"falling back to the previous backup {older}" if older else "there is no older backup",
-                )
+                fallback = f"falling back to the previous backup {older}" if older else "there is no older backup"
+                _report(f"Backup {path} is unreadable ({error}); {fallback}.")
                 continue
             self._selected = (path, info, arrays)
             return Position(info["epoch"], info["step"], info["stopped"])
@@ -345,7 +344,7 @@ class TrainingBackup(keras.callbacks.Callback):
         ]
         self._restore_callbacks(info["callbacks"], callback_arrays)
         self._last_saved = self._global_step()
-        logger.warning("Resuming from backup %s (epoch %d, step %d).", path, info["epoch"] + 1, info["step"])
+        _report(f"Resuming from backup {path} (epoch {info['epoch'] + 1}, step {info['step']}).")
 
     def _global_step(self) -> int:
         return int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
