@@ -83,7 +83,8 @@ class MixupCutmix:
 
     Call arguments:
         images: `(batch, h, w, c)` float. labels: `(batch, classes)` float one-hot.
-        seed: shape-(2,) int tensor choosing what this batch gets.
+        seed: shape-(2,) int tensor choosing what this batch gets (mixup or
+            cutmix, and their draws); call sequentially (the layers' seed state is shared).
 
     Returns:
         (images, labels) with labels mixed by the pixel weights.
@@ -123,10 +124,16 @@ class MixupCutmix:
         return mixed, (1.0 - pasted) * labels + pasted * partner
 
     def __call__(self, images, labels, seed):
-        draws = tf.random.stateless_uniform([2], seed=tf.cast(seed, tf.int64))
+        seed = tf.cast(seed, tf.int64)
+        draws = tf.random.stateless_uniform([2], seed=seed)
         mix, use_cutmix = draws[0] < self.mix_prob, draws[1] < self.switch_prob
         if self.mixup is None and self.cutmix is None:
             return images, labels
+        # the layers' own draws come from this batch's seed too (not from the batches before it)
+        layer_seed = tf.random.experimental.stateless_fold_in(seed, 2)
+        reseed = [layer.generator.state.assign(layer_seed) for layer in (self.mixup, self.cutmix) if layer is not None]
+        with tf.control_dependencies(reseed):
+            images = tf.identity(images)
 
         def mixed():
             if self.mixup is None:

@@ -70,7 +70,9 @@ class Recipe(AugmentSettings):
         "auto": XLA on a CPU when training a model narrower than 128 in float32,
         otherwise off; Keras' choice on GPU, see `keras_vit.training.xla`),
         steps_per_execution (steps per compiled call: fewer Python round trips
-        for small models; callbacks see every N-th batch), run_dir
+        for small models; callbacks see every N-th batch), backup_every_steps
+        (optimizer steps between the backups a killed run resumes from, besides
+        one at every epoch end; see `keras_vit.training.TrainingBackup`), run_dir
         (None: runs/<name>-<timestamp>), tensorboard, verbose.
     Documentation:
         name, description, source (paper or code the settings come from).
@@ -126,6 +128,7 @@ class Recipe(AugmentSettings):
     mixed_precision: Any = "auto"
     jit_compile: Any = "auto"
     steps_per_execution: int = 1
+    backup_every_steps: int = 200
     run_dir: str | None = None
     tensorboard: bool = True
     verbose: Any = "auto"
@@ -172,7 +175,7 @@ class Recipe(AugmentSettings):
                     f"`{field}` must be a positive int{' or None' if allow_none else ''}. Received: {field}={value!r}"
                 )
 
-        for field in ("epochs", "batch_size", "steps_per_execution"):
+        for field in ("epochs", "batch_size", "steps_per_execution", "backup_every_steps"):
             positive_int(field)
         for field in ("steps_per_epoch", "train_per_class", "base_batch_size", "image_size"):
             positive_int(field, allow_none=True)

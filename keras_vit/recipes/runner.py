@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from keras_vit import data as vit_data
@@ -31,6 +32,7 @@ from keras_vit.training.io import save_model, write_json
 from keras_vit.training.optimizers import build_optimizer
 from keras_vit.training.precision import resolve_policy
 from keras_vit.training.reporting import plot_learning_curves
+from keras_vit.training.resume import TrainingBackup, fit_resumable
 from keras_vit.training.schedules import WarmupCosine, scale_lr
 from keras_vit.training.strategy import check_jit_compile, get_strategy, is_chief, validate_global_batch
 from keras_vit.training.xla import resolve_jit_compile
@@ -55,8 +57,9 @@ class Prepared:
         steps_per_epoch: optimizer steps per epoch.
         preprocessing: resize/normalise settings used for every split.
         class_names: classes of the training data.
-        train_data_for_epoch: epoch -> training pipeline seeded for that epoch
-            (the multi-worker loop uses it so a restarted job replays its batches).
+        train_data_for_epoch: `(epoch, skip_batches=0)` -> the training pipeline of
+            that epoch from batch `skip_batches` on, a pure function of its
+            arguments (exact resume; the multi-worker loop replays epochs with it).
     """
 
     recipe: Recipe
@@ -71,7 +74,7 @@ class Prepared:
     steps_per_epoch: int
     preprocessing: vit_data.Preprocessing
     class_names: tuple
-    train_data_for_epoch: Callable[[int], tf.data.Dataset] | None = None
+    train_data_for_epoch: Callable[..., tf.data.Dataset] | None = None
 
 
 @dataclasses.dataclass
@@ -119,6 +122,11 @@ def load_sources(recipe: Recipe, num_channels: int | None = None):
     if recipe.val_fraction:
         train, val = vit_data.split_source(train, recipe.val_fraction, recipe.seed)
     return train, val, test
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The data seed of one epoch: distinct for every (seed, epoch) pair (not `seed + epoch`, which collides)."""
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0] >> 1)
 
 
 def default_run_dir(recipe: Recipe) -> str:
@@ -201,7 +209,7 @@ def prepare(recipe: str | Recipe, **overrides) -> Prepared:
     crop = vit_data.TrainCrop(recipe.crop, recipe.crop_scale, pad=recipe.pad, hflip=recipe.hflip)
     augment = recipe.augment()
 
-    def train_data_for_epoch(epoch: int) -> tf.data.Dataset:
+    def train_data_for_epoch(epoch: int, skip_batches: int = 0) -> tf.data.Dataset:
         return vit_data.make_pipeline(
             train_src,
             preprocessing,
@@ -209,7 +217,8 @@ def prepare(recipe: str | Recipe, **overrides) -> Prepared:
             training=True,
             crop=crop,
             augment=augment,
-            seed=recipe.seed + epoch,
+            seed=epoch_seed(recipe.seed, epoch),
+            skip_batches=skip_batches,
         )
 
     train_data = train_data_for_epoch(0)
@@ -259,6 +268,7 @@ def prepare(recipe: str | Recipe, **overrides) -> Prepared:
             has_validation=val_src is not None,
             early_stopping_patience=recipe.early_stopping_patience,
             ema=recipe.ema,
+            backup_every_steps=recipe.backup_every_steps,
             tensorboard=recipe.tensorboard,
         )
     )
@@ -315,15 +325,15 @@ def fit_prepared(parts: Prepared) -> RunResult:
         train_seconds = time.perf_counter() - start
         evaluation = trainer.evaluate(parts.test_data, batched=True)
     else:
-        parts.train_model.fit(
-            parts.train_data,
+        fit_resumable(
+            parts.train_model,
+            parts.train_data_for_epoch,
             epochs=recipe.epochs,
             steps_per_epoch=parts.steps_per_epoch,
-            validation_data=parts.val_data,
             callbacks=parts.callbacks,
+            validation_data=parts.val_data,
             verbose=recipe.verbose,
-            shuffle=False,
-        )  # the pipeline shuffles
+        )
         train_seconds = time.perf_counter() - start
         evaluation = parts.train_model.evaluate(parts.test_data, verbose=0, return_dict=True)
     metrics = {f"test_{k}": float(v) for k, v in evaluation.items()}
@@ -356,6 +366,9 @@ def fit_prepared(parts: Prepared) -> RunResult:
             os.path.join(run_dir, "learning_curve.png"),
             title=f"{recipe.name}: test accuracy {metrics.get('test_accuracy', float('nan')):.4f}",
         )
+    for callback in parts.callbacks:  # the results are written: the backups have served
+        if isinstance(callback, TrainingBackup):
+            callback.delete()
     return RunResult(run_dir, metrics, history, parts.model)
 
 

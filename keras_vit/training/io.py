@@ -37,9 +37,13 @@ def write_json(path: str, data: Any) -> None:
 
 
 def save_model(model, path: str) -> None:
-    """`model.save(path)` (.keras), atomically."""
-    with atomic_path(path) as tmp:
-        model.save(tmp)
+    """`model.save(path)` (.keras), atomically; a failed write raises `CheckpointWriteError`, `path` unchanged."""
+    try:
+        with atomic_path(path) as tmp:
+            model.save(tmp)
+    except OSError as error:
+        kept = f"The previous {os.path.basename(path)} is unchanged." if os.path.exists(path) else "Nothing was kept."
+        raise write_failed(path, error, kept) from error
 
 
 def _plain(value):
@@ -50,3 +54,24 @@ def _plain(value):
     if isinstance(value, tuple):
         return list(value)
     return str(value)
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint or backup could not be written (full disk, lost permissions); the previous one is intact."""
+
+
+def write_failed(path: str, error: OSError, kept: str) -> CheckpointWriteError:
+    """The error to raise when writing `path` failed with `error`; `kept` says what is still there."""
+    return CheckpointWriteError(
+        f"Could not write {path}: {error}. {kept} Free space (or fix the folder's permissions) and rerun "
+        "the same command: it resumes from the last backup."
+    )
+
+
+def fsync_folder(folder: str) -> None:
+    """Makes a rename inside `folder` durable (POSIX: the folder entry itself is synced)."""
+    handle = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
