@@ -551,3 +551,21 @@ def test_bf16_agreement_compares_top1_and_logits():
     reference = np.array([[1.0, 0.0], [0.0, 1.0], [0.5, 0.4]])
     other = np.array([[0.9, 0.0], [0.0, 1.2], [0.4, 0.45]])
     assert compare(reference, other) == dict(n=3, top1_agreement=2 / 3, max_logit_diff=pytest.approx(0.2))
+
+
+@pytest.mark.parametrize(
+    "flags, kind",
+    [
+        ({"amx_bf16", "avx512_bf16", "avx512_fp16"}, "AMX (bf16 matrix tiles)"),
+        ({"avx512_bf16"}, "AVX512_BF16 (bf16 dot products, no AMX)"),
+        (set(), "no native bf16 (emulated)"),
+    ],
+)
+def test_machine_names_the_kind_of_host(flags, kind):
+    from benchmarks import machine, report
+
+    assert machine.host_kind(flags) == kind
+    info = dict(amx_bf16="amx_bf16" in flags, avx512_bf16="avx512_bf16" in flags, avx512_fp16=False, host_kind=kind)
+    assert report._cpu_features(info).endswith(f"AVX512_FP16: no; host: {kind}")
+    described = machine.describe()
+    assert {"amx_bf16", "avx512_bf16", "avx512_fp16", "host_kind", "cpu"} <= set(described)
