@@ -177,3 +177,35 @@ def test_attention_weights_are_not_materialized_unless_asked(rng):
     tokens, weights = block(x, return_attention_scores=True)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(tokens), keras.ops.convert_to_numpy(out), atol=1e-6)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(weights).sum(-1), 1.0, atol=1e-5)
+
+
+_JAX_FUSED_CHECK = """
+import numpy as np, keras
+from keras_vit import layers as L
+from keras_vit.layers import _fast
+assert keras.backend.backend() == "jax"
+x = np.random.default_rng(0).standard_normal((2, 9, 16)).astype("float32")
+mask = np.ones((2, 9), bool); mask[1, -3:] = False
+layer = L.MultiHeadSelfAttention(2)
+fused = keras.ops.convert_to_numpy(layer(x, attention_mask=mask))  # no weights asked: dot_product_attention
+reference, _ = layer(x, attention_mask=mask, return_attention_scores=True)  # the float32 softmax path
+np.testing.assert_allclose(fused, keras.ops.convert_to_numpy(reference), rtol=1e-5, atol=1e-5)
+q = keras.ops.convert_to_tensor(np.zeros((1, 2, 3, 4), "float32"))
+assert _fast._fused_attention_exact(q) and not _fast._fused_attention_exact(keras.ops.cast(q, "bfloat16"))
+print("OK")
+"""
+
+
+def test_jax_backend_uses_the_fused_kernel_when_weights_are_not_asked():
+    """On JAX, float32 attention without weights goes through keras.ops.dot_product_attention, same values."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, KERAS_BACKEND="jax", PYTHONPATH=str(root), JAX_PLATFORMS="cpu")
+    done = subprocess.run(
+        [sys.executable, "-c", _JAX_FUSED_CHECK], env=env, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert done.returncode == 0 and "OK" in done.stdout, done.stderr[-2000:]
