@@ -10,7 +10,10 @@ other users hits both sides alike, and the summary reports, per case, the
 median over rounds of the wall-clock images/s and of the images per CPU-second
 (the second is much less sensitive to other processes stealing the cores).
 An optional `env` dict in a case sets environment variables for its worker
-(e.g. oneDNN or thread settings), which is how such settings were A/B tested.
+(e.g. oneDNN or thread settings), which is how such settings were A/B tested;
+an optional `root` runs the case from another checkout of the project (the
+code before a change, e.g. `git archive HEAD~1 | tar -x -C /tmp/before`), so
+that before and after alternate in one run.
 """
 
 from __future__ import annotations
@@ -35,13 +38,16 @@ def run_pinned(case: dict, cpus: str | None, timeout_s: float) -> dict:
     """Runs one case in a fresh worker (pinned to `cpus` when set); returns the worker's result dict."""
     case = dict(case)
     extra_env = {str(k): str(v) for k, v in case.pop("env", {}).items()}
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(ROOT), **extra_env)
+    root = Path(case.pop("root", ROOT))
+    if not (root / "benchmarks" / "worker.py").is_file():
+        raise ValueError(f"A case's `root` must be a checkout of keras_vit. Received: root={str(root)!r}")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **extra_env, PYTHONPATH=str(root))
     command = [sys.executable, "-m", "benchmarks.worker", json.dumps(case)]
     if cpus:
         if shutil.which("taskset") is None:
             raise ValueError("`--cpus` needs the `taskset` program (util-linux). Received: cpus=" + cpus)
         command = ["taskset", "-c", cpus] + command
-    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout_s, check=False)
+    done = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=timeout_s, check=False)
     lines = [line for line in done.stdout.splitlines() if line.startswith(RESULT_PREFIX)]
     if done.returncode or not lines:
         raise RuntimeError(f"case failed (exit {done.returncode}): {done.stderr.strip()[-1500:]}")

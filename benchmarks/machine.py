@@ -50,6 +50,15 @@ def load_average() -> list[float]:
     return [round(value, 2) for value in os.getloadavg()]
 
 
+def host_kind(flags: set[str]) -> str:
+    """Which kind of host a table comes from, by its matrix units: the bf16 speed story differs on each."""
+    if "amx_bf16" in flags:
+        return "AMX (bf16 matrix tiles)"
+    if "avx512_bf16" in flags:
+        return "AVX512_BF16 (bf16 dot products, no AMX)"
+    return "no native bf16 (emulated)"
+
+
 def describe() -> dict:
     """Everything a reader needs to judge the numbers."""
     flags = cpu_flags()
@@ -58,7 +67,9 @@ def describe() -> dict:
         cpu=cpu_model(),
         logical_cores=os.cpu_count(),
         avx512_bf16="avx512_bf16" in flags,
+        avx512_fp16="avx512_fp16" in flags,
         amx_bf16="amx_bf16" in flags,
+        host_kind=host_kind(flags),
         platform=platform.platform(),
         versions=versions(),
     )

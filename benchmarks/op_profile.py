@@ -10,7 +10,7 @@ type. It shows what the graph rewriter fused (`_MklNativeFusedMatMul` with
 bias and GELU, no separate `BiasAdd`/`Erf`) and what is left besides the
 matmuls; the layer-norm share is the time of ops under a `norm` scope. `--by layer`
 sums by the block sub-layer instead (attn, mlp, norm; matmuls on their own).
-The train-time XLA kernels (`keras_vit.layers.xla_elementwise`) are one row of
+The train-time XLA kernels (`keras_vit.layers._fast.kernels`) are one row of
 their own: the trace does not say which layer launched them.
 Op times on two cores overlap, so shares, not sums, are the reading, unless
 `--inter-op-threads 1` runs one op at a time (a few percent slower in all).
@@ -33,7 +33,7 @@ from benchmarks.worker import PRECISIONS
 NOT_KERNELS = {"Process", "Start", "StartRegion", "StopRegion", "Record", "MemoryAllocation", "MemoryDeallocation"}
 # The event of an XLA-compiled function's execution; the trace does not name the op that launched it.
 XLA_KERNEL = "ExecuteAsyncOnStream"
-XLA_LABEL = "XLA kernels (xla_elementwise)"
+XLA_LABEL = "XLA kernels (_fast.kernels)"
 
 
 def kernel_times(trace_dir: str) -> collections.Counter:

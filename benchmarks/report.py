@@ -370,6 +370,14 @@ def products_lines(results: list[dict]) -> list[str]:
     return lines
 
 
+def _cpu_features(info: dict) -> str:
+    """`AMX-BF16: no, AVX512_BF16: yes, AVX512_FP16: no; host: ...` (flags older result files lack are left out)."""
+    names = {"amx_bf16": "AMX-BF16", "avx512_bf16": "AVX512_BF16", "avx512_fp16": "AVX512_FP16"}
+    flags = [f"{label}: {'yes' if info[key] else 'no'}" for key, label in names.items() if key in info]
+    host = f"; host: {info['host_kind']}" if "host_kind" in info else ""
+    return ", ".join(flags) + host
+
+
 def markdown(run: dict) -> str:
     """The whole report: machine, matmul rate, inference, ratios, training and the targets."""
     info, results = run["machine"], run["results"]
@@ -377,7 +385,7 @@ def markdown(run: dict) -> str:
     versions = ", ".join(f"{k} {v}" for k, v in info["versions"].items())
     lines = [
         f"Measured {info['date']} on {info['cpu']} ({info['logical_cores']} logical cores, "
-        f"AVX512_BF16: {'yes' if info['avx512_bf16'] else 'no'}); {versions}.",
+        f"{_cpu_features(info)}); {versions}.",
         f"Run mode: {run['mode']}; 1-minute load average during the run {min(loads):.1f}-{max(loads):.1f} "
         f"(the cores were shared when it is above ~0.5; compare ratios within the run).",
         "",

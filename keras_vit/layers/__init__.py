@@ -1,5 +1,10 @@
-"""Keras layers of keras_vit, written with `keras.ops` so they run on every backend."""
+"""Keras layers of keras_vit, written with `keras.ops` so they run on every backend.
 
+Their TensorFlow speed paths sit behind one switch: `set_fast_paths(False)`,
+`with fast_paths(False):` or the environment variable `KERAS_VIT_FAST_PATHS=0`.
+"""
+
+from keras_vit.layers._fast import fast_paths, fast_paths_enabled, set_fast_paths
 from keras_vit.layers.attention import MultiHeadSelfAttention
 from keras_vit.layers.blocks import TransformerEncoderBlock
 from keras_vit.layers.decoder import TransformerDecoderBlock
@@ -38,7 +43,10 @@ __all__ = [
     "TokenPooling",
     "TransformerDecoderBlock",
     "TransformerEncoderBlock",
+    "fast_paths",
+    "fast_paths_enabled",
     "gelu_erf",
     "layer_norm_last_axis",
     "resample_position_embeddings",
+    "set_fast_paths",
 ]

@@ -8,16 +8,14 @@ from functools import partial
 import keras
 from keras import ops
 
+from keras_vit.layers._fast import attention, dense, flatten_tokens, unflatten_tokens
 from keras_vit.layers._serializable import serializable
-from keras_vit.layers.bias import Dense
-from keras_vit.layers.dot_product_attention import dot_product_attention
-from keras_vit.layers.flat_tokens import flatten_tokens, unflatten_tokens
 from keras_vit.layers.normalization import LayerNorm
 from keras_vit.validation import check_positive_int, check_rate
 
 
-def attention_bias_from_mask(mask, num_queries, num_keys):
-    """Turns a boolean mask (True = may attend) into an additive float32 bias of rank 4.
+def expand_attention_mask(mask, num_keys):
+    """A boolean mask (True = may attend) at rank 4, broadcastable to `(batch, heads, queries, keys)`.
 
     Accepted shapes: `(batch, keys)` (padding), `(batch, queries, keys)` or
     `(batch, heads, queries, keys)`.
@@ -37,8 +35,7 @@ def attention_bias_from_mask(mask, num_queries, num_keys):
         mask = mask[:, None, None, :]
     elif rank == 3:
         mask = mask[:, None]
-    mask = ops.cast(mask, "bool")
-    return ops.where(mask, ops.zeros((), "float32"), ops.full((), -1e9, "float32"))
+    return ops.cast(mask, "bool")
 
 
 @serializable
@@ -96,9 +93,9 @@ class MultiHeadSelfAttention(keras.layers.Layer):
                 "Choose a hidden dim that is a multiple of the number of heads."
             )
         self.head_dim = dim // self.num_heads
-        self.qkv = Dense(3 * dim, use_bias=self.qkv_bias, name="qkv", dtype=self.dtype_policy)
+        self.qkv = keras.layers.Dense(3 * dim, use_bias=self.qkv_bias, name="qkv", dtype=self.dtype_policy)
         self.qkv.build(input_shape)
-        self.proj = Dense(dim, name="proj", dtype=self.dtype_policy)
+        self.proj = keras.layers.Dense(dim, name="proj", dtype=self.dtype_policy)
         self.proj.build(input_shape)
         if self.qk_norm:
             head_shape = (None, None, None, self.head_dim)
@@ -111,24 +108,32 @@ class MultiHeadSelfAttention(keras.layers.Layer):
 
     def call(self, tokens, attention_mask=None, return_attention_scores=False, training=None):
         batch, length = ops.shape(tokens)[0], ops.shape(tokens)[1]
-        qkv = ops.reshape(self.qkv(flatten_tokens(tokens)), (batch, length, 3, self.num_heads, self.head_dim))
+        qkv = dense(self.qkv, flatten_tokens(tokens), training)
+        qkv = ops.reshape(qkv, (batch, length, 3, self.num_heads, self.head_dim))
         # One transpose to (3, batch, heads, length, head_dim), then unstack rather than
         # index: the gradient of three strided slices is three zero-padded full-size
         # tensors summed together, that of unstack a single stack (attention forward +
-        # backward 1.5x faster without XLA; see the README, Benchmarks).
+        # backward 1.5x faster without XLA).
         query, key, value = ops.unstack(ops.transpose(qkv, (2, 0, 3, 1, 4)), 3, axis=0)
         if self.qk_norm:
             query, key = self.q_norm(query), self.k_norm(key)
-        bias = None
-        if attention_mask is not None:
-            bias = attention_bias_from_mask(attention_mask, tokens.shape[1], tokens.shape[1])
+        mask = None if attention_mask is None else expand_attention_mask(attention_mask, tokens.shape[1])
         dropout = None
         if training and self.attention_dropout_rate > 0:
             dropout = partial(self.attention_dropout, training=True)
-        mixed, weights = dot_product_attention(query, key, value, 1.0 / math.sqrt(self.head_dim), bias, dropout)
+        results = attention(
+            query,
+            key,
+            value,
+            scale=1.0 / math.sqrt(self.head_dim),
+            mask=mask,
+            dropout=dropout,
+            return_weights=return_attention_scores,
+        )
+        mixed = results[0] if return_attention_scores else results
         mixed = ops.reshape(ops.transpose(mixed, (0, 2, 1, 3)), (-1, self.num_heads * self.head_dim))
-        outputs = unflatten_tokens(self.proj_dropout(self.proj(mixed), training=training), tokens)
-        return (outputs, weights) if return_attention_scores else outputs
+        outputs = unflatten_tokens(self.proj_dropout(dense(self.proj, mixed, training), training=training), tokens)
+        return (outputs, results[1]) if return_attention_scores else outputs
 
     def compute_output_spec(self, tokens, attention_mask=None, return_attention_scores=False, training=None):
         outputs = keras.KerasTensor(tokens.shape, dtype=self.compute_dtype)

@@ -96,9 +96,14 @@ class TransformerEncoderBlock(keras.layers.Layer):
         self.drop_path = DropPath(self.drop_path_rate, dtype=self.dtype_policy)
 
     def call(self, tokens, attention_mask=None, return_attention_scores=False, training=None):
-        branch, weights = self.attn(
-            self.norm1(tokens), attention_mask=attention_mask, return_attention_scores=True, training=training
+        branch = self.attn(
+            self.norm1(tokens),
+            attention_mask=attention_mask,
+            return_attention_scores=return_attention_scores,
+            training=training,
         )
+        if return_attention_scores:
+            branch, weights = branch
         if self.ls1 is not None:
             branch = self.ls1(branch)
         tokens = tokens + self.drop_path(branch, training=training)

@@ -5,9 +5,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from keras_vit.layers._fast import patch_projection
 from keras_vit.layers._serializable import serializable
-from keras_vit.layers._tf_graph import tensorflow_train_graph
-from keras_vit.layers.bias import Conv2D
 from keras_vit.validation import check_positive_int
 
 
@@ -59,7 +58,7 @@ class PatchEmbedding(keras.layers.Layer):
                     f"Image {axis} {size} is not divisible by patch size {patch}. "
                     "Resize or crop the images, or choose a patch size that divides them."
                 )
-        self.projection = Conv2D(
+        self.projection = keras.layers.Conv2D(
             self.hidden_dim,
             kernel_size=self.patch_size,
             strides=self.patch_size,
@@ -72,30 +71,7 @@ class PatchEmbedding(keras.layers.Layer):
         self.projection.build(input_shape)
 
     def call(self, images):
-        if tensorflow_train_graph():
-            return self._project_flat_patches(images)
-        x = self.projection(images)
-        shape = ops.shape(x)
-        return ops.reshape(x, (shape[0], shape[1] * shape[2], self.hidden_dim))
-
-    def _project_flat_patches(self, images):
-        """The projection as one matmul over flattened patches, for TensorFlow train graphs.
-
-        Same weights and result as the convolution (the identity above); its
-        gradient is one matmul, where TensorFlow's CPU filter gradient of the
-        strided convolution took 3x as long (ViT-Ti/16 at batch 8, bfloat16).
-        The bias goes in first, so its gradient is summed in float32 (`keras_vit.layers.bias`).
-        """
-        (ph, pw), conv = self.patch_size, self.projection
-        shape = ops.shape(images)
-        batch, rows, cols, channels = shape[0], shape[1] // ph, shape[2] // pw, shape[3]
-        patches = ops.reshape(ops.cast(images, self.compute_dtype), (batch, rows, ph, cols, pw, channels))
-        patches = ops.reshape(ops.transpose(patches, (0, 1, 3, 2, 4, 5)), (batch * rows * cols, ph * pw * channels))
-        kernel = ops.cast(ops.reshape(conv.kernel, (ph * pw * channels, self.hidden_dim)), self.compute_dtype)
-        tokens = ops.matmul(patches, kernel)
-        if conv.bias is not None:
-            tokens = ops.add(ops.cast(conv.bias, self.compute_dtype), tokens)
-        return ops.reshape(tokens, (batch, rows * cols, self.hidden_dim))
+        return patch_projection(self.projection, images)
 
     def compute_output_shape(self, input_shape):
         h, w = input_shape[1], input_shape[2]

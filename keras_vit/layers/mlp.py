@@ -2,39 +2,14 @@
 
 from __future__ import annotations
 
-import math
-
 import keras
 from keras import ops
 
+from keras_vit.layers._fast import dense, flatten_tokens, gelu, unflatten_tokens
 from keras_vit.layers._serializable import serializable
-from keras_vit.layers._tf_graph import tensorflow_train_graph
-from keras_vit.layers.bias import Dense
-from keras_vit.layers.flat_tokens import flatten_tokens, unflatten_tokens
-from keras_vit.layers.xla_elementwise import gelu_erf_with_xla
 from keras_vit.validation import check_positive_int, check_rate
 
-
-def gelu_erf(x):
-    """Exact GELU, 0.5 x (1 + erf(x / sqrt 2)) (Hendrycks & Gimpel 2016).
-
-    Written with `erf` rather than `tf.nn.gelu`, which lowers to `Erfc`, an op
-    ONNX cannot take. This form is also the one TensorFlow's CPU graph rewriter
-    fuses, after a rank-2 `Dense`, into one oneDNN matmul + bias + GELU kernel,
-    and the one the LiteRT converter turns into its GELU op.
-    """
-    return 0.5 * x * (1.0 + ops.erf(x * (1.0 / math.sqrt(2.0))))
-
-
-def _gelu(x):
-    """`gelu_erf`; in TensorFlow train graphs one XLA kernel each way (train steps 1.07x faster).
-
-    Inference keeps the plain ops, which the graph rewriter fuses into the
-    preceding matmul (README, Benchmarks).
-    """
-    if tensorflow_train_graph():
-        return gelu_erf_with_xla(x)
-    return gelu_erf(x)
+gelu_erf = gelu  # exact GELU, public under its historical name
 
 
 @serializable
@@ -73,17 +48,17 @@ class Mlp(keras.layers.Layer):
 
     def build(self, input_shape):
         out = self.output_units or input_shape[-1]
-        self.fc1 = Dense(self.hidden_units, name="fc1", dtype=self.dtype_policy)
+        self.fc1 = keras.layers.Dense(self.hidden_units, name="fc1", dtype=self.dtype_policy)
         self.fc1.build(input_shape)
-        self.fc2 = Dense(out, name="fc2", dtype=self.dtype_policy)
+        self.fc2 = keras.layers.Dense(out, name="fc2", dtype=self.dtype_policy)
         self.fc2.build(tuple(input_shape[:-1]) + (self.hidden_units,))
         self.dropout = keras.layers.Dropout(self.dropout_rate, dtype=self.dtype_policy)
 
     def call(self, tokens, training=None):
-        x = self.fc1(flatten_tokens(tokens))
-        x = _gelu(x) if self.activation == "gelu" else ops.relu(x)
-        x = self.dropout(x, training=training)
-        return unflatten_tokens(self.dropout(self.fc2(x), training=training), tokens)
+        x = dense(self.fc1, flatten_tokens(tokens), training)
+        x = gelu(x) if self.activation == "gelu" else ops.relu(x)
+        x = dense(self.fc2, self.dropout(x, training=training), training)
+        return unflatten_tokens(self.dropout(x, training=training), tokens)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.output_units or input_shape[-1],)

@@ -10,14 +10,14 @@ compiles inside `tf.function` / `while_loop`) and only the new token is projecte
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import keras
 from keras import ops
 
+from keras_vit.layers._fast import attention, dense, flatten_tokens, unflatten_tokens
 from keras_vit.layers._serializable import serializable
-from keras_vit.layers.attention import attention_bias_from_mask
-from keras_vit.layers.bias import Dense
-from keras_vit.layers.flat_tokens import flatten_tokens, unflatten_tokens
+from keras_vit.layers.attention import expand_attention_mask
 from keras_vit.layers.relative_position import apply_rotary_embedding
 from keras_vit.validation import check_positive_int, check_rate
 
@@ -118,7 +118,7 @@ class MultiHeadAttention(keras.layers.Layer):
             )
 
         def dense(name, shape):
-            layer = Dense(dim, use_bias=self.use_bias, name=name, dtype=self.dtype_policy)
+            layer = keras.layers.Dense(dim, use_bias=self.use_bias, name=name, dtype=self.dtype_policy)
             layer.build(shape)
             return layer
 
@@ -128,10 +128,11 @@ class MultiHeadAttention(keras.layers.Layer):
         self.output_dense = dense("output", tuple(query_shape[:-1]) + (dim,))
         self.attention_dropout = keras.layers.Dropout(self.attention_dropout_rate, dtype=self.dtype_policy)
 
-    def _project_heads(self, dense, x):
-        """`dense(x)` split into heads, `(batch, length, heads, head_dim)` (the matmul on rank-2 tokens)."""
+    def _project_heads(self, layer, x, training=None):
+        """`layer(x)` split into heads, `(batch, length, heads, head_dim)`."""
         shape = ops.shape(x)
-        return ops.reshape(dense(flatten_tokens(x)), (shape[0], shape[1], self.num_heads, self.head_dim))
+        projected = dense(layer, flatten_tokens(x), training)
+        return ops.reshape(projected, (shape[0], shape[1], self.num_heads, self.head_dim))
 
     def compute_cache(self, value):
         """Projects `value` once into a `(batch, 2, keys, heads, head_dim)` key/value cache.
@@ -159,8 +160,8 @@ class MultiHeadAttention(keras.layers.Layer):
             key, val = cache[:, 0], cache[:, 1]
         else:
             source = query if value is None else value
-            key = self._project_heads(self.key_dense, source)
-            val = self._project_heads(self.value_dense, source)
+            key = self._project_heads(self.key_dense, source, training)
+            val = self._project_heads(self.value_dense, source, training)
             if self.rotary_max_wavelength is not None:
                 positions = ops.arange(ops.shape(key)[1]) + offset
                 key = apply_rotary_embedding(key, positions, self.rotary_max_wavelength)
@@ -169,27 +170,35 @@ class MultiHeadAttention(keras.layers.Layer):
                 key = ops.slice_update(cache[:, 0], start, ops.cast(key, cache.dtype))
                 val = ops.slice_update(cache[:, 1], start, ops.cast(val, cache.dtype))
                 cache = ops.stack([key, val], axis=1)
-        query_heads = self._project_heads(self.query_dense, query)
+        query_heads = self._project_heads(self.query_dense, query, training)
         if self.rotary_max_wavelength is not None:
             positions = ops.arange(ops.shape(query_heads)[1]) + offset
             query_heads = apply_rotary_embedding(query_heads, positions, self.rotary_max_wavelength)
-        scale = 1.0 / math.sqrt(self.head_dim)
-        logits = ops.einsum("bqhd,bkhd->bhqk", ops.cast(query_heads, "float32") * scale, ops.cast(key, "float32"))
         num_queries, num_keys = ops.shape(query_heads)[1], ops.shape(key)[1]
+        mask = None
         if attention_mask is not None:
             static_keys = key.shape[1] if cache is None or cache_index is None else None
-            logits = logits + attention_bias_from_mask(attention_mask, query.shape[1], static_keys)
+            mask = expand_attention_mask(attention_mask, static_keys)
         if use_causal_mask:
-            allowed = causal_mask(num_queries, num_keys, offset)
-            logits = logits + ops.where(allowed, 0.0, -1e9)[None, None]
-        if attention_bias is not None:
-            logits = logits + ops.cast(attention_bias, "float32")
-        weights = ops.softmax(logits, axis=-1)
-        mixed = ops.einsum(
-            "bhqk,bkhd->bqhd", ops.cast(self.attention_dropout(weights, training=training), val.dtype), val
+            allowed = causal_mask(num_queries, num_keys, offset)[None, None]
+            mask = allowed if mask is None else ops.logical_and(mask, allowed)
+        dropout = None
+        if training and self.attention_dropout_rate > 0:
+            dropout = partial(self.attention_dropout, training=True)
+        heads_first = partial(ops.swapaxes, axis1=1, axis2=2)  # (batch, heads, length, head_dim)
+        mixed = attention(
+            heads_first(query_heads),
+            heads_first(key),
+            heads_first(val),
+            scale=1.0 / math.sqrt(self.head_dim),
+            mask=mask,
+            bias=attention_bias,
+            dropout=dropout,
+            return_weights=return_attention_scores,
         )
-        flat = ops.reshape(mixed, (-1, self.num_heads * self.head_dim))
-        outputs = unflatten_tokens(self.output_dense(flat), query)
+        mixed, weights = mixed if return_attention_scores else (mixed, None)
+        flat = ops.reshape(heads_first(mixed), (-1, self.num_heads * self.head_dim))
+        outputs = unflatten_tokens(dense(self.output_dense, flat, training), query)
         results = (outputs,)
         if return_attention_scores:
             results += (weights,)

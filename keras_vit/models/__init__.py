@@ -4,7 +4,7 @@ from keras_vit.models import variants as _variants  # noqa: F401  (registers the
 from keras_vit.models.mae import MAE
 from keras_vit.models.registry import ModelSpec, create_model, list_models, model_spec, register_model
 from keras_vit.models.transformer import Transformer, TransformerConfig
-from keras_vit.models.vit import DeiT, ViT, ViTConfig
+from keras_vit.models.vit import DeiT, ViT, ViTConfig, inference_copy
 
 __all__ = [
     "MAE",
@@ -15,6 +15,7 @@ __all__ = [
     "ViT",
     "ViTConfig",
     "create_model",
+    "inference_copy",
     "list_models",
     "model_spec",
     "register_model",

@@ -16,7 +16,6 @@ import keras
 import numpy as np
 
 from keras_vit import layers as vit_layers
-from keras_vit.layers.bias import Dense
 from keras_vit.layers.masking import (
     DropPrefixTokens,
     MaskedPatchLoss,
@@ -341,7 +340,7 @@ def _build_graph(
     for i in range(c.depth):
         x = block(c.num_heads, c.mlp_dim, f"block_{i}", drop_path_rates[i])(x)
     x = norm("norm")(x)
-    x = Dense(decoder_dim, name="decoder_embed", dtype=dtype)(x)
+    x = keras.layers.Dense(decoder_dim, name="decoder_embed", dtype=dtype)(x)
     x = MaskTokenFill(1, name="mask_token", dtype=dtype)(x, ids_restore)
     decoder_pos = vit_layers.PositionEmbedding(
         c.grid_size, 1, initializer="zeros", name="decoder_pos_embed", dtype=dtype

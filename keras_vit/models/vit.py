@@ -14,7 +14,6 @@ import keras
 import numpy as np
 
 from keras_vit import layers as vit_layers
-from keras_vit.layers.bias import Dense
 from keras_vit.layers.embeddings import to_pair
 from keras_vit.layers.pooling import POOLING_MODES
 from keras_vit.models._arch import from_variant_config
@@ -289,17 +288,9 @@ class ViT(keras.Model):
         (list of `(batch, heads, tokens, tokens)`, float32), "tokens" (final
         normalised tokens), "pooled" (the vector the head sees) and, with a head,
         "logits". Token order is `[class, distillation, registers..., patches]`.
+        The model itself never computes attention weights; this one does.
         """
-        blocks = [self.get_layer(f"block_{i}").output for i in range(self.config.depth)]
-        outputs = {
-            "blocks": [b[0] for b in blocks],
-            "attention": [b[1] for b in blocks],
-            "tokens": (self.get_layer("norm").output if not self.config.use_fc_norm else blocks[-1][0]),
-            "pooled": self.get_layer(_features_layer(self.config)).output,
-        }
-        if self.config.num_classes:
-            outputs["logits"] = self.output
-        return keras.Model(self.input, outputs, name=f"{self.name}_intermediates")
+        return _Intermediates(self)
 
     def forward_intermediates(self, images, training: bool = False) -> dict[str, Any]:
         """Runs `intermediate_model()` on a batch; see it for the outputs."""
@@ -409,6 +400,55 @@ class DeiT(ViT):
         super().__init__(variant, **kwargs)
 
 
+INFERENCE_DTYPES = ("bfloat16", "float16", "float32")
+
+
+def inference_copy(model: ViT, dtype: str = "bfloat16") -> ViT:
+    """A copy of a ViT/DeiT whose weights are stored in `dtype` once, for inference.
+
+    Under a `mixed_bfloat16` policy every call casts every float32 weight to
+    bfloat16 again (18% of ViT-B/16's predict step on an AMX Xeon); the copy
+    holds them in `dtype` already. What needs float32 for accuracy stays
+    float32: layer-norm statistics, attention logits and softmax are computed
+    in float32 whatever the dtype, and the classifier heads are float32 layers.
+
+    Args:
+        model: a built `ViT` (or `DeiT`), trained in any precision.
+        dtype: "bfloat16" (default), "float16" or "float32".
+
+    Returns:
+        A new model of the same class and architecture, weights cast to `dtype`
+        (heads float32), sharing nothing with `model`.
+    """
+    if dtype not in INFERENCE_DTYPES:
+        raise ValueError(f"`dtype` must be one of {INFERENCE_DTYPES}. Received: dtype={dtype!r}")
+    if not isinstance(model, ViT):
+        raise ValueError(f"`model` must be a keras_vit ViT or DeiT. Received: model={type(model).__name__}")
+    config = dict(model.get_config(), dtype=dtype)
+    copy = type(model).from_config(config)
+    sources = {variable.path: variable for variable in model.weights}
+    for variable in copy.weights:
+        variable.assign(keras.ops.cast(sources[variable.path], variable.dtype))
+    return copy
+
+
+class _Intermediates(keras.Model):
+    """`ViT.intermediate_model()`: the ViT's own layers run with attention weights requested.
+
+    A subclassed model, because a functional one cannot reuse the blocks with
+    another number of outputs than the ViT's graph gives them.
+    """
+
+    def __init__(self, vit: ViT):
+        super().__init__(name=f"{vit.name}_intermediates")
+        self.vit_config = vit.config
+        self.vit_layers = {layer.name: layer for layer in vit.layers if not isinstance(layer, keras.layers.InputLayer)}
+        self.build((None, *vit.config.image_size, vit.config.num_channels))
+
+    def call(self, images, training=None):
+        return _forward(self.vit_config, self.vit_layers, images, with_attention=True)
+
+
 def check_images(images, config: ViTConfig) -> None:
     """Raises a clear `ValueError` when a batch does not fit the model's input."""
     shape = tuple(images.shape)
@@ -444,23 +484,25 @@ def _walk_layers(layer):
 def _build_graph(c: ViTConfig, dtype) -> tuple[keras.KerasTensor, keras.KerasTensor]:
     """Lays out the functional graph: patches -> tokens -> blocks -> pool -> head(s)."""
     images = keras.Input((*c.image_size, c.num_channels), name="images")
-    x = vit_layers.PatchEmbedding(c.patch_size, c.hidden_dim, name="patch_embed", dtype=dtype)(images)
-    prefix = vit_layers.PrefixTokens(
+    outputs = _forward(c, _make_layers(c, dtype), images, with_attention=False)
+    return images, outputs.get("logits", outputs["pooled"])
+
+
+def _make_layers(c: ViTConfig, dtype) -> dict[str, keras.layers.Layer]:
+    """Every layer of the model, by name (timm's names), in forward order."""
+    made = {"patch_embed": vit_layers.PatchEmbedding(c.patch_size, c.hidden_dim, name="patch_embed", dtype=dtype)}
+    made["prefix_tokens"] = vit_layers.PrefixTokens(
         c.class_token, c.distillation_token, c.num_register_tokens, name="prefix_tokens", dtype=dtype
     )
-    if c.position_embedding == "learned" and c.pos_embed_prefix:
-        x = prefix(x)
-        x = vit_layers.PositionEmbedding(c.grid_size, c.num_prefix_tokens, name="pos_embed", dtype=dtype)(x)
-    else:
-        if c.position_embedding == "learned":
-            x = vit_layers.PositionEmbedding(c.grid_size, 0, name="pos_embed", dtype=dtype)(x)
-        elif c.position_embedding == "sincos":
-            x = vit_layers.SinCosPositionEmbedding2D(c.grid_size, 0, name="pos_embed", dtype=dtype)(x)
-        x = prefix(x)
-    x = keras.layers.Dropout(c.dropout_rate, name="pos_drop", dtype=dtype)(x)
+    if c.position_embedding == "learned":
+        prefix = c.num_prefix_tokens if c.pos_embed_prefix else 0
+        made["pos_embed"] = vit_layers.PositionEmbedding(c.grid_size, prefix, name="pos_embed", dtype=dtype)
+    elif c.position_embedding == "sincos":
+        made["pos_embed"] = vit_layers.SinCosPositionEmbedding2D(c.grid_size, 0, name="pos_embed", dtype=dtype)
+    made["pos_drop"] = keras.layers.Dropout(c.dropout_rate, name="pos_drop", dtype=dtype)
     drop_path_rates = np.linspace(0.0, c.drop_path_rate, c.depth) if c.depth > 1 else [c.drop_path_rate]
     for i in range(c.depth):
-        x, _ = vit_layers.TransformerEncoderBlock(
+        made[f"block_{i}"] = vit_layers.TransformerEncoderBlock(
             c.num_heads,
             c.mlp_dim,
             qkv_bias=c.qkv_bias,
@@ -472,27 +514,53 @@ def _build_graph(c: ViTConfig, dtype) -> tuple[keras.KerasTensor, keras.KerasTen
             layer_norm_epsilon=c.layer_norm_epsilon,
             name=f"block_{i}",
             dtype=dtype,
-        )(x, return_attention_scores=True)
-
-    def norm(name):
-        return vit_layers.LayerNorm(epsilon=c.layer_norm_epsilon, name=name, dtype=dtype)
-
-    if not c.use_fc_norm:
-        x = norm("norm")(x)
-    pooled = vit_layers.TokenPooling(c.pooling, c.num_prefix_tokens, name="pool", dtype=dtype)(x)
-    if c.use_fc_norm:
-        pooled = norm("fc_norm")(pooled)
+        )
+    made["fc_norm" if c.use_fc_norm else "norm"] = vit_layers.LayerNorm(
+        epsilon=c.layer_norm_epsilon, name="fc_norm" if c.use_fc_norm else "norm", dtype=dtype
+    )
+    made["pool"] = vit_layers.TokenPooling(c.pooling, c.num_prefix_tokens, name="pool", dtype=dtype)
     if c.representation_size:
-        pooled = Dense(c.representation_size, activation="tanh", name="pre_logits", dtype=dtype)(pooled)
-    if not c.num_classes:
-        return images, pooled
+        made["pre_logits"] = keras.layers.Dense(
+            c.representation_size, activation="tanh", name="pre_logits", dtype=dtype
+        )
+    heads = ("head", "head_dist") if c.distillation_token else ("head",)
+    for name in heads if c.num_classes else ():
+        made[name] = keras.layers.Dense(c.num_classes, kernel_initializer="zeros", name=name, dtype="float32")
+    if c.num_classes and c.distillation_token:
+        made["pool_dist"] = vit_layers.TokenPooling("token", token_index=1, name="pool_dist", dtype=dtype)
+        made["head_average"] = keras.layers.Average(name="head_average", dtype="float32")
+    return made
 
-    def head(name):
-        return keras.layers.Dense(c.num_classes, kernel_initializer="zeros", name=name, dtype="float32")
 
-    logits = head("head")(pooled)
-    if not c.distillation_token:
-        return images, logits
-    dist_tokens = vit_layers.TokenPooling("token", token_index=1, name="pool_dist", dtype=dtype)(x)
-    dist_logits = head("head_dist")(dist_tokens)
-    return images, keras.layers.Average(name="head_average", dtype="float32")([logits, dist_logits])
+def _forward(c: ViTConfig, layer: dict, images, with_attention: bool) -> dict[str, Any]:
+    """Runs `images` through the model's layers; every intermediate the model offers, by name.
+
+    Attention weights are computed only `with_attention` (the intermediates'
+    model): without them each block's attention may use a fused kernel.
+    """
+    x = layer["patch_embed"](images)
+    if c.position_embedding == "learned" and c.pos_embed_prefix:
+        x = layer["pos_embed"](layer["prefix_tokens"](x))
+    else:
+        x = layer["prefix_tokens"](layer["pos_embed"](x) if "pos_embed" in layer else x)
+    x = layer["pos_drop"](x)
+    blocks, attention = [], []
+    for i in range(c.depth):
+        x = layer[f"block_{i}"](x, return_attention_scores=with_attention)
+        if with_attention:
+            x, weights = x
+            attention.append(weights)
+        blocks.append(x)
+    tokens = x if c.use_fc_norm else layer["norm"](x)
+    pooled = layer["pool"](tokens)
+    if c.use_fc_norm:
+        pooled = layer["fc_norm"](pooled)
+    if c.representation_size:
+        pooled = layer["pre_logits"](pooled)
+    outputs = {"blocks": blocks, "attention": attention, "tokens": tokens, "pooled": pooled}
+    if c.num_classes:
+        outputs["logits"] = layer["head"](pooled)
+        if c.distillation_token:
+            dist_logits = layer["head_dist"](layer["pool_dist"](tokens))
+            outputs["logits"] = layer["head_average"]([outputs["logits"], dist_logits])
+    return outputs

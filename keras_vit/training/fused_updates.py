@@ -14,7 +14,7 @@ multi-threaded kernel each:
 
 Keras' decoupled weight decay still runs first, unchanged. The fused kernels
 replace Keras' update only on TensorFlow's op-by-op executor
-(`keras_vit.layers._tf_graph.tensorflow_op_by_op`) for dense gradients; XLA
+(`keras_vit.layers._fast.tensorflow_op_by_op`) for dense gradients; XLA
 fuses Keras' own ops, other backends keep them, and AMSGrad and sparse
 (`IndexedSlices`) gradients take Keras' path.
 """
@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import keras
 
-from keras_vit.layers._tf_graph import tensorflow_op_by_op
+from keras_vit.layers._fast import tensorflow_op_by_op
 
 
 def _fused_kernels_apply(gradient) -> bool:

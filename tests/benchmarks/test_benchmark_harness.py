@@ -525,3 +525,47 @@ def test_paired_timm_variant_times_predict_only():
     assert flops_per_call == 2 * flops.vit_forward_flops(arch)
     with pytest.raises(ValueError, match="predict only"):
         paired.build_step("train", ("timm", "float32", False), arch, 2)
+
+
+def test_ab_case_root_must_be_a_checkout(tmp_path):
+    from benchmarks import ab
+
+    with pytest.raises(ValueError, match=r"Received: root="):
+        ab.run_pinned({"kind": "matmul", "root": str(tmp_path)}, cpus=None, timeout_s=5)
+
+
+def test_attention_memory_reports_peak_rss_of_a_forward():
+    """A tiny model in a fresh process: the peak after the forward is at least the peak after building."""
+    from benchmarks import attention_memory
+
+    arch = dict(image_size=28, patch_size=14, hidden_dim=32, depth=1, num_heads=2, mlp_dim=64)
+    row = attention_memory.peak_rss(attention_memory.ROOT, arch, batch=2, call="eager", timeout_s=300)
+    assert row["peak_mib"] >= row["built_mib"] > 50
+    with pytest.raises(ValueError, match=r"Received: call='jit'"):
+        attention_memory.peak_rss(attention_memory.ROOT, arch, batch=2, call="jit")
+
+
+def test_bf16_agreement_compares_top1_and_logits():
+    from benchmarks.bf16_agreement import compare
+
+    reference = np.array([[1.0, 0.0], [0.0, 1.0], [0.5, 0.4]])
+    other = np.array([[0.9, 0.0], [0.0, 1.2], [0.4, 0.45]])
+    assert compare(reference, other) == dict(n=3, top1_agreement=2 / 3, max_logit_diff=pytest.approx(0.2))
+
+
+@pytest.mark.parametrize(
+    "flags, kind",
+    [
+        ({"amx_bf16", "avx512_bf16", "avx512_fp16"}, "AMX (bf16 matrix tiles)"),
+        ({"avx512_bf16"}, "AVX512_BF16 (bf16 dot products, no AMX)"),
+        (set(), "no native bf16 (emulated)"),
+    ],
+)
+def test_machine_names_the_kind_of_host(flags, kind):
+    from benchmarks import machine, report
+
+    assert machine.host_kind(flags) == kind
+    info = dict(amx_bf16="amx_bf16" in flags, avx512_bf16="avx512_bf16" in flags, avx512_fp16=False, host_kind=kind)
+    assert report._cpu_features(info).endswith(f"AVX512_FP16: no; host: {kind}")
+    described = machine.describe()
+    assert {"amx_bf16", "avx512_bf16", "avx512_fp16", "host_kind", "cpu"} <= set(described)

@@ -6,7 +6,8 @@ import pytest
 import tensorflow as tf
 
 import keras_vit
-from keras_vit.layers.bias import Conv2D, Dense
+from keras_vit.layers import PatchEmbedding, fast_paths
+from keras_vit.layers._fast import dense
 
 ROWS = 8192  # the CIFAR recipe's batch of 128 has 8320 token rows
 
@@ -14,22 +15,24 @@ ROWS = 8192  # the CIFAR recipe's batch of 128 has 8320 token rows
 def _bias_gradient(layer, x, upstream, mode):
     def run(x, upstream):
         with tf.GradientTape() as tape:
-            y = layer(x, training=True)
+            y = dense(layer, x, training=True) if isinstance(layer, keras.layers.Dense) else layer(x, training=True)
             loss = tf.reduce_sum(tf.cast(y, "float32") * upstream)
-        return tape.gradient(loss, layer.bias)
+        bias = layer.bias if isinstance(layer, keras.layers.Dense) else layer.projection.bias
+        return tape.gradient(loss, bias)
 
     run = run if mode == "eager" else tf.function(run)
     return run(tf.constant(x), tf.constant(upstream)).numpy()
 
 
 @pytest.mark.parametrize("mode", ["eager", "graph"])
-@pytest.mark.parametrize("kind", ["dense", "conv2d"])
+@pytest.mark.parametrize("kind", ["dense", "patch_embedding"])
 def test_bias_gradient_is_the_exact_sum_under_mixed_bfloat16(kind, mode, rng):
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
     if kind == "dense":
-        layer, x, out_shape = Dense(16), rng.standard_normal((ROWS, 8)), (ROWS, 16)
+        layer, x, out_shape = keras.layers.Dense(16), rng.standard_normal((ROWS, 8)), (ROWS, 16)
     else:
-        layer, x, out_shape = Conv2D(16, 2, strides=2), rng.standard_normal((8, 64, 64, 3)), (8, 32, 32, 16)
+        layer, x, out_shape = PatchEmbedding(2, 16), rng.standard_normal((8, 64, 64, 3)), (8, 32 * 32, 16)
+    layer.build(x.shape)
     # bfloat16-representable upstream values, so the float64 sum is the exact answer
     upstream = tf.cast(tf.cast(rng.standard_normal(out_shape).astype("float32"), "bfloat16"), "float32").numpy()
     grad = _bias_gradient(layer, x.astype("float32"), upstream, mode)
@@ -40,7 +43,7 @@ def test_bias_gradient_is_the_exact_sum_under_mixed_bfloat16(kind, mode, rng):
 
 
 def _op_types(layer, x, training):
-    graph = tf.function(lambda x: layer(x, training=training)).get_concrete_function(tf.constant(x)).graph
+    graph = tf.function(lambda x: dense(layer, x, training=training)).get_concrete_function(tf.constant(x)).graph
     return {op.type for op in graph.get_operations()}
 
 
@@ -55,30 +58,23 @@ def _op_types(layer, x, training):
 def test_bias_add_op_is_kept_outside_16_bit_training(policy, training, bias_add, rng):
     keras.mixed_precision.set_global_policy(policy)
     x = rng.standard_normal((4, 8)).astype("float32")
-    assert ("BiasAdd" in _op_types(Dense(3), x, training)) == bias_add
-    images = rng.standard_normal((1, 4, 4, 3)).astype("float32")
-    assert ("BiasAdd" in _op_types(Conv2D(3, 2), images, training)) == bias_add
+    assert ("BiasAdd" in _op_types(keras.layers.Dense(3), x, training)) == bias_add
+    with fast_paths(False):  # the reference: Keras' own Dense, BiasAdd
+        assert "BiasAdd" in _op_types(keras.layers.Dense(3), x, training)
 
 
-@pytest.mark.parametrize(
-    "cls, kwargs, shape",
-    [
-        (Dense, dict(units=5, activation="gelu"), (2, 3, 4)),
-        (Conv2D, dict(filters=5, kernel_size=2, activation="relu"), (2, 4, 4, 3)),
-    ],
-)
-def test_layers_match_keras_in_values_and_config(cls, kwargs, shape, rng):
-    ours, reference = cls(name="layer", **kwargs), getattr(keras.layers, cls.__name__)(name="layer", **kwargs)
-    x = rng.standard_normal(shape).astype("float32")
-    ours.build(shape)
-    reference.build(shape)
-    reference.set_weights([rng.standard_normal(w.shape).astype("float32") for w in reference.weights])
-    ours.set_weights(reference.get_weights())
+@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
+@pytest.mark.parametrize("activation", [None, "gelu"])
+def test_dense_matches_keras_dense(policy, activation, rng):
+    keras.mixed_precision.set_global_policy(policy)
+    layer = keras.layers.Dense(5, activation=activation)
+    x = rng.standard_normal((2, 3, 4)).astype("float32")
+    layer.build(x.shape)
+    layer.set_weights([rng.standard_normal(w.shape).astype("float32") for w in layer.weights])
+    expected = keras.ops.convert_to_numpy(keras.ops.cast(layer(x), "float32"))
     for training in (False, True):
-        np.testing.assert_allclose(
-            keras.ops.convert_to_numpy(ours(x, training=training)), keras.ops.convert_to_numpy(reference(x)), atol=1e-5
-        )
-    assert ours.get_config() == reference.get_config()
+        got = keras.ops.convert_to_numpy(keras.ops.cast(dense(layer, x, training=training), "float32"))
+        np.testing.assert_allclose(got, expected, rtol=1e-2 if policy != "float32" else 1e-6, atol=1e-2)
 
 
 def test_vit_bias_gradients_in_bfloat16_follow_float32(rng):

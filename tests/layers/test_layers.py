@@ -210,7 +210,7 @@ def test_layer_norm_gradient_without_gamma_or_beta_matches_torch(center, scale):
 
 
 def test_layer_norm_hand_written_backward_is_used_outside_xla_only():
-    from keras_vit.layers._tf_graph import tensorflow_op_by_op
+    from keras_vit.layers._fast import tensorflow_op_by_op
 
     seen = []
 

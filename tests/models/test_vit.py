@@ -188,3 +188,52 @@ def test_wrong_images_at_call_time(shape, message):
         model(np.zeros(shape, "float32"))
     with pytest.raises(ValueError, match=message):
         model.forward_intermediates(np.zeros(shape, "float32"))
+
+
+def test_inference_copy_holds_bfloat16_weights_and_follows_float32(model):
+    """Weights stored in bfloat16 once (heads float32); logits within bf16 rounding of the float32 model's."""
+    from keras_vit.models import inference_copy
+
+    copy = inference_copy(model, "bfloat16")
+    assert type(copy) is type(model) and copy.config == model.config
+    heads = {"head", "head_dist"}
+    for variable in copy.weights:
+        expected = "float32" if variable.path.split("/")[0] in heads else "bfloat16"
+        assert variable.dtype == expected, variable.path
+    x = images_for(model)
+    reference, got = model.predict(x, verbose=0), copy.predict(x, verbose=0)
+    assert got.dtype == np.float32
+    assert np.abs(got - reference).max() <= 0.05 * np.abs(reference).max() + 1e-3
+    intermediates = copy.forward_intermediates(x)
+    assert all(keras.backend.standardize_dtype(w.dtype) == "float32" for w in intermediates["attention"])
+
+
+def test_inference_copy_has_no_per_call_weight_casts():
+    """Under mixed_bfloat16 every weight is cast to bfloat16 on every call; the bfloat16 copy casts none.
+
+    (Layer-norm parameters are cast up to float32, where the statistics are computed, in both.)
+    """
+    import tensorflow as tf
+
+    from keras_vit.models import inference_copy
+
+    mixed = keras_vit.ViT(**TINY, dtype="mixed_bfloat16")
+    copy = inference_copy(mixed, "bfloat16")
+    x = tf.constant(images_for(mixed))
+
+    def weight_casts(m):
+        graph = tf.function(lambda images: m(images)).get_concrete_function(x).graph
+        casts = [op for op in graph.get_operations() if op.type == "Cast" and op.get_attr("DstT") == tf.bfloat16]
+        return sum(op.inputs[0].op.type == "ReadVariableOp" for op in casts)
+
+    assert weight_casts(mixed) >= 4 * TINY["depth"]  # at least the qkv, proj, fc1 and fc2 kernels
+    assert weight_casts(copy) == 0
+
+
+def test_inference_copy_rejects_bad_arguments():
+    from keras_vit.models import inference_copy
+
+    with pytest.raises(ValueError, match=r"Received: dtype='int8'"):
+        inference_copy(keras_vit.ViT(**TINY), "int8")
+    with pytest.raises(ValueError, match=r"Received: model=Sequential"):
+        inference_copy(keras.Sequential([keras.layers.Dense(2)]), "bfloat16")

@@ -1,14 +1,12 @@
-"""Attention values and gradients against torch autograd, on every path (eager, graph, XLA)."""
+"""The seam's attention: values and gradients against torch autograd, on every path (eager, graph, XLA)."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 import torch
 
-from keras_vit.layers.dot_product_attention import (
-    _is_unconnected,
-    dot_product_attention,
-)
+from keras_vit.layers._fast import attention
+from keras_vit.layers._fast.gradients import is_unconnected
 
 SHAPE = (2, 3, 7, 4)  # batch, heads, tokens, head_dim
 SCALE = 0.5
@@ -21,17 +19,18 @@ def _inputs():
     upstream_weights = rng.standard_normal(SHAPE[:3] + SHAPE[2:3]).astype("float32")
     allowed = np.ones((SHAPE[0], 1, 1, SHAPE[2]), bool)
     allowed[1, ..., 5:] = False
-    bias = np.where(allowed, 0.0, -1e9).astype("float32")
-    return q, k, v, upstream_outputs, upstream_weights, bias
+    return q, k, v, upstream_outputs, upstream_weights, allowed
 
 
 def _ours(mode, use_weights, dtype="float32", weights_dropout=None):
-    q, k, v, up_o, up_w, bias = _inputs()
+    q, k, v, up_o, up_w, allowed = _inputs()
 
     def run(q, k, v):
         with tf.GradientTape() as tape:
             tape.watch([q, k, v])
-            outputs, weights = dot_product_attention(q, k, v, SCALE, tf.constant(bias), weights_dropout)
+            outputs, weights = attention(
+                q, k, v, SCALE, mask=tf.constant(allowed), dropout=weights_dropout, return_weights=True
+            )
             loss = tf.reduce_sum(tf.cast(outputs, "float32") * up_o)
             if use_weights:
                 loss += tf.reduce_sum(weights * up_w)
@@ -45,7 +44,8 @@ def _ours(mode, use_weights, dtype="float32", weights_dropout=None):
 @pytest.mark.parametrize("use_weights", [False, True], ids=["outputs-only", "weights-used"])
 @pytest.mark.parametrize("mode", ["eager", "graph", "xla"])
 def test_values_and_gradients_match_torch(mode, use_weights):
-    q, k, v, up_o, up_w, bias = _inputs()
+    q, k, v, up_o, up_w, allowed = _inputs()
+    bias = np.where(allowed, 0.0, -1e9).astype("float32")
     tq, tk, tv = (torch.tensor(a, requires_grad=True) for a in (q, k, v))
     weights = torch.softmax(tq * SCALE @ tk.transpose(-1, -2) + torch.from_numpy(bias), dim=-1)
     outputs = weights @ tv
@@ -73,7 +73,7 @@ def test_unused_weights_skip_their_backward_terms():
     @tf.custom_gradient
     def probe(x):
         def grad(d_first, d_second):
-            seen.append(_is_unconnected(d_second))
+            seen.append(is_unconnected(d_second))
             return d_first
 
         return (x * 1.0, x * 2.0), grad
@@ -89,10 +89,10 @@ def test_unused_weights_skip_their_backward_terms():
     step(tf.ones((2, 3)))
     tf.function(step.python_function)(tf.ones((2, 3)))  # static shapes
     assert seen == [True, True]
-    assert not _is_unconnected(tf.zeros((2, 3)))  # eager tensors take the general path
+    assert not is_unconnected(tf.zeros((2, 3)))  # eager tensors take the general path
     with tf.Graph().as_default():
-        assert _is_unconnected(tf.zeros((4, 100, 100)))  # Fill
-        assert _is_unconnected(tf.zeros((2, 3)))  # Const
-        assert _is_unconnected(tf.zeros_like(tf.ones((2, 3))))  # ZerosLike
-        assert not _is_unconnected(tf.ones((4, 100, 100)))
-        assert not _is_unconnected(tf.constant([[0.0, 1.0]]))
+        assert is_unconnected(tf.zeros((4, 100, 100)))  # Fill
+        assert is_unconnected(tf.zeros((2, 3)))  # Const
+        assert is_unconnected(tf.zeros_like(tf.ones((2, 3))))  # ZerosLike
+        assert not is_unconnected(tf.ones((4, 100, 100)))
+        assert not is_unconnected(tf.constant([[0.0, 1.0]]))

@@ -12,8 +12,8 @@ column sums for its parameters' gradients) was no faster than TensorFlow's
 ops, and XLA's softmax was slower than oneDNN's, so the layer norm sends only
 its elementwise ends here and the softmax forward stays.
 
-Used only in train graphs for TensorFlow's executor (`_tf_graph`): inference
-and exported graphs keep plain, portable ops.
+Used only in train graphs for TensorFlow's executor (`keras_vit.layers._fast`):
+inference and exported graphs keep plain, portable ops.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def _kernels():
 
 
 def gelu_erf_with_xla(x):
-    """Exact GELU (as `keras_vit.layers.gelu_erf`) whose forward and backward are one XLA kernel each.
+    """Exact GELU (as `keras_vit.layers._fast.gelu`) whose forward and backward are one XLA kernel each.
 
     Computed in float32 for half-precision inputs; the backward recomputes
     the normal CDF from the saved input rather than keeping a second tensor.
