@@ -190,7 +190,7 @@ def main() -> int:
     if args.output:
         write_json(args.output, metrics)
     # The script's own check: the model learned something (token accuracy above the 1/10 of guessing a digit);
-    # a full run also decodes held-out strings exactly (see the README for the measured rate).
+    # a full run also decodes held-out strings exactly (docs/sequence.md gives the measured rate).
     chance = 1.0 / 10
     passed = metrics["final_token_accuracy"] > chance
     print(

@@ -11,7 +11,7 @@ is measured on the held-out split. Two ways to split:
   `per_class` images per class of the other half (same classes, new images);
 - by classes (`source_classes`, `target_classes`): pretrain on some digits,
   adapt to the others; a harder transfer whose outcome varied with the seed
-  in our runs (see the README).
+  in our runs (docs/training.md).
 """
 
 from __future__ import annotations

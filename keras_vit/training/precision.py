@@ -3,7 +3,7 @@
 "auto" turns on `mixed_bfloat16` only where it is faster: with native
 bfloat16 matrix units, and on a CPU only for models at least
 `MIN_CPU_BF16_WIDTH` wide. Measured on this project's benchmark machine (AMD
-EPYC with AVX512_BF16; paired runs in one process, README, Benchmarks), a
+EPYC with AVX512_BF16; paired runs in one process, docs/benchmarks.md), a
 train step in mixed bfloat16 ran 1.27-1.30x (CIFAR model, width 192; 1.36-1.43x
 at its recipe's batch 128) and 1.22-1.27x (ViT-Ti/16) as fast as the best
 float32 setting and ViT-B/16 inference 1.63-1.73x, but the width-64 digits

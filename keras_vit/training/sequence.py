@@ -144,7 +144,7 @@ def transformer_optimizer(
     """Adam(beta1 0.9, beta2 0.98, epsilon 1e-9) on the inverse-square-root schedule (paper, section 5.3).
 
     A `FusedAdam`: Keras' Adam with each dense update as one TensorFlow kernel
-    (README, Benchmarks: 1.04x on the CPU train step of a 256-wide Transformer).
+    (docs/benchmarks.md: 1.04x on the CPU train step of a 256-wide Transformer).
     """
     return FusedAdam(
         learning_rate=InverseSqrtSchedule(d_model, warmup_steps, scale),

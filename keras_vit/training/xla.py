@@ -1,7 +1,7 @@
 """Chooses XLA for training: what `jit_compile="auto"` means in keras_vit.
 
 Keras' own "auto" turns XLA off on CPU-only machines. Measured on this
-project's benchmark machine (paired runs in one process, README, Benchmarks),
+project's benchmark machine (paired runs in one process, docs/benchmarks.md),
 XLA train steps in float32 ran 1.18-1.25x as fast on the width-64 digits
 model (the default recipe: XLA removes the per-op overhead that dominates a
 narrow model), but on the 192-768 wide models 1.01-1.04x (ViT-Ti/16), 1.00x

@@ -4,7 +4,7 @@ TensorFlow's graph executor runs every elementwise op as its own pass over
 memory: exact GELU and its derivative take about fifteen passes over the MLP's
 hidden activations, the softmax backward five over the n x n weights. XLA
 fuses such a chain into one loop, while oneDNN keeps the matmuls, which XLA
-runs slower on CPUs (so whole-step XLA loses here; README, Benchmarks). A
+runs slower on CPUs (so whole-step XLA loses here; docs/benchmarks.md). A
 function compiled with `jit_compile=True` and called from a plain graph is
 exactly that split. Only elementwise chains with at most short row sums come
 here: measured the same way, a whole layer norm in XLA (rows of 192 and
