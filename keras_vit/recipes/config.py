@@ -58,7 +58,7 @@ class Recipe(AugmentSettings):
     Optimisation:
         epochs, batch_size (global), steps_per_epoch (cap; None: whole split).
         optimizer: "adamw" or "sgd"; lr (peak), base_batch_size (lr is scaled
-        by batch_size / base_batch_size when set), weight_decay, momentum (SGD),
+        by batch_size / base_batch_size when set), weight_decay, momentum (SGD), beta_2 (AdamW),
         warmup_epochs (capped at epochs), warmup_start_lr, min_lr (cosine end), clip_norm (global
         norm), label_smoothing, layer_decay (layer-wise lr decay), ema and
         ema_momentum (weight averaging), early_stopping_patience.
@@ -113,6 +113,7 @@ class Recipe(AugmentSettings):
     base_batch_size: int | None = None
     weight_decay: float = 0.05
     momentum: float = 0.9
+    beta_2: float = 0.999
     warmup_epochs: float = 0.0
     warmup_start_lr: float = 0.0
     min_lr: float = 0.0
@@ -205,6 +206,8 @@ class Recipe(AugmentSettings):
             raise ValueError(f"`drop_path_rate` must be in [0, 1). Received: drop_path_rate={self.drop_path_rate!r}")
         if self.clip_norm is not None and not self.clip_norm > 0:
             raise ValueError(f"`clip_norm` must be positive or None. Received: clip_norm={self.clip_norm!r}")
+        if not 0.0 < self.beta_2 < 1.0:
+            raise ValueError(f"`beta_2` must be in (0, 1). Received: beta_2={self.beta_2!r}")
         if self.early_stopping_patience is not None and self.val_fraction == 0:
             raise ValueError(
                 "`early_stopping_patience` needs a validation split: set val_fraction > 0 (early "

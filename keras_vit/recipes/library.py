@@ -196,8 +196,7 @@ MAE_PRETRAIN = register_recipe(
     MAEPretrainRecipe(
         name="mae_pretrain",
         description="Masked-autoencoder pretraining of a ViT on unlabeled images (labels ignored): 75% of the patches "
-        "masked, MSE on normalised pixels of the masked ones, random resized crop + flip only. Keras' AdamW "
-        "uses beta_2 0.999 here (the paper: 0.95).",
+        "masked, MSE on normalised pixels of the masked ones, random resized crop + flip only.",
         source=MAE_SOURCE + ", Table 8 and github.com/facebookresearch/mae PRETRAIN.md: AdamW lr 1.5e-4 x batch/256, "
         "betas (0.9, 0.95), wd 0.05, batch 4096, 800 epochs, 40 warmup, cosine, RandomResizedCrop(0.2, 1) + flip, "
         "mask ratio 0.75, norm_pix_loss",
@@ -211,6 +210,7 @@ MAE_PRETRAIN = register_recipe(
         epochs=800,
         batch_size=4096,
         optimizer="adamw",
+        beta_2=0.95,
         lr=1.5e-4,
         base_batch_size=256,
         weight_decay=0.05,

@@ -246,6 +246,7 @@ def prepare(recipe: str | Recipe, **overrides) -> Prepared:
             model=model,
             weight_decay=recipe.weight_decay,
             momentum=recipe.momentum,
+            beta_2=recipe.beta_2,
             clip_norm=recipe.clip_norm,
             layer_decay=recipe.layer_decay,
             use_ema=recipe.ema,

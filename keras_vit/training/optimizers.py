@@ -104,6 +104,7 @@ def build_optimizer(
     model: keras.Model | None = None,
     weight_decay: float = 0.0,
     momentum: float = 0.9,
+    beta_2: float = 0.999,
     clip_norm: float | None = None,
     layer_decay: float | None = None,
     use_ema: bool = False,
@@ -118,6 +119,7 @@ def build_optimizer(
             decay and its `layer_groups()` define layer-wise decay.
         weight_decay: decoupled weight decay (0: off).
         momentum: SGD momentum.
+        beta_2: AdamW's second-moment decay (MAE pretraining uses 0.95).
         clip_norm: global gradient-norm clipping (None: off).
         layer_decay: layer-wise learning-rate decay factor (None: off).
         use_ema: keep an exponential moving average of the weights.
@@ -136,7 +138,7 @@ def build_optimizer(
     common = dict(global_clipnorm=clip_norm, use_ema=use_ema, ema_momentum=ema_momentum, lr_multipliers=multipliers)
     if name == "adamw":
         optimizer = LayerDecayAdamW(
-            learning_rate, weight_decay=weight_decay, beta_1=0.9, beta_2=0.999, epsilon=1e-8, **common
+            learning_rate, weight_decay=weight_decay, beta_1=0.9, beta_2=beta_2, epsilon=1e-8, **common
         )
     else:
         if not 0.0 <= momentum < 1.0:

@@ -34,10 +34,17 @@ def pretrained(tmp_path_factory):
 def test_recipes_carry_the_paper_settings():
     pre, fine = recipes.get_recipe("mae_pretrain"), recipes.get_recipe("mae_finetune")
     assert (pre.lr, pre.base_batch_size, pre.weight_decay, pre.warmup_epochs) == (1.5e-4, 256, 0.05, 40)
+    assert pre.beta_2 == 0.95 and fine.beta_2 == 0.999
+
     assert pre.crop_scale == (0.2, 1.0) and pre.hflip and not (pre.mixup_alpha or pre.randaugment_ops)
     assert pre.model_overrides["mask_ratio"] == 0.75 and "2111.06377" in pre.source
     assert (fine.layer_decay, fine.drop_path_rate, fine.label_smoothing) == (0.65, 0.1, 0.1)
     assert (fine.mixup_alpha, fine.cutmix_alpha, fine.model_overrides["pooling"]) == (0.8, 1.0, "gap")
+
+
+def test_mae_pretrain_builds_adamw_with_the_papers_betas():
+    parts = prepare("mae_pretrain", **SMALL)
+    assert (parts.train_model.optimizer.beta_1, parts.train_model.optimizer.beta_2) == (0.9, 0.95)
 
 
 def test_pretraining_runs_without_labels_and_saves_an_mae(pretrained):
