@@ -41,12 +41,19 @@ def sincos_position_table(grid_size: tuple[int, int], dim: int) -> np.ndarray:
 DECODER_DEFAULTS = dict(decoder_dim=512, decoder_depth=8, decoder_heads=16)
 
 
+def _mae_arch(name: str | None) -> dict[str, Any] | None:
+    """The registered MAE variant's arch (`encoder` and decoder sizes, from models/variants.py), else None."""
+    from keras_vit.models.registry import list_models, model_spec
+
+    return model_spec(name).arch if name in list_models("mae_*") else None
+
+
 def resolve_encoder(name: str | None) -> tuple[str | None, dict[str, int]]:
     """(ViT variant, decoder defaults) of an encoder argument: a ViT zoo name or a registered `mae_*` name."""
-    if name in _VARIANTS:
-        encoder, decoder = _VARIANTS[name]
-        return encoder, dict(DECODER_DEFAULTS, **decoder)
-    return name, dict(DECODER_DEFAULTS)
+    arch = _mae_arch(name)
+    if arch is None:
+        return name, dict(DECODER_DEFAULTS)
+    return arch["encoder"], {key: arch[key] for key in DECODER_DEFAULTS}
 
 
 def encoder_config(encoder: str | None, encoder_kwargs: dict[str, Any]) -> ViTConfig:
@@ -278,7 +285,7 @@ class MAE(keras.Model):
 def _default_name(encoder: str | None) -> str:
     if encoder is None:
         return "mae"
-    return encoder if encoder in _VARIANTS else f"mae_{encoder}"
+    return encoder if _mae_arch(encoder) is not None else f"mae_{encoder}"
 
 
 def _check_decoder(dim: int, depth: int, heads: int, mlp_dim: int) -> None:
@@ -355,43 +362,3 @@ def _build_graph(
     pred = DropPrefixTokens(1, name="pred", dtype="float32")(x)
     loss = MaskedPatchLoss(c.patch_size, norm_pix_loss, name="loss", dtype="float32")(images, pred, mask)
     return {"images": images, "noise": noise}, {"loss": loss, "pred": pred, "mask": mask}
-
-
-_VARIANTS = {
-    # name: (encoder, decoder overrides, description)
-    "mae_vit_base_patch16": ("vit_base_patch16_224", {}),
-    "mae_vit_large_patch16": ("vit_large_patch16_224", {}),
-    "mae_vit_huge_patch14": ("vit_huge_patch14_224", {}),
-    # The tiny variant for the 8x8 scikit-learn digits and fast tests.
-    "mae_vit_digits_patch2_8": ("vit_digits_patch2_8", dict(decoder_dim=32, decoder_depth=2, decoder_heads=4)),
-}
-
-
-def _register_variants() -> None:
-    from keras_vit.models.registry import model_spec, register_model
-
-    for name, (encoder, decoder) in _VARIANTS.items():
-        defaults = dict(DECODER_DEFAULTS, **decoder)
-        base = model_spec(encoder)
-        count = mae_param_count(
-            encoder_config(encoder, {}), defaults["decoder_dim"], defaults["decoder_depth"], 4 * defaults["decoder_dim"]
-        )
-
-        def build(_name=name, **overrides):
-            return MAE(_name, **overrides)
-
-        spec = dict(
-            family="mae",
-            input_size=base.input_size,
-            mean=base.mean,
-            std=base.std,
-            crop_pct=base.crop_pct,
-            num_classes=0,
-            source=f"{MAE_SOURCE}; encoder {encoder}",
-            license="Apache-2.0",
-            num_params=count,
-        )
-        register_model(build, name=name, spec=spec)
-
-
-_register_variants()

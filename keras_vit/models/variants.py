@@ -8,6 +8,9 @@ The sequence Transformer's variants follow Vaswani et al. 2017, table 3.
 
 from __future__ import annotations
 
+import dataclasses
+
+from keras_vit.models.mae import DECODER_DEFAULTS, MAE, MAE_SOURCE, encoder_config, mae_param_count
 from keras_vit.models.registry import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -237,6 +240,36 @@ def _transformer_specs() -> list[ModelSpec]:
     ]
 
 
+def _mae_specs() -> list[ModelSpec]:
+    """The MAE paper's models (decoder 512 x 8 x 16) and a tiny one for the digits; preprocessing as the encoder's."""
+    table = {
+        "mae_vit_base_patch16": ("vit_base_patch16_224", {}),
+        "mae_vit_large_patch16": ("vit_large_patch16_224", {}),
+        "mae_vit_huge_patch14": ("vit_huge_patch14_224", {}),
+        "mae_vit_digits_patch2_8": ("vit_digits_patch2_8", dict(decoder_dim=32, decoder_depth=2, decoder_heads=4)),
+    }
+    encoders = {spec.name: spec for spec in _vit_specs() + _small_image_specs()}
+    # The released MAE weights (timm's `*.mae` tags) take ImageNet mean/std, a 0.9 crop, and are CC-BY-NC-4.0.
+    paper = dict(mean=IMAGENET_MEAN, std=IMAGENET_STD, crop_pct=0.9, license="CC-BY-NC-4.0")
+    return [
+        dataclasses.replace(
+            encoders[encoder],
+            name=name,
+            family="mae",
+            arch=dict(DECODER_DEFAULTS, encoder=encoder, **decoder),
+            num_classes=0,
+            source=f"{MAE_SOURCE}; encoder {encoder}",
+            **(paper if name != "mae_vit_digits_patch2_8" else dict(license="")),
+        )
+        for name, (encoder, decoder) in table.items()
+    ]
+
+
+def _mae_param_count(arch: dict) -> int:
+    config = encoder_config(arch["encoder"], {})
+    return mae_param_count(config, arch["decoder_dim"], arch["decoder_depth"], 4 * arch["decoder_dim"])
+
+
 # ---- registration: one call per family ---------------------------------------------------------
 register_variants(
     _vit_specs() + _deit_specs() + _register_token_specs() + _small_image_specs(),
@@ -248,3 +281,4 @@ register_variants(
     model_class_for=lambda spec: Transformer,
     param_count=lambda arch: transformer_param_count(TransformerConfig(**arch)),
 )
+register_variants(_mae_specs(), model_class_for=lambda spec: MAE, param_count=_mae_param_count)

@@ -276,12 +276,12 @@ def load_pretrained(model, path: str, sha256: str | None = None) -> LoadReport:
             )
     if sha256 is not None:
         verify_sha256(path, sha256)
+    path = checkpoint_in_folder(path)
     from keras_vit.weights import mae_hf  # an MAE checkpoint (.keras, HF or paper keys): load its encoder
 
     mae_state = mae_hf.encoder_state(path, model)
     if mae_state is not None:
         return load_state_dict(model, mae_state, path=path, format="mae", flavor="mae")
-    path = checkpoint_in_folder(path)
     if formats.detect_format(path) == formats.KERAS_H5:
         return _load_keras_weights(model, path)
     checkpoint = formats.read_checkpoint(path)

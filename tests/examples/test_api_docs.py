@@ -8,7 +8,15 @@ import pytest
 
 import keras_vit
 
-PUBLIC = [name for name in keras_vit.__all__ if not name.startswith("_") and name != "layers"]
+# Functions and classes; the subpackages (`keras_vit.export`, ...) are modules with a summary docstring.
+PUBLIC = [n for n in keras_vit.__all__ if not n.startswith("_") and not inspect.ismodule(getattr(keras_vit, n))]
+SUBPACKAGES = [name for name in keras_vit.__all__ if inspect.ismodule(getattr(keras_vit, name))]
+
+
+@pytest.mark.parametrize("name", SUBPACKAGES)
+def test_subpackages_have_a_summary(name):
+    doc = inspect.getdoc(getattr(keras_vit, name)) or ""
+    assert doc and doc.splitlines()[0].strip(), f"keras_vit.{name} has no one-line summary"
 
 
 @pytest.mark.parametrize("name", PUBLIC)

@@ -24,7 +24,7 @@ from tensorflow_serving.apis import (
 )
 
 from keras_vit import export
-from keras_vit.export import predict, repository
+from keras_vit.export import loaded_version, repository
 from tests.export.export_helpers import rest
 
 GOOD = {"instances": np.zeros((1, 32, 32, 3)).tolist()}
@@ -40,13 +40,13 @@ def base(vit_export, tmp_path):
 
 def slowed(monkeypatch, seconds):
     """Makes every signature call take `seconds` longer (the server looks `run_signature` up per call)."""
-    real = predict.run_signature
+    real = loaded_version.run_signature
 
     def slow(*args):
         time.sleep(seconds)
         return real(*args)
 
-    monkeypatch.setattr(predict, "run_signature", slow)
+    monkeypatch.setattr(loaded_version, "run_signature", slow)
 
 
 @pytest.mark.parametrize("batching", [False, True])
@@ -60,7 +60,7 @@ def test_rest_timeout_answers_deadline_exceeded(base, monkeypatch, batching):
         assert rest(server.rest_port, "POST", "/v1/models/tiny_vit:predict", GOOD)[0] == 200
         slowed(monkeypatch, 1.0)
         if batching:  # the batcher holds its own reference to the call
-            server.batcher._run = predict.run_signature
+            server.batcher._run = loaded_version.run_signature
         started = time.monotonic()
         status, body = rest(server.rest_port, "POST", "/v1/models/tiny_vit:predict", GOOD)
         assert status == 504 and body == {"error": "Deadline exceeded after 200 ms."}
@@ -255,5 +255,5 @@ def test_loading_versions_leaves_no_gradient_registrations(vit_export):
     before = len(registry)
     loaded = [repository.load_version("tiny_vit", v, vit_export) for v in (2, 3)]
     assert len(registry) == before
-    outputs = predict.run_signature(loaded[1], "serving_default", {"images": np.zeros((1, 32, 32, 3), np.float32)})
+    outputs = loaded_version.run_signature(loaded[1], "serving_default", {"images": np.zeros((1, 32, 32, 3), np.float32)})
     assert outputs["logits"].shape == (1, 10)  # inference needs none of them

@@ -8,16 +8,19 @@ import pytest
 
 import keras_vit
 from keras_vit.models import registry, variants
+from keras_vit.models.mae import MAE
 from keras_vit.models.transformer import Transformer, TransformerConfig, transformer_param_count
 from keras_vit.models.vit import DeiT, ViT, ViTConfig, vit_param_count
 
 PACKAGE_DIR = pathlib.Path(keras_vit.__file__).parent
-FAMILY_CLASSES = {"vit": (ViT, DeiT), "deit": (ViT, DeiT), "transformer": (Transformer,)}
+FAMILY_CLASSES = {"vit": (ViT, DeiT), "deit": (ViT, DeiT), "transformer": (Transformer,), "mae": (MAE,)}
 
 
 def _count(spec):
     if spec.family == "transformer":
         return transformer_param_count(TransformerConfig(**spec.arch))
+    if spec.family == "mae":  # checked against transformers' ViTMAEForPreTraining in tests/models/test_mae.py
+        return variants._mae_param_count(spec.arch)
     return vit_param_count(ViTConfig(**spec.arch))
 
 
@@ -59,7 +62,7 @@ def test_only_variants_module_registers_built_in_variants():
             ):
                 callers.append(path.relative_to(PACKAGE_DIR).as_posix())
     assert set(callers) == {"models/variants.py", "models/registry.py"}
-    assert callers.count("models/variants.py") == 2  # one call per family: ViT/DeiT and Transformer
+    assert callers.count("models/variants.py") == 3  # one call per family: ViT/DeiT, Transformer and MAE
 
 
 def test_register_variants_fills_the_parameter_count(monkeypatch):

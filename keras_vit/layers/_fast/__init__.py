@@ -136,7 +136,7 @@ def attention(
     if mode == _TRAIN and dropout is None and bias is None:
         from keras_vit.layers._fast.gradients import attention_with_backward
 
-        outputs, weights = attention_with_backward(scale, mask_bias)(query, key, value)
+        outputs, weights = attention_with_backward(scale, mask_bias, attention_weights)(query, key, value)
         return (outputs, weights) if return_weights else outputs
     if not return_weights and dropout is None and _fused_attention_exact(query):
         return _fused_attention(query, key, value, scale, mask, bias)

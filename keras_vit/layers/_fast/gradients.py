@@ -10,6 +10,8 @@ function whose forward is the reference math of `_fast.attention` /
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from keras import ops
 
 from keras_vit.layers._fast.kernels import normalized_affine, normalized_input_gradient, scaled_softmax_backward
@@ -22,7 +24,7 @@ def _backward_scope() -> str:
     return f"{tf.get_current_name_scope()}/backward/".lstrip("/")
 
 
-def attention_with_backward(scale: float, mask_bias):
+def attention_with_backward(scale: float, mask_bias, attention_weights: Callable):
     """Attention as one custom-gradient function `(query, key, value) -> (outputs, weights)`.
 
     With weights `S`, outputs `O` and upstream gradients `dO`, `dS`:
@@ -33,11 +35,10 @@ def attention_with_backward(scale: float, mask_bias):
     computed only when something downstream uses the weights; the softmax part
     is one XLA kernel that also casts the logits' gradient to the values'
     dtype, so under mixed precision the query and key gradients come from
-    half-precision matmuls (train steps 1.03-1.06x faster). `mask_bias` gets no gradient.
+    half-precision matmuls (train steps 1.03-1.06x faster). `mask_bias` gets no gradient;
+    `attention_weights` is the seam's reference softmax, so both paths share one forward.
     """
     import tensorflow as tf
-
-    from keras_vit.layers._fast import attention_weights
 
     @ops.custom_gradient
     def attend(query, key, value):
