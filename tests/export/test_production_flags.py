@@ -255,5 +255,7 @@ def test_loading_versions_leaves_no_gradient_registrations(vit_export):
     before = len(registry)
     loaded = [repository.load_version("tiny_vit", v, vit_export) for v in (2, 3)]
     assert len(registry) == before
-    outputs = loaded_version.run_signature(loaded[1], "serving_default", {"images": np.zeros((1, 32, 32, 3), np.float32)})
+    outputs = loaded_version.run_signature(
+        loaded[1], "serving_default", {"images": np.zeros((1, 32, 32, 3), np.float32)}
+    )
     assert outputs["logits"].shape == (1, 10)  # inference needs none of them
