@@ -4,6 +4,7 @@ Their TensorFlow speed paths sit behind one switch: `set_fast_paths(False)`,
 `with fast_paths(False):` or the environment variable `KERAS_VIT_FAST_PATHS=0`.
 """
 
+from keras_vit.layers import compat as _compat  # noqa: F401  (registers 0.1.0 layer names)
 from keras_vit.layers._fast import fast_paths, fast_paths_enabled, set_fast_paths
 from keras_vit.layers.attention import MultiHeadSelfAttention
 from keras_vit.layers.blocks import TransformerEncoderBlock
