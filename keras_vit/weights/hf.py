@@ -98,6 +98,24 @@ def hf_to_timm(state: dict[str, np.ndarray], path: str = "<state>") -> dict[str,
     return out
 
 
+def encoder_arch_from_hf_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The encoder's `ViT` arguments, read the same way from every Hugging Face ViT-family `config.json`.
+
+    ViT, DeiT and ViTMAE configs share these fields and `transformers`' defaults for them.
+    """
+    return dict(
+        image_size=int(config.get("image_size", 224)),
+        patch_size=int(config.get("patch_size", 16)),
+        num_channels=int(config.get("num_channels", 3)),
+        hidden_dim=int(config.get("hidden_size", 768)),
+        depth=int(config.get("num_hidden_layers", 12)),
+        num_heads=int(config.get("num_attention_heads", 12)),
+        mlp_dim=int(config.get("intermediate_size", 3072)),
+        qkv_bias=bool(config.get("qkv_bias", True)),
+        layer_norm_epsilon=float(config.get("layer_norm_eps", 1e-12)),
+    )
+
+
 def arch_from_hf_config(config: dict[str, Any]) -> dict[str, Any]:
     """keras_vit `ViT` arguments equivalent to a `transformers` `ViTConfig`/`DeiTConfig` dict (`config.json`).
 
@@ -122,15 +140,7 @@ def arch_from_hf_config(config: dict[str, Any]) -> dict[str, Any]:
     distilled = any("WithTeacher" in a for a in architectures)
     labels = config.get("id2label") or {}
     return dict(
-        image_size=int(config.get("image_size", 224)),
-        patch_size=int(config.get("patch_size", 16)),
-        num_channels=int(config.get("num_channels", 3)),
-        hidden_dim=int(config.get("hidden_size", 768)),
-        depth=int(config.get("num_hidden_layers", 12)),
-        num_heads=int(config.get("num_attention_heads", 12)),
-        mlp_dim=int(config.get("intermediate_size", 3072)),
-        qkv_bias=bool(config.get("qkv_bias", True)),
-        layer_norm_epsilon=float(config.get("layer_norm_eps", 1e-12)),
+        encoder_arch_from_hf_config(config),
         distillation_token=distilled,
         num_classes=len(labels) if classifier else 0,
     )

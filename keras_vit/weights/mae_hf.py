@@ -13,7 +13,6 @@ of them loads into a plain `keras_vit.ViT` for fine-tuning.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import warnings
@@ -21,8 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from keras_vit.weights import timm_keys
+from keras_vit.weights import hf_config, timm_keys
 from keras_vit.weights.errors import CheckpointError, listing, shape_str
+from keras_vit.weights.hf import encoder_arch_from_hf_config
 from keras_vit.weights.safetensors_io import read_safetensors
 
 _BLOCK_PARTS = {
@@ -144,11 +144,8 @@ def read_config(path: str) -> dict[str, Any] | None:
     """The `config.json` beside a checkpoint file (or in its folder), or None."""
     path = os.fspath(path)
     folder = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
-    config_path = os.path.join(folder, "config.json")
-    if not os.path.isfile(config_path):
-        return None
-    with open(config_path) as file:
-        return json.load(file)
+    config_path = os.path.join(folder, hf_config.CONFIG_NAME)
+    return hf_config.read_hf_config(config_path) if os.path.isfile(config_path) else None
 
 
 def arguments_from_hf_config(config: dict[str, Any]) -> dict[str, Any]:
@@ -162,17 +159,7 @@ def arguments_from_hf_config(config: dict[str, Any]) -> dict[str, Any]:
     act = config.get("hidden_act", "gelu")
     if act != "gelu":
         raise CheckpointError(f"keras_vit uses exact (erf) GELU; this MAE uses another. Received: hidden_act={act!r}")
-    encoder = dict(
-        image_size=int(config.get("image_size", 224)),
-        patch_size=int(config.get("patch_size", 16)),
-        num_channels=int(config.get("num_channels", 3)),
-        hidden_dim=int(config.get("hidden_size", 768)),
-        depth=int(config.get("num_hidden_layers", 12)),
-        num_heads=int(config.get("num_attention_heads", 12)),
-        mlp_dim=int(config.get("intermediate_size", 3072)),
-        qkv_bias=bool(config.get("qkv_bias", True)),
-        layer_norm_epsilon=float(config.get("layer_norm_eps", 1e-12)),
-    )
+    encoder = encoder_arch_from_hf_config(config)
     return dict(
         encoder_kwargs=encoder,
         decoder_dim=int(config.get("decoder_hidden_size", 512)),
