@@ -13,9 +13,11 @@ of them loads into a plain `keras_vit.ViT` for fine-tuning.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import warnings
+import zipfile
 from typing import Any
 
 import numpy as np
@@ -233,6 +235,17 @@ def mae_state_dict(model) -> dict[str, np.ndarray]:
     }
 
 
+def _saves_an_mae(path: str) -> bool:
+    """True when a `.keras` archive's top-level object is a keras_vit `MAE` (its `config.json` says so)."""
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = json.loads(archive.read("config.json"))
+    except (OSError, KeyError, zipfile.BadZipFile, json.JSONDecodeError):
+        return False  # not a readable .keras archive: the general loader reports it
+    return isinstance(config, dict) and config.get("registered_name") == "keras_vit>MAE"
+
+
 def encoder_state(path: str, model) -> dict[str, np.ndarray] | None:
     """The encoder weights of an MAE checkpoint, in timm keys, for loading into the ViT `model`; None if not an MAE.
 
@@ -243,12 +256,11 @@ def encoder_state(path: str, model) -> dict[str, np.ndarray] | None:
     """
     path = os.fspath(path)
     if path.endswith(".keras"):
+        if not _saves_an_mae(path):  # read the archive's config, not the whole model, for every other .keras
+            return None
         import keras
 
-        source = keras.saving.load_model(path, compile=False)
-        if not hasattr(source, "mask_ratio"):
-            return None
-        state = mae_state_dict(source)
+        state = mae_state_dict(keras.saving.load_model(path, compile=False))
     elif os.path.isdir(path) or path.endswith(".safetensors"):
         try:
             tensors, _ = read_safetensors(weights_file(path))
