@@ -25,12 +25,14 @@ FAMILIES = {
     "vit": ("ViT", "Vision Transformers (Dosovitskiy et al.), with register-token, small-data and gap variants"),
     "deit": ("DeiT", "data-efficient ViTs (Touvron et al.), plain and with a distillation token"),
     "transformer": ("Transformer", "the encoder-decoder Transformer (Vaswani et al.) for token sequences"),
+    "mae": ("MAE", "masked autoencoders (He et al.) that pretrain a ViT encoder on unlabeled images"),
 }
 # Checkpoint formats each family loads (keras_vit.weights detects the format from the file).
 WEIGHT_FORMATS = {
     "vit": "ViT `.npz`, timm / HF safetensors",
     "deit": "timm safetensors",
     "transformer": "`.weights.h5`",
+    "mae": "HF ViTMAE safetensors, `.weights.h5`",
 }
 
 
