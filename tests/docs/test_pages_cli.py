@@ -51,7 +51,7 @@ from absl import flags
 
 from keras_vit import cli
 from tests.docs import reader_files
-from tests.docs.pages import cli_commands, shell_lines
+from tests.docs.pages import DOCS, cli_commands, shell_lines
 
 TINY_ARCH = {"depth": 1, "hidden_dim": 16, "num_heads": 2, "mlp_dim": 32}
 TINY = [
@@ -355,55 +355,78 @@ def test_docs_visualize_commands(workspace, digits_run):
     assert not failures, "\n\n".join(failures)
 
 
-@pytest.mark.slow
-def test_docs_export_and_serve_commands(tmp_path):
-    """`keras-vit export` as written, then `keras-vit serve` on its folder and the docs' curl request."""
-    import keras_vit
-
-    keras_vit.create_model("vit_cifar_patch4_32", depth=2).save(tmp_path / "finetuned.keras")
-    reader_files.write_photo(tmp_path / "cat.jpg")
-    commands = commands_of("export_serve")
-    assert [argv[1] for argv in commands] == ["export", "serve"], commands
-    with contextlib.chdir(tmp_path):
-        code, output = run_in_process(commands[0])
-    assert code == 0, output
-    for path in ("saved_models/vit_cifar_patch4_32/1/saved_model.pb", "saved_models/models.config"):
-        assert (tmp_path / path).is_file(), output
-    assert list(tmp_path.glob("saved_models/**/*.tflite")) and list(tmp_path.glob("saved_models/**/*.onnx")), output
-
+def _start_server(argv: list[str], cwd: Path) -> tuple[subprocess.Popen, int]:
+    """Starts a docs `keras-vit serve` line on free ports; (process, REST port) once it says it serves."""
     server = subprocess.Popen(
-        script([*commands[1], "--port", "0", "--rest_api_port", "0"]),
-        cwd=tmp_path,
+        script([*argv, "--port", "0", "--rest_api_port", "0"]),
+        cwd=cwd,
         env=ENV,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
-    try:
-        port, lines, deadline = None, [], time.monotonic() + 240
-        while port is None and time.monotonic() < deadline:
-            line = server.stdout.readline()
-            if not line and server.poll() is not None:
-                break
-            lines.append(line)
-            match = re.search(r"REST on http://127\.0\.0\.1:(\d+)", line)
-            port = match and int(match.group(1))
-        assert port, "".join(lines)
-        curl = next(line for line in shell_lines() if line.startswith("curl ") and ":predict" in line)
-        curl = curl.replace("localhost:8501", f"localhost:{port}")
-        done = subprocess.run(
-            ["bash", "-c", curl + " --silent --show-error --fail-with-body"],
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        assert done.returncode == 0, done.stdout + done.stderr
-        prediction = json.loads(done.stdout)["predictions"][0]
-        probabilities = np.asarray(prediction["probabilities"])
-        assert probabilities.shape == (10,) and abs(probabilities.sum() - 1) < 1e-4, prediction
-        assert len(prediction["classes"]) == 5 and prediction["classes"][0] == int(np.argmax(probabilities))
-    finally:
+    port, lines, deadline = None, [], time.monotonic() + 240
+    while port is None and time.monotonic() < deadline:
+        line = server.stdout.readline()
+        if not line and server.poll() is not None:
+            break
+        lines.append(line)
+        match = re.search(r"REST on http://127\.0\.0\.1:(\d+)", line)
+        port = match and int(match.group(1))
+    if not port:
         server.terminate()
         server.wait(timeout=60)
+    assert port, f"{' '.join(argv)} did not start:\n" + "".join(lines)
+    return server, port
+
+
+def _docs_text_block(page: str) -> str:
+    """The first ```text block of a docs page (the batching parameters file of serving-production.md)."""
+    return re.search(r"```text\n(.*?)```", (DOCS / page).read_text(), re.DOTALL).group(1)
+
+
+@pytest.mark.slow
+def test_docs_export_and_serve_commands(tmp_path):
+    """`keras-vit export` as written, then every docs `keras-vit serve` line on its folder and the docs' curl."""
+    import keras_vit
+
+    keras_vit.create_model("vit_cifar_patch4_32", depth=2).save(tmp_path / "finetuned.keras")
+    reader_files.write_photo(tmp_path / "cat.jpg")
+    commands = commands_of("export_serve")
+    exports = [argv for argv in commands if argv[1] == "export"]
+    serves = [argv for argv in commands if argv[1] == "serve"]
+    assert len(exports) == 1 and serves and len(exports) + len(serves) == len(commands), commands
+    with contextlib.chdir(tmp_path):
+        code, output = run_in_process(exports[0])
+    assert code == 0, output
+    for path in ("saved_models/vit_cifar_patch4_32/1/saved_model.pb", "saved_models/models.config"):
+        assert (tmp_path / path).is_file(), output
+    assert list(tmp_path.glob("saved_models/**/*.tflite")) and list(tmp_path.glob("saved_models/**/*.onnx")), output
+    # What the production lines name besides the export: a model folder served by name, the batching file.
+    shutil.copytree(tmp_path / "saved_models/vit_cifar_patch4_32", tmp_path / "saved_models/vit")
+    (tmp_path / "batching.config").write_text(_docs_text_block("serving-production.md"))
+
+    curl = next(line for line in shell_lines() if line.startswith("curl ") and ":predict" in line)
+    for argv in serves:
+        model = next((arg.split("=", 1)[1] for arg in argv if arg.startswith("--model_name=")), None)
+        server, port = _start_server(argv, tmp_path)
+        try:
+            request = curl.replace("localhost:8501", f"localhost:{port}")
+            if model:  # a single model served under its own name
+                request = request.replace("/models/vit_cifar_patch4_32:", f"/models/{model}:")
+            done = subprocess.run(
+                ["bash", "-c", request + " --silent --show-error --fail-with-body"],
+                cwd=tmp_path,
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
+            assert done.returncode == 0, " ".join(argv) + "\n" + done.stdout + done.stderr
+            prediction = json.loads(done.stdout)["predictions"][0]
+            probabilities = np.asarray(prediction["probabilities"])
+            assert probabilities.shape == (10,) and abs(probabilities.sum() - 1) < 1e-4, prediction
+            assert len(prediction["classes"]) == 5 and prediction["classes"][0] == int(np.argmax(probabilities))
+        finally:
+            server.terminate()
+            server.wait(timeout=60)
