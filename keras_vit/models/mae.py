@@ -25,7 +25,7 @@ from keras_vit.layers.masking import (
     num_visible,
 )
 from keras_vit.layers.position import sincos_2d_table
-from keras_vit.models.vit import ViTConfig, check_images, vit_param_count
+from keras_vit.models.vit import ViTConfig, check_images, vit_config, vit_param_count
 
 MAE_SOURCE = "He et al. 2021, Masked Autoencoders Are Scalable Vision Learners, https://arxiv.org/abs/2111.06377"
 
@@ -69,12 +69,7 @@ def encoder_config(encoder: str | None, encoder_kwargs: dict[str, Any]) -> ViTCo
                 f"Received: encoder={encoder!r}"
             )
         arch = dict(spec.arch, **arch)
-    unknown = set(arch) - {f.name for f in dataclasses.fields(ViTConfig)}
-    if unknown:
-        raise ValueError(
-            f"Unknown encoder argument(s) {sorted(unknown)}. Valid: {[f.name for f in dataclasses.fields(ViTConfig)]}"
-        )
-    config = ViTConfig(**arch)
+    config = vit_config(arch, "encoder")
     if not config.class_token or config.distillation_token or config.num_register_tokens:
         raise ValueError(
             "The MAE encoder has exactly one prefix token, the class token. Received: "

@@ -133,6 +133,15 @@ class ViTConfig:
         return config
 
 
+def vit_config(arch: dict[str, Any], label: str = "ViT") -> ViTConfig:
+    """`ViTConfig(**arch)`, naming any unknown argument and the valid ones (`label` names whose arguments)."""
+    valid = [f.name for f in dataclasses.fields(ViTConfig)]
+    unknown = set(arch) - set(valid)
+    if unknown:
+        raise ValueError(f"Unknown {label} argument(s) {sorted(unknown)}. Valid: {valid}")
+    return ViTConfig(**arch)
+
+
 def vit_param_count(config: ViTConfig) -> int:
     """Exact number of parameters of a `ViT` built from `config`, without building it."""
     d, c = config.hidden_dim, config
@@ -238,12 +247,7 @@ class ViT(keras.Model):
                     f"Use keras_vit.create_model({variant!r}) instead."
                 )
             arch = dict(spec.arch, **arch)
-        unknown = set(arch) - {f.name for f in dataclasses.fields(ViTConfig)}
-        if unknown:
-            raise ValueError(
-                f"Unknown ViT argument(s) {sorted(unknown)}. Valid: {[f.name for f in dataclasses.fields(ViTConfig)]}"
-            )
-        config = ViTConfig(**arch)
+        config = vit_config(arch)
         inputs, outputs = _build_graph(config, dtype)
         super().__init__(inputs=inputs, outputs=outputs, name=name or variant or "vit", dtype=dtype)
         self.variant = variant
