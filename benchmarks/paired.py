@@ -15,8 +15,9 @@ every variant's time relative to the first variant's in the same round, and
 the report is the median of those per-round ratios with its quartiles. A
 `matmul:float32` variant (TensorFlow's 2048x2048 matmul) in the rotation
 gives each model's share of the machine's matmul rate round by round;
-`timm:float32` / `timm:bfloat16` (predict only) puts timm on PyTorch in the
-same rotation; `products:float32` (predict only) runs the model's own matrix
+`timm:float32` / `timm:bfloat16` puts timm on PyTorch in the same rotation
+(AdamW steps for `--task train`; bfloat16 under `torch.autocast`); with
+`matmul:bfloat16` too, each row is compared with the matmul of its own precision; `products:float32` (predict only) runs the model's own matrix
 products alone, at its shapes: the rate its forward could reach here if
 everything but the matmuls took no time; `lean:float32` (predict only) runs
 the same forward as keras_vit in the fewest stock TensorFlow ops, with the
@@ -46,8 +47,8 @@ MATMUL_SIZE = 2048
 def parse_variant(text: str) -> tuple[str, str, bool | str]:
     """'keras_vit:float32:xla' -> ("keras_vit", "float32", True); 'matmul:float32' -> ("matmul", "float32", False).
 
-    'timm:float32' / 'timm:bfloat16' is timm's model on PyTorch (predict only;
-    bfloat16 through `torch.autocast`); 'products:float32' is the model's own
+    'timm:float32' / 'timm:bfloat16' is timm's model on PyTorch (bfloat16
+    through `torch.autocast`); 'products:float32' is the model's own
     matrix products alone, at its shapes (predict only; `worker.model_matmuls_call`);
     'lean:float32' its forward in the fewest stock TensorFlow ops (predict only; `lean_forward`).
     """
@@ -81,7 +82,9 @@ def build_step(task: str, variant: tuple[str, str, bool | str], arch: dict, batc
     lib, precision, jit = variant
     if lib == "matmul":
         return worker.matmul_call(MATMUL_SIZE, precision), 2 * MATMUL_SIZE**3
-    if lib in ("timm", "products", "lean") and task != "predict":
+    if lib == "timm" and task == "train":
+        return worker.timm_train_step(precision, arch, batch), batch * flops.vit_train_flops(arch)
+    if lib in ("products", "lean") and task != "predict":
         raise ValueError(f"{lib} variants time predict only. Received: task={task!r}")
     if lib == "products":
         return worker.model_matmuls_call(arch, batch, precision), batch * flops.vit_forward_flops(arch)
@@ -90,6 +93,8 @@ def build_step(task: str, variant: tuple[str, str, bool | str], arch: dict, batc
         images = worker.synthetic_images(arch, batch, channels_first=True)
         return (lambda: predict(images)), batch * flops.vit_forward_flops(arch)
     dtype = "mixed_bfloat16" if precision == "bfloat16" else "float32"
+    if lib == "keras_vit" and task == "predict" and precision == "bfloat16":
+        dtype = "bfloat16"  # keras_vit's bfloat16 inference form (`inference_copy`): weights cast once, not per call
     keras.utils.set_random_seed(0)
     model = (peers.build_keras_hub if lib == "keras_hub" else peers.build_keras_vit)(arch, dtype=dtype)
     images = tf.constant(worker.synthetic_images(arch, batch))
@@ -123,15 +128,16 @@ def interleave(steps: list, rounds: int, calls: int) -> np.ndarray:
 
 
 def summarize(names: list[str], seconds: np.ndarray, flops_per_call: list[float]) -> str:
-    """Markdown: per variant GFLOP/s, its per-round speed vs the first variant and vs the matmul (if present),
-    and, with a `products:` variant in the rotation, vs the model's own matrix products alone."""
+    """Markdown: per variant GFLOP/s, its per-round speed vs the first variant and vs TensorFlow's matmul in
+    the variant's own precision (if in the rotation), and, with a `products:` variant, vs the model's own
+    matrix products alone."""
     speedups = seconds[:, :1] / seconds  # > 1: faster than the first variant in the same round
     rates = np.asarray(flops_per_call) / seconds / 1e9  # GFLOP/s, (rounds, variants)
-    matmul = [i for i, name in enumerate(names) if name.startswith("matmul:float32")]
+    matmul = {name.split(":")[1]: i for i, name in enumerate(names) if name.startswith("matmul:")}
     products = [i for i, name in enumerate(names) if name.startswith("products:")]
     header = (
         "| variant | GFLOP/s (median) | vs first, per-round median (quartiles) | rounds faster | "
-        "/ fp32 matmul, per-round median (quartiles) |"
+        "/ matmul in its precision, per-round median (quartiles) |"
     )
     lines = [
         header + (" / own products |" if products else ""),
@@ -143,7 +149,8 @@ def summarize(names: list[str], seconds: np.ndarray, flops_per_call: list[float]
         return f"{median:.2f} ({q1:.2f}-{q3:.2f})"
 
     for i, name in enumerate(names):
-        share = spread(rates[:, i] / rates[:, matmul[0]]) if matmul else "n/a"
+        own = matmul.get(name.split(":")[1])
+        share = spread(rates[:, i] / rates[:, own]) if own is not None else "n/a"
         versus, faster = "n/a", "n/a"  # a matmul and a model, or two matmuls, do not compare by time
         if not name.startswith("matmul") and not names[0].startswith("matmul"):
             versus, faster = spread(speedups[:, i]), f"{int(np.sum(speedups[:, i] > 1.0))}/{len(speedups)}"

@@ -192,6 +192,31 @@ def timm_predictor(case: dict, arch: dict) -> Callable[[np.ndarray], Any]:
     return predict
 
 
+def timm_train_step(precision: str, arch: dict, batch: int) -> Callable[[], Any]:
+    """One AdamW step of timm's model on PyTorch (cross-entropy; bfloat16 under `torch.autocast`, as timm trains)."""
+    import torch
+
+    from benchmarks import peers
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    torch.manual_seed(0)
+    model = peers.build_timm(arch).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05)
+    images = torch.from_numpy(synthetic_images(arch, batch, channels_first=True))
+    labels = torch.from_numpy(np.random.default_rng(1).integers(0, arch["num_classes"], batch))
+    bf16 = precision == "bfloat16"
+
+    def step():
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = torch.nn.functional.cross_entropy(model(images), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return float(loss)
+
+    return step
+
+
 def run_infer(case: dict, arch: dict) -> dict:
     """Images/s at each batch size of `case["batches"]` (batch 1 gives the latency)."""
     if case["lib"] == "timm":

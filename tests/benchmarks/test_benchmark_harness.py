@@ -518,13 +518,11 @@ def test_lean_forward_names_what_it_does_not_cover():
         lean_forward.lean_forward(model)
 
 
-def test_paired_timm_variant_times_predict_only():
+def test_paired_timm_variant_times_predict():
     arch = peers.resolve_arch(TINY)
     step, flops_per_call = paired.build_step("predict", ("timm", "float32", False), arch, 2)
     step()
     assert flops_per_call == 2 * flops.vit_forward_flops(arch)
-    with pytest.raises(ValueError, match="predict only"):
-        paired.build_step("train", ("timm", "float32", False), arch, 2)
 
 
 def test_ab_case_root_must_be_a_checkout(tmp_path):
@@ -569,3 +567,17 @@ def test_machine_names_the_kind_of_host(flags, kind):
     assert report._cpu_features(info).endswith(f"AVX512_FP16: no; host: {kind}")
     described = machine.describe()
     assert {"amx_bf16", "avx512_bf16", "avx512_fp16", "host_kind", "cpu"} <= set(described)
+
+
+def test_paired_times_timm_training_and_compares_rows_with_the_matmul_of_their_precision():
+    arch = peers.resolve_arch(TINY)
+    variants = [("timm", "bfloat16", False), ("timm", "float32", False), ("matmul", "bfloat16", False)]
+    built = [paired.build_step("train", variant, arch, 2) for variant in variants]
+    assert built[0][1] == 2 * flops.vit_train_flops(arch)
+    first, second = built[1][0](), built[1][0]()
+    assert np.isfinite(first) and second != first  # AdamW steps move the weights
+    names = ["timm:bfloat16", "timm:float32", "matmul:bfloat16"]
+    rows = paired.summarize(names, np.array([[1.0, 1.0, 1.0], [1.0, 1.0, 1.0]]), [4e9, 2e9, 8e9]).splitlines()
+    assert "in its precision" in rows[0]
+    assert rows[2].split("|")[5].strip() == "0.50 (0.50-0.50)"  # bfloat16 row over the bfloat16 matmul
+    assert rows[3].split("|")[5].strip() == "n/a"  # no float32 matmul in the rotation
