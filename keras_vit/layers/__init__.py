@@ -13,7 +13,7 @@ from keras_vit.layers.embeddings import PatchEmbedding, PrefixTokens
 from keras_vit.layers.mlp import GatedMlp, Mlp, gelu_erf
 from keras_vit.layers.multi_head_attention import MultiHeadAttention
 from keras_vit.layers.normalization import LayerNorm, RMSNorm, layer_norm_last_axis, make_norm
-from keras_vit.layers.pooling import TokenPooling
+from keras_vit.layers.pooling import AttentionPoolLatent, TokenPooling
 from keras_vit.layers.position import (
     PositionEmbedding,
     SinCosPositionEmbedding2D,
@@ -26,6 +26,7 @@ from keras_vit.layers.sequence_embeddings import LearnedPositionEncoding, TokenE
 from keras_vit.layers.sequence_encoder import SequenceEncoderBlock
 
 __all__ = [
+    "AttentionPoolLatent",
     "DropPath",
     "GatedMlp",
     "LayerNorm",

@@ -33,6 +33,7 @@ LAYER_CASES = [
     (L.LayerNorm, dict(epsilon=1e-6), (2, 6, 8)),
     (L.TransformerEncoderBlock, dict(num_heads=2, mlp_dim=16, layer_scale_init=0.1, qk_norm=True), (2, 6, 8)),
     (L.TokenPooling, dict(mode="gap", num_prefix_tokens=1), (2, 6, 8)),
+    (L.AttentionPoolLatent, dict(num_heads=2, num_latents=2, norm="rms", activation="gelu_tanh"), (2, 6, 8)),
 ]
 
 
@@ -315,6 +316,10 @@ def test_encoder_block_matches_manual_pre_norm_composition(rng):
         (lambda: L.GatedMlp(hidden_units=0), "hidden_units=0"),
         (lambda: L.GatedMlp(hidden_units=8, activation="tanh"), "activation='tanh'"),
         (lambda: L.RMSNorm(epsilon=-1.0), "epsilon=-1.0"),
+        (lambda: L.AttentionPoolLatent(num_heads=2, pool="max"), "pool='max'"),
+        (lambda: L.AttentionPoolLatent(num_heads=2, num_latents=0), "num_latents=0"),
+        (lambda: L.AttentionPoolLatent(num_heads=2, mlp_ratio=0), "mlp_ratio=0"),
+        (lambda: L.AttentionPoolLatent(num_heads=3)(np.zeros((1, 2, 8))), "not divisible by num_heads=3"),
         (lambda: L.make_norm("batch", 1e-6, "norm"), "norm='batch'"),
         (lambda: L.MultiHeadSelfAttention(num_heads=3)(np.zeros((1, 2, 8))), "not divisible by num_heads=3"),
         (lambda: L.PatchEmbedding(4, 8)(np.zeros((1, 6, 8, 3))), "height 6 is not divisible by patch size 4"),

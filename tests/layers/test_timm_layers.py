@@ -87,3 +87,46 @@ def test_packed_swiglu_matches_timm_gate_first(inner_norm, rng):
 def test_packed_glu_with_gelu_gate_matches_timm_glu_mlp(rng):
     module = tl.GluMlp(DIM, 2 * 12, out_features=8, act_layer=nn.GELU, gate_last=False)
     assert_matches_timm(L.GatedMlp(12, output_units=8, packed=True, activation="gelu"), module, tokens(rng))
+
+
+@pytest.mark.parametrize(
+    "kwargs,timm_kwargs",
+    [
+        (dict(), dict(norm_layer=tl.LayerNorm)),
+        (
+            dict(activation="gelu_tanh", mlp_ratio=3.0),
+            dict(act_layer=tl.GELUTanh, mlp_ratio=3.0, norm_layer=tl.LayerNorm),
+        ),
+        (dict(norm="rms", qkv_bias=False), dict(norm_layer=tl.RmsNorm, qkv_bias=False)),
+        (dict(num_latents=3), dict(latent_len=3, norm_layer=tl.LayerNorm)),
+        (dict(num_latents=3, pool="avg"), dict(latent_len=3, pool_type="avg", norm_layer=tl.LayerNorm)),
+    ],
+    ids=["siglip", "gelu_tanh", "rms_no_bias", "3_latents_token", "3_latents_avg"],
+)
+def test_attention_pool_latent_matches_timm(kwargs, timm_kwargs, rng):
+    module = tl.AttentionPoolLatent(DIM, num_heads=4, **timm_kwargs)
+    assert_matches_timm(L.AttentionPoolLatent(4, **kwargs), module, tokens(rng))
+
+
+def test_attention_pool_latent_weights_are_the_latent_softmax(rng):
+    x = tokens(rng)
+    layer = L.AttentionPoolLatent(4, num_latents=2)
+    layer.build(x.shape)
+    copy_from_torch(layer, perturb(tl.AttentionPoolLatent(DIM, num_heads=4, latent_len=2, norm_layer=tl.LayerNorm)))
+    pooled, weights = layer(x, return_attention_scores=True)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(pooled), keras.ops.convert_to_numpy(layer(x)), atol=1e-6)
+    q = keras.ops.convert_to_numpy(layer.q(layer.latent))[0].reshape(2, 4, 4).transpose(1, 0, 2)
+    k = keras.ops.convert_to_numpy(layer.kv(x))[..., :DIM].reshape(2, 7, 4, 4).transpose(0, 2, 1, 3)
+    logits = np.einsum("hld,bhtd->bhlt", q, k) / 2.0
+    expected = np.exp(logits - logits.max(-1, keepdims=True))
+    expected /= expected.sum(-1, keepdims=True)
+    assert weights.shape == (2, 4, 2, 7) and keras.backend.standardize_dtype(weights.dtype) == "float32"
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(weights), expected, atol=1e-5)
+
+
+def test_attention_pool_latent_mask_ignores_masked_tokens(rng):
+    x = tokens(rng, batch=1)
+    layer = L.AttentionPoolLatent(2)
+    mask = np.array([[True, True, False, True, False, True, True]])
+    masked = keras.ops.convert_to_numpy(layer(x, attention_mask=mask))
+    np.testing.assert_allclose(masked, keras.ops.convert_to_numpy(layer(x[:, mask[0]])), atol=1e-5)
