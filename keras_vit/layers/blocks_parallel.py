@@ -7,7 +7,7 @@ from functools import partial
 import keras
 from keras import ops
 
-from keras_vit.layers._fast import attention
+from keras_vit.layers._fast import attention, dense
 from keras_vit.layers._serializable import serializable
 from keras_vit.layers.attention import expand_attention_mask
 from keras_vit.layers.blocks import EncoderBlockBase
@@ -311,7 +311,7 @@ class ParallelScalingBlock(keras.layers.Layer):
 
     def call(self, tokens, attention_mask=None, return_attention_scores=False, training=None):
         dim = tokens.shape[-1]
-        projected = self.in_proj(self.in_norm(tokens))
+        projected = dense(self.in_proj, self.in_norm(tokens), training)
         hidden, query, key, value = ops.split(projected, [self.mlp_dim, self.mlp_dim + dim, self.mlp_dim + 2 * dim], -1)
         if self.mlp_bias is not None:
             hidden = hidden + ops.cast(self.mlp_bias, hidden.dtype)
@@ -320,9 +320,9 @@ class ParallelScalingBlock(keras.layers.Layer):
             mixed, weights = mixed
         hidden = self.mlp_dropout(activation_function(self.activation)(hidden), training=training)
         if self.fuse_out_proj:
-            update = self.out_proj(ops.concatenate([mixed, hidden], axis=-1))
+            update = dense(self.out_proj, ops.concatenate([mixed, hidden], axis=-1), training)
         else:
-            update = self.attn_out_proj(mixed) + self.mlp_out_proj(hidden)
+            update = dense(self.attn_out_proj, mixed, training) + dense(self.mlp_out_proj, hidden, training)
         if self.ls is not None:
             update = self.ls(update)
         tokens = tokens + self.drop_path(update, training=training)

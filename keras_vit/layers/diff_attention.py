@@ -17,7 +17,7 @@ from functools import partial
 import keras
 from keras import ops
 
-from keras_vit.layers._fast import attention
+from keras_vit.layers._fast import attention, dense
 from keras_vit.layers._serializable import serializable
 from keras_vit.layers.attention import expand_attention_mask
 from keras_vit.layers.normalization import NORM_KINDS, RMSNorm, make_norm
@@ -192,12 +192,12 @@ class DiffAttention(DifferentialHeads):
         self.proj_dropout = keras.layers.Dropout(self.dropout_rate, dtype=self.dtype_policy)
 
     def call(self, tokens, attention_mask=None, return_attention_scores=False, training=None):
-        query, key, value = ops.split(self.qkv(tokens), 3, axis=-1)
+        query, key, value = ops.split(dense(self.qkv, tokens, training), 3, axis=-1)
         results = self._differential(query, key, value, attention_mask, return_attention_scores, training)
         mixed = results[0] if return_attention_scores else results
         if self.norm is not None:
             mixed = self.norm(mixed)
-        outputs = self.proj_dropout(self.proj(mixed), training=training)
+        outputs = self.proj_dropout(dense(self.proj, mixed, training), training=training)
         return (outputs, results[1]) if return_attention_scores else outputs
 
     def compute_output_spec(self, tokens, attention_mask=None, return_attention_scores=False, training=None):

@@ -12,18 +12,22 @@ from keras_vit.layers.mlp import ACTIVATIONS, Mlp
 from keras_vit.layers.normalization import NORM_KINDS, make_norm
 from keras_vit.validation import check_choice, check_positive_int
 
-POOLING_MODES = ("token", "gap")
+POOLING_MODES = ("token", "gap")  # what ViTConfig accepts until the models adopt the reductions below
+TOKEN_POOLING_MODES = ("token", "gap", "max", "avgmax")
 
 
 @serializable
 class TokenPooling(keras.layers.Layer):
-    """Picks one prefix token or averages the patch tokens.
+    """Picks one prefix token, or reduces the patch tokens by average, maximum or both.
+
+    The reductions are timm's `global_pool` "avg", "max" and "avgmax" (`0.5 * (max + mean)`).
 
     Args:
         mode: "token" takes the token at `token_index` (the class token is 0, a
             DeiT distillation token 1); "gap" averages the tokens after the
-            `num_prefix_tokens` prefix tokens (so register tokens are left out).
-        num_prefix_tokens: int. Prefix tokens to skip for "gap". Defaults to `0`.
+            `num_prefix_tokens` prefix tokens (so register tokens are left out),
+            "max" takes their channel-wise maximum, "avgmax" the mean of the two.
+        num_prefix_tokens: int. Prefix tokens to skip for "gap", "max" and "avgmax". Defaults to `0`.
         token_index: int. Token taken by "token". Defaults to `0`.
 
     Call arguments:
@@ -35,14 +39,19 @@ class TokenPooling(keras.layers.Layer):
 
     def __init__(self, mode: str = "token", num_prefix_tokens: int = 0, token_index: int = 0, **kwargs):
         super().__init__(**kwargs)
-        self.mode = check_choice(mode, "mode", POOLING_MODES)
+        self.mode = check_choice(mode, "mode", TOKEN_POOLING_MODES)
         self.num_prefix_tokens = num_prefix_tokens
         self.token_index = token_index
 
     def call(self, tokens):
         if self.mode == "token":
             return tokens[:, self.token_index]
-        return ops.mean(tokens[:, self.num_prefix_tokens :], axis=1)
+        patches = tokens[:, self.num_prefix_tokens :]
+        if self.mode == "gap":
+            return ops.mean(patches, axis=1)
+        if self.mode == "max":
+            return ops.max(patches, axis=1)
+        return 0.5 * (ops.max(patches, axis=1) + ops.mean(patches, axis=1))
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], input_shape[-1])

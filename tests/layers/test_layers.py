@@ -33,6 +33,7 @@ LAYER_CASES = [
     (L.LayerNorm, dict(epsilon=1e-6), (2, 6, 8)),
     (L.TransformerEncoderBlock, dict(num_heads=2, mlp_dim=16, layer_scale_init=0.1, qk_norm=True), (2, 6, 8)),
     (L.TokenPooling, dict(mode="gap", num_prefix_tokens=1), (2, 6, 8)),
+    (L.TokenPooling, dict(mode="avgmax", num_prefix_tokens=2), (2, 6, 8)),
     (
         L.MultiHeadSelfAttention,
         dict(num_heads=2, qk_norm=True, norm="rms", inner_norm=True, proj_bias=False),
@@ -340,7 +341,7 @@ def test_encoder_block_matches_manual_pre_norm_composition(rng):
         (lambda: L.PatchEmbedding(patch_size=0, hidden_dim=8), "patch_size=0"),
         (lambda: L.LayerScale(init_values=0), "init_values=0"),
         (lambda: L.PrefixTokens(num_register_tokens=-1), "num_register_tokens=-1"),
-        (lambda: L.TokenPooling(mode="max"), "mode='max'"),
+        (lambda: L.TokenPooling(mode="mean"), "mode='mean'"),
         (lambda: L.Mlp(hidden_units=8, activation="swish"), "activation='swish'"),
         (lambda: L.Mlp(hidden_units=8, inner_norm="batch"), "inner_norm='batch'"),
         (lambda: L.GatedMlp(hidden_units=0), "hidden_units=0"),

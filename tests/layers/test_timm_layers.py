@@ -93,6 +93,15 @@ def test_packed_glu_with_gelu_gate_matches_timm_glu_mlp(rng):
     assert_matches_timm(L.GatedMlp(12, output_units=8, packed=True, activation="gelu"), module, tokens(rng))
 
 
+@pytest.mark.parametrize("mode,pool_type", [("gap", "avg"), ("max", "max"), ("avgmax", "avgmax"), ("token", "token")])
+@pytest.mark.parametrize("num_prefix_tokens", [1, 5])
+def test_token_pooling_matches_timm_global_pool(mode, pool_type, num_prefix_tokens, rng):
+    x = tokens(rng)
+    expected = tv.global_pool_nlc(torch.from_numpy(x), pool_type, num_prefix_tokens=num_prefix_tokens).numpy()
+    pooled = L.TokenPooling(mode, num_prefix_tokens=num_prefix_tokens)(x)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(pooled), expected, atol=1e-6)
+
+
 @pytest.mark.parametrize(
     "kwargs,timm_kwargs",
     [
