@@ -198,6 +198,14 @@ class TransformerEncoderBlock(EncoderBlockBase):
 
     Returns:
         `(batch, length, dim)`, and the attention weights if asked for.
+
+    Examples:
+        >>> import numpy as np
+        >>> from keras_vit.layers import TransformerEncoderBlock
+        >>> block = TransformerEncoderBlock(num_heads=4, mlp_dim=64, mlp_kind="swiglu", activation="silu", norm="rms")
+        >>> tokens, weights = block(np.ones((2, 5, 16), "float32"), return_attention_scores=True)
+        >>> tuple(tokens.shape), tuple(weights.shape)
+        ((2, 5, 16), (2, 4, 5, 5))
     """
 
     def create_sublayers(self) -> None:

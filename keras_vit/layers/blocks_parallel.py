@@ -80,6 +80,14 @@ class ParallelThingsBlock(EncoderBlockBase):
 
     Returns:
         `(batch, length, dim)`, and the attention weights if asked for.
+
+    Examples:
+        >>> import numpy as np
+        >>> from keras_vit.layers import ParallelThingsBlock
+        >>> block = ParallelThingsBlock(num_heads=4, mlp_dim=64, layer_scale_init=1e-5)
+        >>> tokens, weights = block(np.ones((2, 5, 16), "float32"), return_attention_scores=True)
+        >>> tuple(tokens.shape), tuple(weights.shape)
+        ((2, 5, 16), (2, 8, 5, 5))
     """
 
     def __init__(

@@ -151,6 +151,14 @@ class DiffAttention(DifferentialHeads):
 
     Returns:
         `(batch, length, dim)`, and the weights if asked for.
+
+    Examples:
+        >>> import numpy as np
+        >>> from keras_vit.layers import DiffAttention
+        >>> layer = DiffAttention(num_heads=2, depth=3)
+        >>> outputs, weights = layer(np.ones((1, 5, 16), "float32"), return_attention_scores=True)
+        >>> tuple(outputs.shape), tuple(weights.shape), round(layer.lambda_init, 4)
+        ((1, 5, 16), (1, 2, 5, 5), 0.5561)
     """
 
     def __init__(

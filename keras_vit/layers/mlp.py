@@ -179,6 +179,15 @@ class GatedMlp(_FeedForward):
 
     Returns:
         `(..., output_units or dim)`.
+
+    Examples:
+        >>> import numpy as np
+        >>> from keras_vit.layers import GatedMlp
+        >>> swiglu = GatedMlp(hidden_units=32, packed=True)  # EVA-02 / DINOv2-giant style
+        >>> tuple(swiglu(np.zeros((2, 5, 16), "float32")).shape)
+        (2, 5, 16)
+        >>> [w.path.split("/")[-2] for w in swiglu.weights]
+        ['fc1', 'fc1', 'fc2', 'fc2']
     """
 
     def __init__(

@@ -48,6 +48,13 @@ class RMSNorm(keras.layers.Layer):
 
     Returns:
         A tensor of the input's shape, in the layer's compute dtype.
+
+    Examples:
+        >>> import numpy as np
+        >>> from keras_vit.layers import RMSNorm
+        >>> y = RMSNorm()(np.full((1, 2, 4), 3.0, "float32"))
+        >>> np.round(np.asarray(y), 4).tolist()
+        [[[1.0, 1.0, 1.0, 1.0], [1.0, 1.0, 1.0, 1.0]]]
     """
 
     def __init__(self, epsilon: float = 1e-6, **kwargs):

@@ -93,6 +93,13 @@ class AttentionPoolLatent(keras.layers.Layer):
 
     Returns:
         `(batch, dim)`, and the weights if asked for.
+
+    Examples:
+        >>> import numpy as np
+        >>> from keras_vit.layers import AttentionPoolLatent
+        >>> pooled, weights = AttentionPoolLatent(num_heads=4)(np.ones((2, 9, 16), "float32"), return_attention_scores=True)
+        >>> tuple(pooled.shape), tuple(weights.shape)
+        ((2, 16), (2, 4, 1, 9))
     """
 
     def __init__(

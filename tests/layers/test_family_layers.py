@@ -76,6 +76,20 @@ def test_every_weight_gets_a_gradient(case, rng):
     assert not dead, f"no gradient reaches {dead}"
 
 
+@pytest.mark.parametrize("case", sorted(RETURNS_WEIGHTS))
+def test_values_and_gradients_equal_with_fast_paths_off(case, rng):
+    """The TensorFlow speed paths behind the attention core change neither values nor gradients."""
+    layer, x = randomized(case, rng), tf.constant(inputs(rng))
+    results = []
+    for enabled in (True, False):
+        with L.fast_paths(enabled), tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(tf.square(layer(x, training=True)))
+        results.append([loss.numpy(), *(g.numpy() for g in tape.gradient(loss, [x, *layer.trainable_variables]))])
+    for fast, reference in zip(*results):
+        np.testing.assert_allclose(fast, reference, rtol=1e-4, atol=1e-4)
+
+
 JAX_SCRIPT = """
 import sys
 import numpy as np
@@ -120,3 +134,19 @@ def test_family_layers_give_tensorflow_values_on_jax(tmp_path):
     assert sorted(jax.files) == sorted(tensorflow.files)
     for name in tensorflow.files:
         np.testing.assert_allclose(jax[name], tensorflow[name], atol=1e-4, err_msg=name)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["RMSNorm", "GatedMlp", "AttentionPoolLatent", "DiffAttention", "TransformerEncoderBlock"]
+    + ["ParallelThingsBlock"],
+)
+def test_docstring_examples_print_what_they_claim(name):
+    import doctest
+
+    tests = doctest.DocTestFinder(recurse=False).find(getattr(L, name), name)
+    assert tests and tests[0].examples, f"{name} has no doctest examples"
+    runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE)
+    for test in tests:
+        runner.run(test)
+    assert runner.summarize(verbose=False).failed == 0
