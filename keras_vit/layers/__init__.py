@@ -7,13 +7,15 @@ Their TensorFlow speed paths sit behind one switch: `set_fast_paths(False)`,
 from keras_vit.layers import compat as _compat  # noqa: F401  (registers 0.1.0 layer names)
 from keras_vit.layers._fast import fast_paths, fast_paths_enabled, set_fast_paths
 from keras_vit.layers.attention import MultiHeadSelfAttention
-from keras_vit.layers.blocks import TransformerEncoderBlock
+from keras_vit.layers.blocks import EncoderBlockBase, ResPostBlock, TransformerEncoderBlock
+from keras_vit.layers.blocks_parallel import DiffParallelScalingBlock, ParallelScalingBlock, ParallelThingsBlock
 from keras_vit.layers.decoder import TransformerDecoderBlock
+from keras_vit.layers.diff_attention import DiffAttention
 from keras_vit.layers.embeddings import PatchEmbedding, PrefixTokens
-from keras_vit.layers.mlp import Mlp, gelu_erf
+from keras_vit.layers.mlp import GatedMlp, Mlp, gelu_erf
 from keras_vit.layers.multi_head_attention import MultiHeadAttention
-from keras_vit.layers.normalization import LayerNorm, layer_norm_last_axis
-from keras_vit.layers.pooling import TokenPooling
+from keras_vit.layers.normalization import LayerNorm, RMSNorm, layer_norm_last_axis, make_norm
+from keras_vit.layers.pooling import AttentionPoolLatent, TokenPooling
 from keras_vit.layers.position import (
     PositionEmbedding,
     SinCosPositionEmbedding2D,
@@ -26,17 +28,26 @@ from keras_vit.layers.sequence_embeddings import LearnedPositionEncoding, TokenE
 from keras_vit.layers.sequence_encoder import SequenceEncoderBlock
 
 __all__ = [
+    "AttentionPoolLatent",
+    "DiffAttention",
+    "DiffParallelScalingBlock",
     "DropPath",
+    "EncoderBlockBase",
+    "GatedMlp",
     "LayerNorm",
     "LayerScale",
     "LearnedPositionEncoding",
     "Mlp",
     "MultiHeadAttention",
     "MultiHeadSelfAttention",
+    "ParallelScalingBlock",
+    "ParallelThingsBlock",
     "PatchEmbedding",
     "PositionEmbedding",
     "PrefixTokens",
+    "RMSNorm",
     "RelativePositionBias",
+    "ResPostBlock",
     "SequenceEncoderBlock",
     "SinCosPositionEmbedding2D",
     "SinusoidalPositionEncoding",
@@ -48,6 +59,7 @@ __all__ = [
     "fast_paths_enabled",
     "gelu_erf",
     "layer_norm_last_axis",
+    "make_norm",
     "resample_position_embeddings",
     "set_fast_paths",
 ]
