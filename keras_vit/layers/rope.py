@@ -206,9 +206,11 @@ class MixedRotaryEmbedding(keras.layers.Layer):
 
     Call arguments:
         images: `(batch, height, width, channels)`; only the size is read.
+        block_index: int or None. One block's embedding, or every block's.
 
     Returns:
-        `(depth, num_heads, grid_h * grid_w, 2 * head_dim)` float32, `[sin, cos]`.
+        `(depth, num_heads, grid_h * grid_w, 2 * head_dim)` float32, `[sin, cos]`
+        (without the depth axis for one block).
     """
 
     def __init__(
@@ -237,19 +239,23 @@ class MixedRotaryEmbedding(keras.layers.Layer):
             shape=initial.shape, initializer=keras.initializers.Constant(initial), name="freqs", dtype="float32"
         )
 
-    def call(self, images):
+    def call(self, images, block_index: int | None = None):
         grid_h, grid_w = _image_grid(images, self.patch_size)
         coords = grid_coordinates(grid_h, grid_w, "index", 0.0, self.grid_indexing)
         freqs = ops.cast(self.freqs, "float32")
+        if block_index is not None:
+            freqs = freqs[:, block_index]
         angles = coords[:, 0, None] * freqs[0][..., None, :] + coords[:, 1, None] * freqs[1][..., None, :]
-        sin = ops.reshape(ops.stack([ops.sin(angles)] * 2, axis=-1), (self.depth, self.num_heads, -1, self.head_dim))
-        cos = ops.reshape(ops.stack([ops.cos(angles)] * 2, axis=-1), (self.depth, self.num_heads, -1, self.head_dim))
+        leading = tuple(angles.shape[:-2])
+        sin = ops.reshape(ops.stack([ops.sin(angles)] * 2, axis=-1), (*leading, -1, self.head_dim))
+        cos = ops.reshape(ops.stack([ops.cos(angles)] * 2, axis=-1), (*leading, -1, self.head_dim))
         return ops.concatenate([sin, cos], axis=-1)
 
-    def compute_output_spec(self, images):
+    def compute_output_spec(self, images, block_index: int | None = None):
         h, w = images.shape[1], images.shape[2]
         n = None if h is None or w is None else (h // self.patch_size[0]) * (w // self.patch_size[1])
-        return keras.KerasTensor((self.depth, self.num_heads, n, 2 * self.head_dim), dtype="float32")
+        leading = (self.num_heads,) if block_index is not None else (self.depth, self.num_heads)
+        return keras.KerasTensor((*leading, n, 2 * self.head_dim), dtype="float32")
 
     def get_config(self):
         config = super().get_config()
