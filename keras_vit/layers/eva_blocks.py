@@ -15,23 +15,16 @@ from functools import partial
 import keras
 from keras import ops
 
-from keras_vit.layers._fast import attention, dense, flatten_tokens, gelu, unflatten_tokens
+from keras_vit.layers._fast import attention, dense, flatten_tokens, unflatten_tokens
 from keras_vit.layers._serializable import serializable
-from keras_vit.layers.mlp import Mlp
-from keras_vit.layers.normalization import LayerNorm
+from keras_vit.layers.mlp import GatedMlp, Mlp
+from keras_vit.layers.normalization import NORM_KINDS, make_norm
 from keras_vit.layers.regularization import DropPath, LayerScale
 from keras_vit.layers.rope import apply_rotary
 from keras_vit.validation import check_choice, check_positive_int, check_rate
 
-NORMS = ("layer", "rms")
+NORMS = NORM_KINDS
 MLP_KINDS = ("mlp", "swiglu", "swiglu_packed")
-
-
-def eva_norm(kind: str, epsilon: float, name: str, dtype) -> keras.layers.Layer:
-    """LayerNorm (`gamma`, `beta`) or Keras' RMSNormalization (`scale`, `x / rms(x) * scale`, timm's `RmsNorm`)."""
-    if kind == "rms":
-        return keras.layers.RMSNormalization(epsilon=epsilon, name=name, dtype=dtype)
-    return LayerNorm(epsilon=epsilon, name=name, dtype=dtype)
 
 
 def _dense(units, use_bias, name, dtype, input_shape):
@@ -131,12 +124,12 @@ class EvaAttention(keras.layers.Layer):
             self.k_proj = _dense(kv_heads * self.head_dim, self.qkv_bias and self.key_bias, "k_proj", dtype, flat)
             self.v_proj = _dense(kv_heads * self.head_dim, self.qkv_bias, "v_proj", dtype, flat)
         if self.qk_norm:
-            self.q_norm = eva_norm(self.norm_kind, self.norm_epsilon, "q_norm", dtype)
-            self.k_norm = eva_norm(self.norm_kind, self.norm_epsilon, "k_norm", dtype)
+            self.q_norm = make_norm(self.norm_kind, self.norm_epsilon, "q_norm", dtype)
+            self.k_norm = make_norm(self.norm_kind, self.norm_epsilon, "k_norm", dtype)
             self.q_norm.build((None, self.head_dim))
             self.k_norm.build((None, self.head_dim))
         if self.inner_norm:
-            self.norm = eva_norm(self.norm_kind, self.norm_epsilon, "norm", dtype)
+            self.norm = make_norm(self.norm_kind, self.norm_epsilon, "norm", dtype)
             self.norm.build(flat)
         self.proj = _dense(dim, True, "proj", dtype, flat)
         self.attention_dropout = keras.layers.Dropout(self.attention_dropout_rate, dtype=dtype)
@@ -215,108 +208,6 @@ class EvaAttention(keras.layers.Layer):
             dropout_rate=self.dropout_rate,
         )
         return config
-
-
-@serializable
-class GatedMlp(keras.layers.Layer):
-    """SwiGLU feed-forward network: `fc2(norm(silu(gate) * x))` (Shazeer 2020, https://arxiv.org/abs/2002.05202).
-
-    Unpacked (timm's `SwiGLU`): `gate = fc1_g(x)`, `x = fc1_x(x)`. Packed
-    (timm's `GluMlp`/`SwiGLUPacked` with the gate first): one `fc1` of width
-    `2 * hidden_units`, gate = first half.
-
-    Args:
-        hidden_units: int. Width of the gated product.
-        packed: bool. One fused `fc1`. Defaults to False.
-        inner_norm: None, "layer" or "rms". Norm before `fc2`. Defaults to None.
-        norm_epsilon: float. Defaults to 1e-6.
-        dropout_rate: float. Dropout after the product and after `fc2`. Defaults to 0.
-
-    Call arguments:
-        tokens: `(..., dim)`.
-
-    Returns:
-        `(..., dim)`.
-    """
-
-    def __init__(
-        self,
-        hidden_units: int,
-        packed: bool = False,
-        inner_norm: str | None = None,
-        norm_epsilon: float = 1e-6,
-        dropout_rate: float = 0.0,
-        **kwargs,
-    ):
-        super().__init__(**kwargs)
-        self.hidden_units = check_positive_int(hidden_units, "hidden_units")
-        self.packed = bool(packed)
-        if inner_norm is not None:
-            check_choice(inner_norm, "inner_norm", NORMS)
-        self.inner_norm = inner_norm
-        self.norm_epsilon = float(norm_epsilon)
-        self.dropout_rate = check_rate(dropout_rate, "dropout_rate")
-
-    def build(self, input_shape):
-        dim, dtype, h = input_shape[-1], self.dtype_policy, self.hidden_units
-        if self.packed:
-            self.fc1 = _dense(2 * h, True, "fc1", dtype, (None, dim))
-        else:
-            self.fc1_g = _dense(h, True, "fc1_g", dtype, (None, dim))
-            self.fc1_x = _dense(h, True, "fc1_x", dtype, (None, dim))
-        if self.inner_norm:
-            self.norm = eva_norm(self.inner_norm, self.norm_epsilon, "norm", dtype)
-            self.norm.build((None, h))
-        self.fc2 = _dense(dim, True, "fc2", dtype, (None, h))
-        self.dropout = keras.layers.Dropout(self.dropout_rate, dtype=dtype)
-
-    def call(self, tokens, training=None):
-        flat = flatten_tokens(tokens)
-        if self.packed:
-            gate, x = ops.split(dense(self.fc1, flat, training), 2, axis=-1)
-        else:
-            gate, x = dense(self.fc1_g, flat, training), dense(self.fc1_x, flat, training)
-        x = self.dropout(ops.silu(gate) * x, training=training)
-        if self.inner_norm:
-            x = self.norm(x)
-        return unflatten_tokens(self.dropout(dense(self.fc2, x, training), training=training), tokens)
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            hidden_units=self.hidden_units,
-            packed=self.packed,
-            inner_norm=self.inner_norm,
-            norm_epsilon=self.norm_epsilon,
-            dropout_rate=self.dropout_rate,
-        )
-        return config
-
-
-@serializable
-class NormedMlp(Mlp):
-    """`Mlp` with a norm on the hidden activations before `fc2` (timm's `Mlp(norm_layer=...)`, EVA-02 scale_mlp)."""
-
-    def __init__(self, hidden_units: int, inner_norm: str = "layer", norm_epsilon: float = 1e-6, **kwargs):
-        super().__init__(hidden_units, **kwargs)
-        self.inner_norm = check_choice(inner_norm, "inner_norm", NORMS)
-        self.norm_epsilon = float(norm_epsilon)
-
-    def build(self, input_shape):
-        super().build(input_shape)
-        self.norm = eva_norm(self.inner_norm, self.norm_epsilon, "norm", self.dtype_policy)
-        self.norm.build((None, self.hidden_units))
-
-    def call(self, tokens, training=None):
-        x = gelu(dense(self.fc1, flatten_tokens(tokens), training))
-        x = self.norm(self.dropout(x, training=training))
-        return unflatten_tokens(self.dropout(dense(self.fc2, x, training), training=training), tokens)
-
-    def get_config(self):
-        return dict(super().get_config(), inner_norm=self.inner_norm, norm_epsilon=self.norm_epsilon)
 
 
 def swiglu_hidden_units(dim: int, mlp_ratio: float, align_to: int = 0) -> int:
@@ -398,8 +289,14 @@ class EvaBlock(keras.layers.Layer):
         dropout_rate = attention_args.get("dropout_rate", 0.0)
         inner = norm if mlp_inner_norm else None
         if mlp_kind == "mlp":
-            mlp_class = partial(NormedMlp, inner_norm=norm, norm_epsilon=norm_epsilon) if inner else Mlp
-            self.mlp = mlp_class(self.mlp_hidden_units, dropout_rate=dropout_rate, name="mlp", dtype=dtype)
+            self.mlp = Mlp(
+                self.mlp_hidden_units,
+                dropout_rate=dropout_rate,
+                inner_norm=inner,
+                norm_epsilon=norm_epsilon,
+                name="mlp",
+                dtype=dtype,
+            )
         else:
             self.mlp = GatedMlp(
                 self.mlp_hidden_units,
@@ -417,8 +314,8 @@ class EvaBlock(keras.layers.Layer):
                 self.ls2 = LayerScale(layer_scale_init, name="ls2", dtype=dtype)
 
     def build(self, tokens_shape, rope_shape=None):
-        self.norm1 = eva_norm(self.norm_kind, self.norm_epsilon, "norm1", self.dtype_policy)
-        self.norm2 = eva_norm(self.norm_kind, self.norm_epsilon, "norm2", self.dtype_policy)
+        self.norm1 = make_norm(self.norm_kind, self.norm_epsilon, "norm1", self.dtype_policy)
+        self.norm2 = make_norm(self.norm_kind, self.norm_epsilon, "norm2", self.dtype_policy)
         for layer in (self.norm1, self.norm2, self.attn, self.mlp, self.ls1, self.ls2):
             if layer is not None:
                 layer.build(tokens_shape)
@@ -469,100 +366,3 @@ class EvaBlockPostNorm(EvaBlock):
         tokens = tokens + self.drop_path(self.norm1(branch), training=training)
         tokens = tokens + self.drop_path(self.norm2(self.mlp(tokens, training=training)), training=training)
         return (tokens, weights) if return_attention_scores else tokens
-
-
-@serializable
-class AttentionPoolLatent(keras.layers.Layer):
-    """Multi-head attention pooling with a learned latent query (SigLIP/PE "map" head; timm's `AttentionPoolLatent`).
-
-    `latent` attends over the tokens (`q`, `kv`, `proj`), then
-    `x + mlp(norm(x))`; with several latents their mean is returned.
-
-    Args:
-        num_heads: int. Attention heads; must divide the token width.
-        mlp_ratio: float. MLP width over token width. Defaults to 4.
-        qkv_bias: bool. Biases in `q` and `kv`. Defaults to True.
-        num_latents: int. Learned queries. Defaults to 1.
-        norm: "layer" or "rms". Defaults to "layer".
-        norm_epsilon: float. Defaults to 1e-6.
-
-    Call arguments:
-        tokens: `(batch, tokens, dim)`.
-        return_attention_scores: bool. Also return `(batch, heads, latents, tokens)` weights.
-
-    Returns:
-        `(batch, dim)`, and the float32 weights if asked for.
-    """
-
-    def __init__(
-        self,
-        num_heads: int,
-        mlp_ratio: float = 4.0,
-        qkv_bias: bool = True,
-        num_latents: int = 1,
-        norm: str = "layer",
-        norm_epsilon: float = 1e-6,
-        **kwargs,
-    ):
-        super().__init__(**kwargs)
-        self.num_heads = check_positive_int(num_heads, "num_heads")
-        if not mlp_ratio > 0:
-            raise ValueError(f"`mlp_ratio` must be positive. Received: mlp_ratio={mlp_ratio!r}")
-        self.mlp_ratio = float(mlp_ratio)
-        self.qkv_bias = bool(qkv_bias)
-        self.num_latents = check_positive_int(num_latents, "num_latents")
-        self.norm_kind = check_choice(norm, "norm", NORMS)
-        self.norm_epsilon = float(norm_epsilon)
-
-    def build(self, input_shape):
-        dim, dtype = input_shape[-1], self.dtype_policy
-        if dim % self.num_heads:
-            raise ValueError(f"The token width {dim} is not divisible by num_heads={self.num_heads}.")
-        self.head_dim = dim // self.num_heads
-        self.latent = self.add_weight(
-            shape=(1, self.num_latents, dim),
-            initializer=keras.initializers.TruncatedNormal(stddev=dim**-0.5),
-            name="latent",
-        )
-        self.q = _dense(dim, self.qkv_bias, "q", dtype, (None, dim))
-        self.kv = _dense(2 * dim, self.qkv_bias, "kv", dtype, (None, dim))
-        self.proj = _dense(dim, True, "proj", dtype, (None, dim))
-        self.norm = eva_norm(self.norm_kind, self.norm_epsilon, "norm", dtype)
-        self.norm.build((None, dim))
-        self.mlp = Mlp(int(dim * self.mlp_ratio), name="mlp", dtype=dtype)
-        self.mlp.build((None, dim))
-
-    def call(self, tokens, return_attention_scores=False):
-        shape = ops.shape(tokens)
-        batch, length, dim = shape[0], shape[1], tokens.shape[-1]
-        latent = ops.cast(ops.reshape(self.latent, (self.num_latents, dim)), tokens.dtype)
-        q = ops.reshape(self.q(latent), (1, self.num_latents, self.num_heads, self.head_dim))
-        q = ops.broadcast_to(ops.transpose(q, (0, 2, 1, 3)), (batch, self.num_heads, self.num_latents, self.head_dim))
-        kv = ops.reshape(dense(self.kv, flatten_tokens(tokens)), (batch, length, 2, self.num_heads, self.head_dim))
-        k, v = ops.transpose(kv[:, :, 0], (0, 2, 1, 3)), ops.transpose(kv[:, :, 1], (0, 2, 1, 3))
-        mixed = attention(q, k, v, scale=1.0 / math.sqrt(self.head_dim), return_weights=return_attention_scores)
-        mixed, weights = mixed if return_attention_scores else (mixed, None)
-        x = ops.reshape(ops.transpose(mixed, (0, 2, 1, 3)), (batch, self.num_latents, dim))
-        x = self.proj(x)
-        x = x + self.mlp(self.norm(x))
-        pooled = ops.mean(x, axis=1)
-        return (pooled, weights) if return_attention_scores else pooled
-
-    def compute_output_spec(self, tokens, return_attention_scores=False):
-        pooled = keras.KerasTensor((tokens.shape[0], tokens.shape[-1]), dtype=self.compute_dtype)
-        if not return_attention_scores:
-            return pooled
-        weights = (tokens.shape[0], self.num_heads, self.num_latents, tokens.shape[1])
-        return pooled, keras.KerasTensor(weights, dtype="float32")
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            num_heads=self.num_heads,
-            mlp_ratio=self.mlp_ratio,
-            qkv_bias=self.qkv_bias,
-            num_latents=self.num_latents,
-            norm=self.norm_kind,
-            norm_epsilon=self.norm_epsilon,
-        )
-        return config

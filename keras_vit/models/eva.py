@@ -15,14 +15,9 @@ import keras
 import numpy as np
 
 from keras_vit import layers as vit_layers
-from keras_vit.layers.eva_blocks import (
-    MLP_KINDS,
-    NORMS,
-    AttentionPoolLatent,
-    EvaBlock,
-    EvaBlockPostNorm,
-    eva_norm,
-)
+from keras_vit.layers.eva_blocks import MLP_KINDS, NORMS, EvaBlock, EvaBlockPostNorm
+from keras_vit.layers.normalization import make_norm
+from keras_vit.layers.pooling import AttentionPoolLatent
 from keras_vit.layers.rope import GRID_INDEXING, AxialRotaryEmbedding, MixedRotaryEmbedding
 from keras_vit.models.vit import ViT, _walk_layers
 from keras_vit.validation import check_choice, check_positive_int, check_rate
@@ -433,7 +428,7 @@ def _make_layers(c: EVAConfig, dtype) -> dict[str, keras.layers.Layer]:
         )
     made["pos_drop"] = keras.layers.Dropout(c.dropout_rate, name="pos_drop", dtype=dtype)
     if c.pre_norm:
-        made["norm_pre"] = eva_norm(c.norm, c.layer_norm_epsilon, "norm_pre", dtype)
+        made["norm_pre"] = make_norm(c.norm, c.layer_norm_epsilon, "norm_pre", dtype)
     rates = np.linspace(0.0, c.drop_path_rate, c.depth) if c.depth > 1 else [c.drop_path_rate]
     block_class = EvaBlockPostNorm if c.post_norm_blocks else EvaBlock
     for i in range(c.depth):
@@ -461,7 +456,7 @@ def _make_layers(c: EVAConfig, dtype) -> dict[str, keras.layers.Layer]:
             dtype=dtype,
         )
     if c.use_final_norm:
-        made["norm"] = eva_norm(c.norm, c.layer_norm_epsilon, "norm", dtype)
+        made["norm"] = make_norm(c.norm, c.layer_norm_epsilon, "norm", dtype)
     if c.pooling == "map":
         made["attn_pool"] = AttentionPoolLatent(
             c.pool_num_heads or c.num_heads,
@@ -475,7 +470,7 @@ def _make_layers(c: EVAConfig, dtype) -> dict[str, keras.layers.Layer]:
         mode = "token" if c.pooling == "token" else "gap"
         made["pool"] = vit_layers.TokenPooling(mode, c.num_prefix_tokens, name="pool", dtype=dtype)
     if c.use_fc_norm:
-        made["fc_norm"] = eva_norm(c.norm, c.layer_norm_epsilon, "fc_norm", dtype)
+        made["fc_norm"] = make_norm(c.norm, c.layer_norm_epsilon, "fc_norm", dtype)
     made["head_drop"] = keras.layers.Dropout(c.dropout_rate, name="head_drop", dtype=dtype)
     if c.num_classes:
         made["head"] = keras.layers.Dense(c.num_classes, kernel_initializer="zeros", name="head", dtype="float32")
