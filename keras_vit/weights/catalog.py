@@ -16,6 +16,8 @@ import fnmatch
 import os
 from typing import Any
 
+from keras_vit.weights.timm_eva_checkpoints import EVA_CHECKPOINTS
+
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 HALF = (0.5, 0.5, 0.5)
 _GCS = "https://storage.googleapis.com/vit_models"
@@ -210,6 +212,7 @@ _ENTRIES = [
         "https://huggingface.co/google/vit-base-patch16-224",
     ),
 ]
+_ENTRIES += [PretrainedCheckpoint(**row) for row in EVA_CHECKPOINTS]  # timm's EVA-family tags (generated)
 CHECKPOINTS: dict[str, PretrainedCheckpoint] = {entry.name: entry for entry in _ENTRIES}
 
 

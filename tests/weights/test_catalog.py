@@ -13,7 +13,10 @@ import keras_vit
 from keras_vit.weights import catalog, checkpoint_info, list_checkpoints, save_weights
 from tests.weights.conftest import TINY
 
+# timm's license names of the EVA family's tags (EVA/EVA-02 MIT, PE/ROPE-ViT Apache, DINOv3 and Sapiens2 their own).
+EVA_LICENSES = ("mit", "apache-2.0", "dinov3-license", "sapiens2-license", "fair-noncommercial-research-license")
 HOSTS = ("https://storage.googleapis.com/vit_models/", "https://huggingface.co/timm/", "https://huggingface.co/google/")
+HOSTS += ("https://huggingface.co/belfner/",)  # timm's pretrained_cfg hf_hub_id of the LingBot weights
 
 
 @pytest.mark.parametrize("name", list_checkpoints())
@@ -22,8 +25,8 @@ def test_entry_is_consistent_with_the_zoo(name):
     spec = keras_vit.model_spec(entry.model)
     assert entry.url.startswith(HOSTS) and entry.url.endswith("." + ("npz" if entry.format == "npz" else "safetensors"))
     assert entry.file_name.endswith(entry.format if entry.format == "npz" else ".safetensors")
-    assert entry.license in ("Apache-2.0", "CC-BY-NC-4.0") and entry.source  # CC-BY-NC-4.0: the MAE encoders
-    assert tuple(entry.input_size) == tuple(spec.input_size)
+    assert entry.license in ("Apache-2.0", "CC-BY-NC-4.0") + EVA_LICENSES and entry.source  # CC-BY-NC: MAE
+    assert tuple(entry.input_size) == tuple(entry.arch.get("image_size", spec.input_size))
     assert len(entry.mean) == len(entry.std) == 3
     assert entry.sha256 is None  # publishers list no digests; none are invented
     arch = dict(spec.arch, **entry.arch)
