@@ -26,6 +26,11 @@ FAMILIES = {
     "deit": ("DeiT", "data-efficient ViTs (Touvron et al.), plain and with a distillation token"),
     "transformer": ("Transformer", "the encoder-decoder Transformer (Vaswani et al.) for token sequences"),
     "mae": ("MAE", "masked autoencoders (He et al.) that pretrain a ViT encoder on unlabeled images"),
+    "eva": ("EVA", "EVA-01 (Fang et al.), `keras_vit.EVA`: CLIP-distilled giant ViTs"),
+    "eva02": ("EVA-02", "EVA-02, `keras_vit.EVA`: 2D rotary embeddings, SwiGLU with sub-LN, CLIP towers"),
+    "dinov3": ("DINOv3", "DINOv3 and its derivatives (LingBot, Sapiens2), `keras_vit.EVA`: centered rope, registers"),
+    "rope_vit": ("ROPE-ViT", "rotary ViTs (Heo et al.; timm's rope_reg), `keras_vit.EVA`: axial and mixed rope"),
+    "pe": ("PE", "Perception Encoder core/lang/spatial (Bolya et al.), `keras_vit.EVA`: pre-norm, MAP head"),
 }
 # Checkpoint formats each family loads (keras_vit.weights detects the format from the file).
 WEIGHT_FORMATS = {
@@ -33,6 +38,7 @@ WEIGHT_FORMATS = {
     "deit": "timm safetensors",
     "transformer": "`.weights.h5`",
     "mae": "HF ViTMAE safetensors, `.weights.h5`",
+    **dict.fromkeys(("eva", "eva02", "dinov3", "rope_vit", "pe"), "timm safetensors"),
 }
 
 

@@ -333,7 +333,7 @@ def save_weights(model, path: str) -> str:
     path = os.fspath(path)
     if path.endswith(".safetensors"):
         metadata = {"format": "pt", "keys": "timm", "producer": "keras_vit"}
-        write_safetensors(path, timm_keys.model_state_dict(model), metadata)
+        write_safetensors(path, getattr(model, "checkpoint_keys", timm_keys).model_state_dict(model), metadata)
         return path
     if path.endswith(".weights.h5"):
         folder = os.path.dirname(os.path.abspath(path))
