@@ -76,3 +76,18 @@ def test_dynamic_image_size_matches_timm_at_a_second_resolution(tmp_path):
     with torch.no_grad():
         expected = timm_model(torch.from_numpy(images.transpose(0, 3, 1, 2))).numpy()
     np.testing.assert_allclose(np.asarray(ours(images)), expected, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("indices", [None, 1, [0]])
+def test_nhwc_maps_match_timm_forward_intermediates(indices, tmp_path):
+    timm_model, ours = _pair("vit_small_patch16_dinov3", 64, tmp_path)
+    images = np.random.default_rng(3).normal(size=(2, 64, 48, 3)).astype("float32")
+    with torch.no_grad():
+        expected = timm_model.forward_intermediates(
+            torch.from_numpy(images.transpose(0, 3, 1, 2)), indices=indices, intermediates_only=True
+        )
+    maps = ours.forward_intermediates(images, indices=indices, output_fmt="NHWC")["maps"]
+    assert len(maps) == len(expected)
+    for got, want in zip(maps, expected):
+        assert tuple(got.shape) == (2, 4, 3, 384)
+        np.testing.assert_allclose(np.asarray(got), want.numpy().transpose(0, 2, 3, 1), atol=1e-4, rtol=1e-4)
