@@ -21,6 +21,7 @@ from keras_vit.models import (
     model_spec,
     register_model,
 )
+from keras_vit.models.eva import EVA
 
 # Registers the optimizers, schedules and sequence losses/metrics that saved runs reference, so
 # `keras.saving.load_model("runs/<run>/model.keras")` works after a plain `import keras_vit`. Keras looks
@@ -37,6 +38,7 @@ _LAZY_SUBPACKAGES = ("data", "export", "recipes", "training", "visualize", "weig
 
 __all__ = [
     "DeiT",
+    "EVA",
     "MAE",
     "ModelSpec",
     "Transformer",

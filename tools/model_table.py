@@ -36,6 +36,11 @@ FAMILIES = {
     "aimv2": ("AIMv2", "AIMv2 (Fini et al.): RMSNorm, SwiGLU MLPs, no biases, average pooling"),
     "flexivit": ("FlexiViT", "FlexiViT (Beyer et al.): one model for many patch sizes"),
     "beit3": ("BEiT-3", "BEiT-3 (Wang et al.) image towers: norms inside attention and MLP"),
+    "eva": ("EVA", "EVA-01 (Fang et al.), `keras_vit.EVA`: CLIP-distilled giant ViTs"),
+    "eva02": ("EVA-02", "EVA-02, `keras_vit.EVA`: 2D rotary embeddings, SwiGLU with sub-LN, CLIP towers"),
+    "dinov3": ("DINOv3", "DINOv3 and its derivatives (LingBot, Sapiens2), `keras_vit.EVA`: centered rope, registers"),
+    "rope_vit": ("ROPE-ViT", "rotary ViTs (Heo et al.; timm's rope_reg), `keras_vit.EVA`: axial and mixed rope"),
+    "pe": ("PE", "Perception Encoder core/lang/spatial (Bolya et al.), `keras_vit.EVA`: pre-norm, MAP head"),
 }
 # Checkpoint formats each family loads (keras_vit.weights detects the format from the file).
 WEIGHT_FORMATS = {
@@ -50,6 +55,7 @@ WEIGHT_FORMATS = {
     "aimv2": "timm safetensors",
     "flexivit": "timm safetensors",
     "beit3": "timm safetensors",
+    **dict.fromkeys(("eva", "eva02", "dinov3", "rope_vit", "pe"), "timm safetensors"),
 }
 
 

@@ -17,6 +17,8 @@ import fnmatch
 import os
 from typing import Any
 
+from keras_vit.weights.timm_eva_checkpoints import EVA_CHECKPOINTS
+
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 HALF = (0.5, 0.5, 0.5)
 _GCS = "https://storage.googleapis.com/vit_models"
@@ -211,6 +213,7 @@ _ENTRIES = [
         "https://huggingface.co/google/vit-base-patch16-224",
     ),
 ]
+_ENTRIES += [PretrainedCheckpoint(**row) for row in EVA_CHECKPOINTS]  # timm's EVA-family tags (generated)
 
 
 def _timm_tags() -> list[PretrainedCheckpoint]:

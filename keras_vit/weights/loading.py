@@ -108,7 +108,7 @@ def plan_assignments(model, state: dict[str, np.ndarray], report: LoadReport) ->
     Raises:
         CheckpointError: listing every missing key, unexpected key and shape mismatch.
     """
-    targets = timm_keys.model_targets(model)
+    targets = getattr(model, "checkpoint_keys", timm_keys).model_targets(model)  # EVA has its own key map
     model_head = {k for k in targets if timm_keys.is_classifier_key(k)}
     file_head = {k for k in state if timm_keys.is_classifier_key(k)}
     missing = sorted(k for k in targets if k not in state and k not in model_head)
@@ -333,7 +333,7 @@ def save_weights(model, path: str) -> str:
     path = os.fspath(path)
     if path.endswith(".safetensors"):
         metadata = {"format": "pt", "keys": "timm", "producer": "keras_vit"}
-        write_safetensors(path, timm_keys.model_state_dict(model), metadata)
+        write_safetensors(path, getattr(model, "checkpoint_keys", timm_keys).model_state_dict(model), metadata)
         return path
     if path.endswith(".weights.h5"):
         folder = os.path.dirname(os.path.abspath(path))

@@ -8,6 +8,7 @@ import pytest
 
 import keras_vit
 from keras_vit.models import registry, variants
+from keras_vit.models.eva import EVA_FAMILIES, eva_config, eva_param_count
 from keras_vit.models.mae import MAE
 from keras_vit.models.transformer import Transformer, TransformerConfig, transformer_param_count
 from keras_vit.models.vit import DeiT, ViT, ViTConfig, vit_param_count
@@ -22,6 +23,8 @@ def _count(spec):
         return transformer_param_count(TransformerConfig(**spec.arch))
     if spec.family == "mae":  # checked against transformers' ViTMAEForPreTraining in tests/models/test_mae.py
         return variants._mae_param_count(spec.arch)
+    if spec.family in EVA_FAMILIES:  # equal to timm's count: tests/models/test_eva_variants.py
+        return eva_param_count(eva_config(spec.arch))
     return vit_param_count(ViTConfig(**spec.arch))
 
 
@@ -63,7 +66,7 @@ def test_only_variants_module_registers_built_in_variants():
             ):
                 callers.append(path.relative_to(PACKAGE_DIR).as_posix())
     assert set(callers) == {"models/variants.py", "models/registry.py"}
-    assert callers.count("models/variants.py") == 3  # one call per family: ViT/DeiT, Transformer and MAE
+    assert callers.count("models/variants.py") == 4  # one call per family: ViT/DeiT, Transformer, MAE and EVA
 
 
 def test_register_variants_fills_the_parameter_count(monkeypatch):

@@ -16,7 +16,10 @@ from keras_vit.weights import catalog, checkpoint_info, list_checkpoints, save_w
 from keras_vit.weights.timm_vit_pretrained import TIMM_VIT_PRETRAINED
 from tests.weights.conftest import TINY
 
+# timm's license names of the EVA family's tags (EVA/EVA-02 MIT, PE/ROPE-ViT Apache, DINOv3 and Sapiens2 their own).
+EVA_LICENSES = ("mit", "apache-2.0", "dinov3-license", "sapiens2-license", "fair-noncommercial-research-license")
 HOSTS = ("https://storage.googleapis.com/vit_models/", "https://huggingface.co/timm/", "https://huggingface.co/google/")
+HOSTS += ("https://huggingface.co/belfner/",)  # timm's pretrained_cfg hf_hub_id of the LingBot weights
 
 
 TIMM_TAGS = set(TIMM_VIT_PRETRAINED) - {entry.name for entry in catalog._ENTRIES}
@@ -40,8 +43,10 @@ def test_entry_is_consistent_with_the_zoo(name):
     if name in TIMM_TAGS:  # the license timm's pretrained_cfg gives
         assert entry.license == TIMM_VIT_PRETRAINED[name]["license"] and entry.source
     else:
-        assert entry.license in ("Apache-2.0", "CC-BY-NC-4.0") and entry.source  # CC-BY-NC-4.0: the MAE encoders
-    assert tuple(entry.input_size) == tuple(spec.input_size)
+        assert (
+            entry.license in ("Apache-2.0", "CC-BY-NC-4.0") + EVA_LICENSES and entry.source
+        )  # CC-BY-NC-4.0: the MAE encoders
+    assert tuple(entry.input_size) == tuple(entry.arch.get("image_size", spec.input_size))
     assert len(entry.mean) == len(entry.std) == 3
     assert entry.sha256 is None  # publishers list no digests; none are invented
     arch = dict(spec.arch, **entry.arch)
