@@ -26,6 +26,7 @@ FAMILIES = {
     "deit": ("DeiT", "data-efficient ViTs (Touvron et al.), plain and with a distillation token"),
     "transformer": ("Transformer", "the encoder-decoder Transformer (Vaswani et al.) for token sequences"),
     "mae": ("MAE", "masked autoencoders (He et al.) that pretrain a ViT encoder on unlabeled images"),
+    "beit": ("BEiT", "ViTs with a relative position bias in every block (Bao et al.; BEiT v2, Peng et al.)"),
 }
 # Checkpoint formats each family loads (keras_vit.weights detects the format from the file).
 WEIGHT_FORMATS = {
@@ -33,6 +34,7 @@ WEIGHT_FORMATS = {
     "deit": "timm safetensors",
     "transformer": "`.weights.h5`",
     "mae": "HF ViTMAE safetensors, `.weights.h5`",
+    "beit": "timm / HF Beit safetensors, `.weights.h5`",
 }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from keras_vit.models.beit import BEiT, BEiTConfig, beit_param_count, beit_specs
 from keras_vit.models.mae import DECODER_DEFAULTS, MAE, MAE_SOURCE, encoder_config, mae_param_count
 from keras_vit.models.registry import (
     IMAGENET_MEAN,
@@ -282,3 +283,6 @@ register_variants(
     param_count=lambda arch: transformer_param_count(TransformerConfig(**arch)),
 )
 register_variants(_mae_specs(), model_class_for=lambda spec: MAE, param_count=_mae_param_count)
+register_variants(
+    beit_specs(), model_class_for=lambda spec: BEiT, param_count=lambda a: beit_param_count(BEiTConfig(**a))
+)

@@ -8,12 +8,19 @@ import pytest
 
 import keras_vit
 from keras_vit.models import registry, variants
+from keras_vit.models.beit import BEiT, BEiTConfig, beit_param_count
 from keras_vit.models.mae import MAE
 from keras_vit.models.transformer import Transformer, TransformerConfig, transformer_param_count
 from keras_vit.models.vit import DeiT, ViT, ViTConfig, vit_param_count
 
 PACKAGE_DIR = pathlib.Path(keras_vit.__file__).parent
-FAMILY_CLASSES = {"vit": (ViT, DeiT), "deit": (ViT, DeiT), "transformer": (Transformer,), "mae": (MAE,)}
+FAMILY_CLASSES = {
+    "vit": (ViT, DeiT),
+    "deit": (ViT, DeiT),
+    "transformer": (Transformer,),
+    "mae": (MAE,),
+    "beit": (BEiT,),
+}
 
 
 def _count(spec):
@@ -21,6 +28,8 @@ def _count(spec):
         return transformer_param_count(TransformerConfig(**spec.arch))
     if spec.family == "mae":  # checked against transformers' ViTMAEForPreTraining in tests/models/test_mae.py
         return variants._mae_param_count(spec.arch)
+    if spec.family == "beit":  # checked against timm's meta-device counts in tests/models/test_beit.py
+        return beit_param_count(BEiTConfig(**spec.arch))
     return vit_param_count(ViTConfig(**spec.arch))
 
 
@@ -62,7 +71,7 @@ def test_only_variants_module_registers_built_in_variants():
             ):
                 callers.append(path.relative_to(PACKAGE_DIR).as_posix())
     assert set(callers) == {"models/variants.py", "models/registry.py"}
-    assert callers.count("models/variants.py") == 3  # one call per family: ViT/DeiT, Transformer and MAE
+    assert callers.count("models/variants.py") == 4  # one call per family: ViT/DeiT, Transformer, MAE and BEiT
 
 
 def test_register_variants_fills_the_parameter_count(monkeypatch):

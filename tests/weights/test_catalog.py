@@ -31,7 +31,7 @@ def test_entry_is_consistent_with_the_zoo(name):
 
 
 def test_unknown_name_lists_the_catalogue():
-    with pytest.raises(ValueError, match=r"Unknown checkpoint 'vit_nope'. Catalogued: \['deit_tiny"):
+    with pytest.raises(ValueError, match=r"Unknown checkpoint 'vit_nope'. Catalogued: \['beit_base"):
         checkpoint_info("vit_nope")
 
 
