@@ -223,8 +223,8 @@ class BeitAttention(keras.layers.Layer):
         batch, length = ops.shape(tokens)[0], ops.shape(tokens)[1]
         qkv = dense(self.qkv, flatten_tokens(tokens), training)
         if self.qkv_bias:
-            no_key_bias = ops.zeros_like(self.q_bias)
-            qkv = qkv + ops.cast(ops.concatenate([self.q_bias, no_key_bias, self.v_bias]), qkv.dtype)
+            q_bias, v_bias = ops.cast(self.q_bias, qkv.dtype), ops.cast(self.v_bias, qkv.dtype)
+            qkv = qkv + ops.concatenate([q_bias, ops.zeros(self.q_bias.shape, qkv.dtype), v_bias])  # no key bias
         qkv = ops.reshape(qkv, (batch, length, 3, self.num_heads, self.head_dim))
         query, key, value = (ops.transpose(qkv[:, :, i], (0, 2, 1, 3)) for i in range(3))
         bias = self.relative_position_bias()

@@ -104,9 +104,14 @@ class BEiTConfig:
     def grid_size(self) -> tuple[int, int]:
         return (self.image_size[0] // self.patch_size[0], self.image_size[1] // self.patch_size[1])
 
+    # The token layout as `ViTConfig` names it (read by keras_vit.visualize): one class token, nothing else.
+    class_token = property(lambda self: True)
+    distillation_token = property(lambda self: False)
+    num_register_tokens = property(lambda self: 0)
+
     @property
     def num_prefix_tokens(self) -> int:
-        return 1  # the class token
+        return 1
 
     @property
     def use_fc_norm(self) -> bool:
