@@ -244,6 +244,12 @@ class BEiT(keras.Model):
 
         return load_beit_checkpoint(self, path)
 
+    def timm_state_dict(self) -> dict:
+        """The weights under timm's `Beit` keys and layouts (what `keras_vit.weights.save_weights` writes)."""
+        from keras_vit.weights.timm_beit_keys import model_state_dict
+
+        return model_state_dict(self)
+
     # ---- features and attention ------------------------------------------------------------------
     def intermediate_model(self) -> keras.Model:
         """A model on the same layers returning every block's tokens and attention weights.

@@ -339,7 +339,8 @@ def save_weights(model, path: str) -> str:
     path = os.fspath(path)
     if path.endswith(".safetensors"):
         metadata = {"format": "pt", "keys": "timm", "producer": "keras_vit"}
-        write_safetensors(path, timm_keys.model_state_dict(model), metadata)
+        own_keys = getattr(model, "timm_state_dict", None)  # a family with its own key map (BEiT)
+        write_safetensors(path, own_keys() if own_keys else timm_keys.model_state_dict(model), metadata)
         return path
     if path.endswith(".weights.h5"):
         folder = os.path.dirname(os.path.abspath(path))

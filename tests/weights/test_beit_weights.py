@@ -151,3 +151,18 @@ def test_catalogue_lists_timm_beit_tags():
     assert entry.arch == {"num_classes": 21841} and entry.url.endswith(
         "timm/" + entry.name + "/resolve/main/model.safetensors"
     )
+
+
+def test_saved_safetensors_load_into_timm_with_the_same_logits(tmp_path):
+    model = BEiT(image_size=32, patch_size=8, hidden_dim=32, depth=2, num_heads=4, mlp_dim=128, num_classes=3,
+                 shared_relative_position_bias=True)  # fmt: skip
+    for variable in model.weights:
+        variable.assign(0.2 * np.random.default_rng(8).standard_normal(variable.shape).astype("float32"))
+    path = keras_vit.weights.save_weights(model, str(tmp_path / "beit.safetensors"))
+    reference = timm.create_model("beit_base_patch16_224", img_size=32, patch_size=8, embed_dim=32, depth=2,
+                                  num_heads=4, num_classes=3, use_shared_rel_pos_bias=True).eval()  # fmt: skip
+    reference.load_state_dict(safetensors.torch.load_file(path))  # strict: every key and shape
+    x = images(seed=9)
+    with torch.no_grad():
+        expected = reference(pixels(x)).numpy()
+    np.testing.assert_allclose(np.asarray(model(x)), expected, atol=1e-4)
