@@ -166,3 +166,18 @@ def test_saved_safetensors_load_into_timm_with_the_same_logits(tmp_path):
     with torch.no_grad():
         expected = reference(pixels(x)).numpy()
     np.testing.assert_allclose(np.asarray(model(x)), expected, atol=1e-4)
+
+
+def test_head_of_another_class_count_is_replaced_and_the_backbone_loaded(tmp_path):
+    reference = perturb(timm.create_model("beit_base_patch16_224", img_size=32, patch_size=8, embed_dim=32, depth=1,
+                                          num_heads=4, num_classes=5), 10)  # fmt: skip
+    path = tmp_path / "beit5.safetensors"
+    safetensors.torch.save_file(reference.state_dict(), str(path))
+    model = BEiT(image_size=32, patch_size=8, hidden_dim=32, depth=1, num_heads=4, mlp_dim=128, num_classes=3)
+    with pytest.warns(UserWarning, match=r"Classifier head not loaded.*head.weight \(5, 32\) vs \(3, 32\)"):
+        report = model.load_pretrained(str(path))
+    assert report.head == "replaced" and report.skipped == ["head.bias", "head.weight"]
+    x = images(seed=11)
+    with torch.no_grad():
+        expected = reference.forward_head(reference.forward_features(pixels(x)), pre_logits=True).numpy()
+    np.testing.assert_allclose(np.asarray(model.feature_extractor()(x)), expected, atol=1e-4)
