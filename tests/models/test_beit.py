@@ -81,6 +81,15 @@ def test_options_equal_timm(timm_kwargs, arch, tmp_path):
     np.testing.assert_allclose(np.asarray(model(x)), timm_logits(reference, x), atol=1e-4)
 
 
+def test_beitv2_logits_equal_timm(tmp_path):
+    reference = perturbed_timm("beitv2_base_patch16_224", seed=2, img_size=32, patch_size=8, depth=1)
+    model = BEiT("beitv2_base_patch16_224", depth=1, image_size=32, patch_size=8)
+    assert model.config.layer_scale_init == 1e-5  # BEiT v2's init_values: the perturbation makes the blocks count
+    model.load_pretrained(save_timm(reference, tmp_path / "beitv2.safetensors"))
+    x = images(32, seed=6)
+    np.testing.assert_allclose(np.asarray(model(x)), timm_logits(reference, x), atol=1e-4)
+
+
 @pytest.mark.parametrize("name", timm.list_models(module="beit"))
 def test_parameter_count_equals_timm_meta_count(name):
     with torch.device("meta"):
