@@ -11,6 +11,7 @@ if _cli_startup.is_command_process():  # quiet TensorFlow's start-up before kera
 from keras_vit import layers, models
 from keras_vit.models import (
     MAE,
+    BEiT,
     DeiT,
     ModelSpec,
     Transformer,
@@ -37,6 +38,7 @@ from keras_vit.version import __version__
 _LAZY_SUBPACKAGES = ("data", "export", "recipes", "training", "visualize", "weights")
 
 __all__ = [
+    "BEiT",
     "DeiT",
     "EVA",
     "MAE",

@@ -41,6 +41,7 @@ FAMILIES = {
     "dinov3": ("DINOv3", "DINOv3 and its derivatives (LingBot, Sapiens2), `keras_vit.EVA`: centered rope, registers"),
     "rope_vit": ("ROPE-ViT", "rotary ViTs (Heo et al.; timm's rope_reg), `keras_vit.EVA`: axial and mixed rope"),
     "pe": ("PE", "Perception Encoder core/lang/spatial (Bolya et al.), `keras_vit.EVA`: pre-norm, MAP head"),
+    "beit": ("BEiT", "ViTs with a relative position bias in every block (Bao et al.; BEiT v2, Peng et al.)"),
 }
 # Checkpoint formats each family loads (keras_vit.weights detects the format from the file).
 WEIGHT_FORMATS = {
@@ -56,6 +57,7 @@ WEIGHT_FORMATS = {
     "flexivit": "timm safetensors",
     "beit3": "timm safetensors",
     **dict.fromkeys(("eva", "eva02", "dinov3", "rope_vit", "pe"), "timm safetensors"),
+    "beit": "timm / HF Beit safetensors, `.weights.h5`",
 }
 
 

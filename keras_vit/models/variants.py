@@ -11,6 +11,9 @@ from __future__ import annotations
 import dataclasses
 
 from keras_vit.models.eva import EVA, eva_config, eva_param_count
+)
+register_variants(
+from keras_vit.models.beit import BEiT, BEiTConfig, beit_param_count, beit_specs
 from keras_vit.models.mae import DECODER_DEFAULTS, MAE, MAE_SOURCE, encoder_config, mae_param_count
 from keras_vit.models.registry import (
     IMAGENET_MEAN,
@@ -327,4 +330,7 @@ register_variants(
 register_variants(_mae_specs(), model_class_for=lambda spec: MAE, param_count=_mae_param_count)
 register_variants(
     _eva_specs(), model_class_for=lambda spec: EVA, param_count=lambda arch: eva_param_count(eva_config(arch))
+)
+register_variants(
+    beit_specs(), model_class_for=lambda spec: BEiT, param_count=lambda a: beit_param_count(BEiTConfig(**a))
 )

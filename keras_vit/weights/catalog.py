@@ -17,6 +17,7 @@ import fnmatch
 import os
 from typing import Any
 
+from keras_vit.models.timm_beit_variants import BEIT_PRETRAINED
 from keras_vit.weights.timm_eva_checkpoints import EVA_CHECKPOINTS
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -196,6 +197,14 @@ _ENTRIES = [
             license="CC-BY-NC-4.0",
         )
         for model in ("vit_base_patch16_224", "vit_large_patch16_224", "vit_huge_patch14_224")
+    ),
+    # timm's BEiT and BEiT v2 tags (generated table: input size, mean/std and classes as timm lists them).
+    *(
+        dataclasses.replace(
+            _timm_hub(t["name"], t["model"], t["input_size"][0], t["mean"], t["std"], t["num_classes"], "BEiT"),
+            arch={} if t["num_classes"] == 1000 else {"num_classes": t["num_classes"]},
+        )
+        for t in BEIT_PRETRAINED
     ),
     PretrainedCheckpoint(
         name="google/vit-base-patch16-224",

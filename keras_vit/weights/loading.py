@@ -102,13 +102,17 @@ def _fits(state, targets, key: str) -> bool:
     return tuple(value.shape) == tuple(targets[key][0].shape)
 
 
-def plan_assignments(model, state: dict[str, np.ndarray], report: LoadReport) -> list[tuple[object, np.ndarray]]:
+def plan_assignments(
+    model, state: dict[str, np.ndarray], report: LoadReport, targets: dict | None = None
+) -> list[tuple[object, np.ndarray]]:
     """Checks `state` (timm keys) against `model` and returns `(variable, value)` pairs; assigns nothing.
+
+    `targets` (timm key -> (variable, layout)) defaults to the ViT key map; families with their own pass theirs.
 
     Raises:
         CheckpointError: listing every missing key, unexpected key and shape mismatch.
     """
-    targets = getattr(model, "checkpoint_keys", timm_keys).model_targets(model)  # EVA has its own key map
+    targets = getattr(model, "checkpoint_keys", timm_keys).model_targets(model) if targets is None else targets
     model_head = {k for k in targets if timm_keys.is_classifier_key(k)}
     file_head = {k for k in state if timm_keys.is_classifier_key(k)}
     missing = sorted(k for k in targets if k not in state and k not in model_head)
@@ -277,6 +281,8 @@ def load_pretrained(model, path: str, sha256: str | None = None) -> LoadReport:
     if sha256 is not None:
         verify_sha256(path, sha256)
     path = checkpoint_in_folder(path)
+    if hasattr(model, "load_checkpoint_file"):  # a family with its own key map (BEiT) reads the file itself
+        return model.load_checkpoint_file(path)
     from keras_vit.weights import mae_hf  # an MAE checkpoint (.keras, HF or paper keys): load its encoder
 
     mae_state = mae_hf.encoder_state(path, model)
@@ -333,7 +339,14 @@ def save_weights(model, path: str) -> str:
     path = os.fspath(path)
     if path.endswith(".safetensors"):
         metadata = {"format": "pt", "keys": "timm", "producer": "keras_vit"}
-        write_safetensors(path, getattr(model, "checkpoint_keys", timm_keys).model_state_dict(model), metadata)
+        own_keys = getattr(
+            model, "timm_state_dict", None
+        )  # a family with its own key map (BEiT; EVA has checkpoint_keys)
+        write_safetensors(
+            path,
+            own_keys() if own_keys else getattr(model, "checkpoint_keys", timm_keys).model_state_dict(model),
+            metadata,
+        )
         return path
     if path.endswith(".weights.h5"):
         folder = os.path.dirname(os.path.abspath(path))

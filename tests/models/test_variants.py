@@ -8,6 +8,7 @@ import pytest
 
 import keras_vit
 from keras_vit.models import registry, variants
+from keras_vit.models.beit import BEiT, BEiTConfig, beit_param_count
 from keras_vit.models.eva import EVA_FAMILIES, eva_config, eva_param_count
 from keras_vit.models.mae import MAE
 from keras_vit.models.transformer import Transformer, TransformerConfig, transformer_param_count
@@ -16,6 +17,7 @@ from keras_vit.models.vit import DeiT, ViT, ViTConfig, vit_param_count
 PACKAGE_DIR = pathlib.Path(keras_vit.__file__).parent
 VIT_FAMILIES = ("vit", "deit", "deit3", "clip", "siglip", "dinov2", "aimv2", "flexivit", "beit3")
 FAMILY_CLASSES = {"transformer": (Transformer,), "mae": (MAE,), **{family: (ViT, DeiT) for family in VIT_FAMILIES}}
+FAMILY_CLASSES["beit"] = (BEiT,)
 
 
 def _count(spec):
@@ -25,6 +27,8 @@ def _count(spec):
         return variants._mae_param_count(spec.arch)
     if spec.family in EVA_FAMILIES:  # equal to timm's count: tests/models/test_eva_variants.py
         return eva_param_count(eva_config(spec.arch))
+    if spec.family == "beit":  # checked against timm's meta-device counts in tests/models/test_beit.py
+        return beit_param_count(BEiTConfig(**spec.arch))
     return vit_param_count(ViTConfig(**spec.arch))
 
 
@@ -66,7 +70,7 @@ def test_only_variants_module_registers_built_in_variants():
             ):
                 callers.append(path.relative_to(PACKAGE_DIR).as_posix())
     assert set(callers) == {"models/variants.py", "models/registry.py"}
-    assert callers.count("models/variants.py") == 4  # one call per family: ViT/DeiT, Transformer, MAE and EVA
+    assert callers.count("models/variants.py") == 5  # one call per family: ViT/DeiT, Transformer, MAE, EVA and BEiT
 
 
 def test_register_variants_fills_the_parameter_count(monkeypatch):
