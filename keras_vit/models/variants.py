@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from keras_vit.models.eva import EVA, eva_config, eva_param_count
-)
-register_variants(
 from keras_vit.models.beit import BEiT, BEiTConfig, beit_param_count, beit_specs
+from keras_vit.models.eva import EVA, eva_config, eva_param_count
 from keras_vit.models.mae import DECODER_DEFAULTS, MAE, MAE_SOURCE, encoder_config, mae_param_count
 from keras_vit.models.registry import (
     IMAGENET_MEAN,
