@@ -25,6 +25,12 @@ Each is renamed to timm's `VisionTransformer` keys, so the one key map
 Which keras_vit output equals which `transformers` output (float32, within
 1e-4 in tests/weights/test_hf_towers.py), with `num_classes=0`:
 
+At another image size than the checkpoint's, the position table is resampled
+once at load time the way `transformers` interpolates it at every call
+(PyTorch bicubic, a=-0.75, no antialiasing; antialiased for DINOv2 with
+registers; `interpolate_pos_encoding=True` for CLIP and SigLIP), so the
+outputs still match.
+
 - `pooler_output` is the model's output (`model(images)`, the "pooled" entry
   of `forward_intermediates`) for every tower.
 - `last_hidden_state` is `forward_intermediates(images)["tokens"]` for SigLIP
@@ -36,11 +42,13 @@ Which keras_vit output equals which `transformers` output (float32, within
 from __future__ import annotations
 
 import dataclasses
+import math
 import warnings
 from typing import Any
 
 import numpy as np
 
+from keras_vit.layers.position import _cubic, resample_position_embeddings
 from keras_vit.weights import formats, hf, hf_config, timm_keys
 from keras_vit.weights.errors import CheckpointError, listing
 from keras_vit.weights.safetensors_io import read_header, read_safetensors
@@ -448,3 +456,48 @@ def _short(keys: list[str], limit: int = 4) -> str:
     groups = sorted({k.split(".")[0] for k in keys})
     shown = ", ".join(groups[:limit]) + (", ..." if len(groups) > limit else "")
     return f"{len(keys)} tensors ({shown})"
+
+
+def resample_position_table(model, tower: Tower) -> tuple[tuple[int, int], tuple[int, int]] | None:
+    """Resamples `tower.state["pos_embed"]` to the model's patch grid as `transformers` interpolates it.
+
+    Returns:
+        `(old_grid, new_grid)` when it resampled, else None (same grid, or a
+        table that does not fit the model: the loader reports that).
+    """
+    table = tower.state.get("pos_embed")
+    layer = next((layer for layer in model.layers if layer.name == "pos_embed"), None)
+    if np.ndim(table) != 3 or not hasattr(layer, "grid_size"):
+        return None
+    prefix, grid = int(layer.num_prefix_tokens), tuple(int(g) for g in layer.grid_size)
+    side = math.isqrt(max(table.shape[1] - prefix, 0))
+    if side == 0 or side * side != table.shape[1] - prefix or (side, side) == grid:
+        return None
+    if "reg_token" in tower.state:  # transformers' DINOv2 with registers antialiases, as timm does
+        tower.state["pos_embed"] = resample_position_embeddings(table, (side, side), grid, prefix)
+    else:
+        patches = table[:, prefix:].reshape(table.shape[0], side, side, -1).astype(np.float64)
+        patches = np.einsum("ih,bhwd,jw->bijd", _torch_bicubic(side, grid[0]), patches, _torch_bicubic(side, grid[1]))
+        patches = patches.reshape(table.shape[0], grid[0] * grid[1], -1).astype(table.dtype)
+        tower.state["pos_embed"] = np.concatenate([table[:, :prefix], patches], axis=1)
+    warnings.warn(
+        f"Resampling the position embedding from a {side}x{side} to a {grid[0]}x{grid[1]} patch grid "
+        "(bicubic, as transformers interpolates it).",
+        stacklevel=4,
+    )
+    return (side, side), grid
+
+
+def _torch_bicubic(in_size: int, out_size: int, a: float = -0.75) -> np.ndarray:
+    """`(out_size, in_size)` matrix of `torch.nn.functional.interpolate(mode="bicubic", align_corners=False)`.
+
+    Four taps around the half-pixel-centred source position, indices clamped to the border, no antialiasing.
+    """
+    matrix = np.zeros((out_size, in_size), dtype=np.float64)
+    scale = in_size / out_size
+    for i in range(out_size):
+        source = (i + 0.5) * scale - 0.5
+        base = math.floor(source)
+        for offset in range(-1, 3):
+            matrix[i, min(max(base + offset, 0), in_size - 1)] += _cubic(np.float64(offset - (source - base)), a)
+    return matrix

@@ -303,8 +303,9 @@ def load_pretrained(model, path: str, sha256: str | None = None) -> LoadReport:
 def _load_tower(model, tower: hf_towers.Tower) -> LoadReport:
     """A Hugging Face vision tower, checked against its config.json (when beside it) like a ViT checkpoint."""
     hf_towers.check_model(model, tower)
+    resampled = hf_towers.resample_position_table(model, tower)
     report = load_state_dict(model, tower.state, path=tower.path, format=formats.SAFETENSORS, flavor="hf")
-    report.skipped += tower.skipped
+    report.skipped, report.resampled = report.skipped + tower.skipped, resampled
     if tower.arch is not None:
         report.config = tower.config_path
         epsilon = tower.arch["layer_norm_epsilon"]

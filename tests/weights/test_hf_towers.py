@@ -283,3 +283,33 @@ def test_without_config_the_tensor_shapes_decide(saved, tmp_path):
             num_classes=0,
             weights=str(tmp_path / "dino.safetensors"),
         )
+
+
+@pytest.mark.parametrize(("old", "new"), [(4, 6), (4, 3), (37, 16), (5, 11)])
+def test_position_interpolation_is_torch_bicubic(old, new):
+    table = np.random.default_rng(old).standard_normal((1, 1 + old * old, 8)).astype("float32")
+    grid = torch.from_numpy(table[:, 1:].reshape(1, old, old, 8)).permute(0, 3, 1, 2)
+    expected = torch.nn.functional.interpolate(grid, size=(new, new), mode="bicubic", align_corners=False)
+    tower = hf_towers.Tower("dinov2", "<file>", {"pos_embed": table}, [])
+
+    class Model:  # what the resampler reads of a keras_vit ViT: its pos_embed layer
+        layers = [type("Layer", (), dict(name="pos_embed", grid_size=(new, new), num_prefix_tokens=1))()]
+
+    with pytest.warns(UserWarning, match=f"from a {old}x{old} to a {new}x{new} patch grid"):
+        assert hf_towers.resample_position_table(Model(), tower) == ((old, old), (new, new))
+    resampled = tower.state["pos_embed"]
+    np.testing.assert_array_equal(resampled[:, :1], table[:, :1])
+    np.testing.assert_allclose(resampled[0, 1:], expected.permute(0, 2, 3, 1).reshape(new * new, 8), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["dinov2", "dinov2_registers"])
+@pytest.mark.parametrize("size", [48, 24])
+def test_keras_vit_matches_transformers_at_another_image_size(saved, name, size):
+    folder = saved[1][name][0]
+    images = np.random.default_rng(size).standard_normal((2, size, size, 3)).astype("float32")
+    reference = TOWERS[name][0]()
+    reference.load_state_dict(type(reference).from_pretrained(folder).state_dict())
+    expected = vision_outputs(reference.eval(), images)
+    with pytest.warns(UserWarning, match="as transformers interpolates it"):
+        model = keras_tower(folder, image_size=size)
+    np.testing.assert_allclose(np.asarray(model(images)), expected["pooler_output"], atol=1e-4, rtol=0)
