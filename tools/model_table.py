@@ -22,10 +22,20 @@ SITE = "https://keras-vit.github.io/keras-vit"
 
 # Families in the order the docs present them: heading, one line on what they are.
 FAMILIES = {
-    "vit": ("ViT", "Vision Transformers (Dosovitskiy et al.), with register-token, small-data and gap variants"),
+    "vit": (
+        "ViT",
+        "Vision Transformers (Dosovitskiy et al.), with register-token, small-data, gap and parallel-block variants",
+    ),
     "deit": ("DeiT", "data-efficient ViTs (Touvron et al.), plain and with a distillation token"),
     "transformer": ("Transformer", "the encoder-decoder Transformer (Vaswani et al.) for token sequences"),
     "mae": ("MAE", "masked autoencoders (He et al.) that pretrain a ViT encoder on unlabeled images"),
+    "deit3": ("DeiT III", "DeiT III (Touvron et al. 2022): LayerScale, no position embedding for the class token"),
+    "clip": ("CLIP", "CLIP image towers (Radford et al.) and their fine-tunes: pre-norm, no patch bias"),
+    "siglip": ("SigLIP", "SigLIP and SigLIP 2 image towers (Zhai et al.): attention-pooling (MAP) or average heads"),
+    "dinov2": ("DINOv2", "DINOv2 (Oquab et al.) and TIPS self-supervised backbones, with and without registers"),
+    "aimv2": ("AIMv2", "AIMv2 (Fini et al.): RMSNorm, SwiGLU MLPs, no biases, average pooling"),
+    "flexivit": ("FlexiViT", "FlexiViT (Beyer et al.): one model for many patch sizes"),
+    "beit3": ("BEiT-3", "BEiT-3 (Wang et al.) image towers: norms inside attention and MLP"),
 }
 # Checkpoint formats each family loads (keras_vit.weights detects the format from the file).
 WEIGHT_FORMATS = {
@@ -33,6 +43,13 @@ WEIGHT_FORMATS = {
     "deit": "timm safetensors",
     "transformer": "`.weights.h5`",
     "mae": "HF ViTMAE safetensors, `.weights.h5`",
+    "deit3": "timm safetensors",
+    "clip": "timm safetensors",
+    "siglip": "timm safetensors",
+    "dinov2": "timm safetensors",
+    "aimv2": "timm safetensors",
+    "flexivit": "timm safetensors",
+    "beit3": "timm safetensors",
 }
 
 

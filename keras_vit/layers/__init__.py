@@ -10,10 +10,10 @@ from keras_vit.layers.attention import MultiHeadSelfAttention
 from keras_vit.layers.blocks import TransformerEncoderBlock
 from keras_vit.layers.decoder import TransformerDecoderBlock
 from keras_vit.layers.embeddings import PatchEmbedding, PrefixTokens
-from keras_vit.layers.mlp import Mlp, gelu_erf
+from keras_vit.layers.mlp import GatedMlp, Mlp, gelu_erf
 from keras_vit.layers.multi_head_attention import MultiHeadAttention
-from keras_vit.layers.normalization import LayerNorm, layer_norm_last_axis
-from keras_vit.layers.pooling import TokenPooling
+from keras_vit.layers.normalization import LayerNorm, RMSNorm, layer_norm_last_axis, make_norm
+from keras_vit.layers.pooling import AttentionPoolLatent, TokenPooling
 from keras_vit.layers.position import (
     PositionEmbedding,
     SinCosPositionEmbedding2D,
@@ -26,7 +26,9 @@ from keras_vit.layers.sequence_embeddings import LearnedPositionEncoding, TokenE
 from keras_vit.layers.sequence_encoder import SequenceEncoderBlock
 
 __all__ = [
+    "AttentionPoolLatent",
     "DropPath",
+    "GatedMlp",
     "LayerNorm",
     "LayerScale",
     "LearnedPositionEncoding",
@@ -36,6 +38,7 @@ __all__ = [
     "PatchEmbedding",
     "PositionEmbedding",
     "PrefixTokens",
+    "RMSNorm",
     "RelativePositionBias",
     "SequenceEncoderBlock",
     "SinCosPositionEmbedding2D",
@@ -48,6 +51,7 @@ __all__ = [
     "fast_paths_enabled",
     "gelu_erf",
     "layer_norm_last_axis",
+    "make_norm",
     "resample_position_embeddings",
     "set_fast_paths",
 ]

@@ -30,21 +30,41 @@ class PatchEmbedding(keras.layers.Layer):
     Args:
         patch_size: int or (int, int). Patch height and width in pixels.
         hidden_dim: int. Size of each token.
-        use_bias: bool. Whether the projection has a bias. Defaults to `True`.
+        use_bias: bool. Whether the projection has a bias (CLIP's has none). Defaults to `True`.
+        drop_remainder: bool. Accept image sizes that are not a multiple of the
+            patch size, ignoring the last rows/columns as timm's convolution
+            does (e.g. patch 14 at 384). Defaults to `False` (such sizes raise).
+        norm: None, "layer" or "rms". A norm on the tokens after the projection
+            (AIMv2; timm's `embed_norm_layer`), sublayer `norm`. Defaults to None.
+        norm_epsilon: float. Epsilon of that norm. Defaults to `1e-6`.
 
     Call arguments:
         images: `(batch, height, width, channels)`; height and width divisible
-            by the patch size.
+            by the patch size unless `drop_remainder`.
 
     Returns:
         `(batch, num_patches, hidden_dim)` tokens in row-major patch order.
     """
 
-    def __init__(self, patch_size, hidden_dim: int, use_bias: bool = True, **kwargs):
+    def __init__(
+        self,
+        patch_size,
+        hidden_dim: int,
+        use_bias: bool = True,
+        drop_remainder: bool = False,
+        norm: str | None = None,
+        norm_epsilon: float = 1e-6,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.patch_size = to_pair(patch_size, "patch_size")
         self.hidden_dim = check_positive_int(hidden_dim, "hidden_dim")
         self.use_bias = use_bias
+        self.drop_remainder = bool(drop_remainder)
+        if norm not in (None, "layer", "rms"):
+            raise ValueError(f"`norm` must be None, 'layer' or 'rms'. Received: norm={norm!r}")
+        self.norm = norm
+        self.norm_epsilon = norm_epsilon
 
     def build(self, input_shape):
         if len(input_shape) != 4:
@@ -53,10 +73,10 @@ class PatchEmbedding(keras.layers.Layer):
                 f"Received: input_shape={tuple(input_shape)}"
             )
         for size, patch, axis in zip(input_shape[1:3], self.patch_size, ("height", "width")):
-            if size is not None and size % patch:
+            if size is not None and size % patch and not self.drop_remainder:
                 raise ValueError(
                     f"Image {axis} {size} is not divisible by patch size {patch}. "
-                    "Resize or crop the images, or choose a patch size that divides them."
+                    "Resize or crop the images, choose a patch size that divides them, or set drop_remainder=True."
                 )
         self.projection = keras.layers.Conv2D(
             self.hidden_dim,
@@ -69,9 +89,19 @@ class PatchEmbedding(keras.layers.Layer):
             dtype=self.dtype_policy,
         )
         self.projection.build(input_shape)
+        if self.norm is not None:
+            from keras_vit.layers.normalization import make_norm
+
+            self.norm_layer = make_norm(self.norm, self.norm_epsilon, "norm", self.dtype_policy)
+            self.norm_layer.build((input_shape[0], None, self.hidden_dim))
 
     def call(self, images):
-        return patch_projection(self.projection, images)
+        if self.drop_remainder:
+            rows = ops.shape(images)[1] // self.patch_size[0] * self.patch_size[0]
+            cols = ops.shape(images)[2] // self.patch_size[1] * self.patch_size[1]
+            images = images[:, :rows, :cols]
+        tokens = patch_projection(self.projection, images)
+        return tokens if self.norm is None else self.norm_layer(tokens)
 
     def compute_output_shape(self, input_shape):
         h, w = input_shape[1], input_shape[2]
@@ -80,7 +110,14 @@ class PatchEmbedding(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(patch_size=self.patch_size, hidden_dim=self.hidden_dim, use_bias=self.use_bias)
+        config.update(
+            patch_size=self.patch_size,
+            hidden_dim=self.hidden_dim,
+            use_bias=self.use_bias,
+            drop_remainder=self.drop_remainder,
+            norm=self.norm,
+            norm_epsilon=self.norm_epsilon,
+        )
         return config
 
 
@@ -162,4 +199,41 @@ class PrefixTokens(keras.layers.Layer):
             distillation_token=self.distillation_token,
             num_register_tokens=self.num_register_tokens,
         )
+        return config
+
+
+@serializable
+class DropPrefixTokens(keras.layers.Layer):
+    """Removes the leading prefix tokens (class, distillation, registers), leaving the patch tokens.
+
+    What timm's attention pooling and its patch-token feature maps see.
+
+    Args:
+        num_prefix_tokens: int. Leading tokens to drop.
+
+    Call arguments:
+        tokens: `(batch, num_prefix_tokens + patches, dim)`.
+
+    Returns:
+        `(batch, patches, dim)`.
+    """
+
+    def __init__(self, num_prefix_tokens: int, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(num_prefix_tokens, int) or num_prefix_tokens < 0:
+            raise ValueError(
+                f"`num_prefix_tokens` must be a non-negative int. Received: num_prefix_tokens={num_prefix_tokens!r}"
+            )
+        self.num_prefix_tokens = num_prefix_tokens
+
+    def call(self, tokens):
+        return tokens[:, self.num_prefix_tokens :]
+
+    def compute_output_shape(self, input_shape):
+        n = input_shape[1]
+        return (input_shape[0], None if n is None else n - self.num_prefix_tokens, input_shape[2])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(num_prefix_tokens=self.num_prefix_tokens)
         return config

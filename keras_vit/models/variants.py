@@ -19,8 +19,9 @@ from keras_vit.models.registry import (
     ModelSpec,
     register_variants,
 )
+from keras_vit.models.timm_vit_variants import TIMM_VIT_VARIANTS
 from keras_vit.models.transformer import Transformer, TransformerConfig, transformer_param_count
-from keras_vit.models.vit import DeiT, ViT, ViTConfig, vit_param_count
+from keras_vit.models.vit import DeiT, ViT, ViTConfig, missing_layers, vit_param_count
 
 # (hidden_dim, depth, num_heads); MLP is 4x hidden_dim (ViT paper, table 1; Ti and S from DeiT).
 VIT_SIZES = {
@@ -172,6 +173,28 @@ def _small_image_specs() -> list[ModelSpec]:
     ]
 
 
+def _timm_specs(hand_written: list[ModelSpec]) -> list[ModelSpec]:
+    """timm's vision_transformer.py and deit.py names (tools/timm_vit_variants.py), with timm's pretrained defaults.
+
+    A name the tables above already define keeps their spec (a test checks that
+    both agree). Names whose options the installed layers cannot build yet are
+    left out, so that every registered name builds.
+    """
+    taken = {spec.name for spec in hand_written}
+    specs = []
+    for name, row in TIMM_VIT_VARIANTS.items():
+        if name in taken or missing_layers(ViTConfig(**row["arch"])):
+            continue
+        fields = {key: value for key, value in row.items() if key != "pretrained_tag"}
+        specs.append(ModelSpec(name=name, **fields))
+    return specs
+
+
+def _vit_family_specs() -> list[ModelSpec]:
+    hand_written = _vit_specs() + _deit_specs() + _register_token_specs() + _small_image_specs()
+    return hand_written + _timm_specs(hand_written)
+
+
 # ---- the sequence Transformer ------------------------------------------------------------------
 TRANSFORMER_SOURCE = "Vaswani et al. 2017, https://arxiv.org/abs/1706.03762"
 # The paper shares one BPE vocabulary (about 37000 tokens for English-German) between source,
@@ -272,7 +295,7 @@ def _mae_param_count(arch: dict) -> int:
 
 # ---- registration: one call per family ---------------------------------------------------------
 register_variants(
-    _vit_specs() + _deit_specs() + _register_token_specs() + _small_image_specs(),
+    _vit_family_specs(),
     model_class_for=lambda spec: DeiT if spec.arch.get("distillation_token") else ViT,
     param_count=lambda arch: vit_param_count(ViTConfig(**arch)),
 )

@@ -8,18 +8,26 @@ published checkpoints map one to one and users can read both side by side.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from typing import Any
 
 import keras
 import numpy as np
 
 from keras_vit import layers as vit_layers
-from keras_vit.layers.embeddings import to_pair
-from keras_vit.layers.pooling import POOLING_MODES
+from keras_vit.layers.embeddings import DropPrefixTokens, to_pair
 from keras_vit.models._arch import from_variant_config
 from keras_vit.validation import check_choice, check_positive_int, check_rate
 
 POSITION_EMBEDDINGS = ("learned", "sincos", "none")
+# "gap" is the name earlier releases gave "avg"; both pool the patch tokens by their mean.
+POOLINGS = ("token", "gap", "avg", "max", "avgmax", "map")
+AVERAGE_POOLINGS = ("gap", "avg", "max", "avgmax")
+NORM_LAYERS = ("layer", "rms")
+ACTIVATIONS = ("gelu", "gelu_tanh", "quick_gelu", "silu", "relu")
+MLP_KINDS = ("mlp", "swiglu", "swiglu_packed")
+BLOCK_KINDS = ("standard", "res_post", "parallel_scaling", "parallel_things", "diff_parallel_scaling")
+ATTENTION_LAYERS = ("standard", "diff")
 
 
 @dataclasses.dataclass
@@ -35,7 +43,13 @@ class ViTConfig:
             attention_dropout_rate, drop_path_rate, layer_scale_init,
             class_token, distillation_token, num_register_tokens,
             position_embedding, pos_embed_prefix, pooling, fc_norm,
-            representation_size, num_classes, layer_norm_epsilon.
+            representation_size, num_classes, layer_norm_epsilon, pre_norm,
+            final_norm, patch_bias, embed_norm, norm_layer, activation,
+            mlp_kind, proj_bias, attn_inner_norm, mlp_inner_norm, block_kind,
+            num_parallel, attn_layer, dynamic_image_size,
+            drop_patch_remainder. A config saved
+            before a field existed loads with the field's default, which
+            is the behaviour of that earlier release.
 
     Examples:
         >>> config = keras_vit.ViT("vit_tiny_patch16_224", num_classes=10).config
@@ -66,6 +80,21 @@ class ViTConfig:
     representation_size: int | None = None
     num_classes: int = 1000
     layer_norm_epsilon: float = 1e-6
+    pre_norm: bool = False
+    final_norm: bool = True
+    patch_bias: bool = True
+    embed_norm: bool = False
+    norm_layer: str = "layer"
+    activation: str = "gelu"
+    mlp_kind: str = "mlp"
+    proj_bias: bool = True
+    attn_inner_norm: bool = False
+    mlp_inner_norm: bool = False
+    block_kind: str = "standard"
+    num_parallel: int = 2
+    attn_layer: str = "standard"
+    dynamic_image_size: bool = False
+    drop_patch_remainder: bool = False
 
     def __post_init__(self):
         self.image_size = to_pair(self.image_size, "image_size")
@@ -83,10 +112,11 @@ class ViTConfig:
                 f"num_heads={self.num_heads}"
             )
         for axis, size, patch in zip(("height", "width"), self.image_size, self.patch_size):
-            if size % patch:
+            if size % patch and not self.drop_patch_remainder:
                 raise ValueError(
                     f"Image {axis} {size} is not divisible by patch size {patch}. Use an image size that is "
-                    f"a multiple of the patch size. Received: image_size={self.image_size}, "
+                    f"a multiple of the patch size (or drop_patch_remainder=True to ignore the last rows and columns, as timm "
+                    f"does). Received: image_size={self.image_size}, "
                     f"patch_size={self.patch_size}"
                 )
         for field in ("dropout_rate", "attention_dropout_rate", "drop_path_rate"):
@@ -95,9 +125,38 @@ class ViTConfig:
             raise ValueError(
                 f"`layer_scale_init` must be positive or None. Received: layer_scale_init={self.layer_scale_init!r}"
             )
-        check_choice(self.pooling, "pooling", POOLING_MODES)
+        check_choice(self.pooling, "pooling", POOLINGS)
+        for field, choices in (
+            ("norm_layer", NORM_LAYERS),
+            ("activation", ACTIVATIONS),
+            ("mlp_kind", MLP_KINDS),
+            ("block_kind", BLOCK_KINDS),
+            ("attn_layer", ATTENTION_LAYERS),
+        ):
+            check_choice(getattr(self, field), field, choices)
+        check_positive_int(self.num_parallel, "num_parallel")
+        if self.mlp_kind == "swiglu_packed" and self.mlp_dim % 2:
+            raise ValueError(
+                f"A packed SwiGLU MLP splits `mlp_dim` into gate and value halves, so it must be even. "
+                f"Received: mlp_dim={self.mlp_dim}"
+            )
+        if self.block_kind in ("parallel_scaling", "diff_parallel_scaling") and (
+            self.attn_inner_norm or self.mlp_inner_norm or self.mlp_kind != "mlp"
+        ):
+            raise ValueError(
+                f"block_kind={self.block_kind!r} fuses attention and a plain MLP into one projection; it takes "
+                "no inner norms and mlp_kind='mlp' only. Received: "
+                f"attn_inner_norm={self.attn_inner_norm}, mlp_inner_norm={self.mlp_inner_norm}, "
+                f"mlp_kind={self.mlp_kind!r}"
+            )
+        differential = self.attn_layer == "diff" or self.block_kind == "diff_parallel_scaling"
+        if differential and (self.hidden_dim // self.num_heads) % 2:
+            raise ValueError(
+                "Differential attention splits each head in two, so hidden_dim / num_heads must be even. "
+                f"Received: hidden_dim={self.hidden_dim}, num_heads={self.num_heads}"
+            )
         if self.pooling == "token" and not self.class_token:
-            raise ValueError("`pooling='token'` needs a class token. Set class_token=True or pooling='gap'.")
+            raise ValueError("`pooling='token'` needs a class token. Set class_token=True or pooling='avg'.")
         if self.distillation_token and (self.pooling != "token" or not self.class_token):
             raise ValueError("A distillation token needs class_token=True and pooling='token' (DeiT).")
         if self.position_embedding not in POSITION_EMBEDDINGS:
@@ -125,7 +184,18 @@ class ViTConfig:
 
     @property
     def use_fc_norm(self) -> bool:
-        return self.pooling == "gap" if self.fc_norm is None else bool(self.fc_norm)
+        """Whether the final norm follows the pooling (timm: by default for the average/max pools)."""
+        return self.pooling in AVERAGE_POOLINGS if self.fc_norm is None else bool(self.fc_norm)
+
+    @property
+    def uses_final_norm(self) -> bool:
+        """Whether a final norm (before pooling, `norm`) runs on the tokens."""
+        return self.final_norm and not self.use_fc_norm
+
+    @property
+    def uses_fc_norm(self) -> bool:
+        """Whether a norm (`fc_norm`) runs on the pooled vector."""
+        return self.final_norm and self.use_fc_norm
 
     def to_dict(self) -> dict[str, Any]:
         config = dataclasses.asdict(self)
@@ -143,19 +213,23 @@ def vit_config(arch: dict[str, Any], label: str = "ViT") -> ViTConfig:
 
 
 def vit_param_count(config: ViTConfig) -> int:
-    """Exact number of parameters of a `ViT` built from `config`, without building it."""
-    d, c = config.hidden_dim, config
+    """Exact number of parameters of a `ViT` built from `config`, without building it.
+
+    Sublayer by sublayer as timm's `VisionTransformer` lays them out, so it
+    also equals timm's count for the same architecture.
+    """
+    c, d, m = config, config.hidden_dim, config.mlp_dim
     ph, pw = c.patch_size
     gh, gw = c.grid_size
-    count = ph * pw * c.num_channels * d + d  # patch projection
+    count = ph * pw * c.num_channels * d + (d if c.patch_bias else 0) + (_norm_count(c, d) if c.embed_norm else 0)
     count += c.num_prefix_tokens * d
     if c.position_embedding == "learned":
         count += (gh * gw + (c.num_prefix_tokens if c.pos_embed_prefix else 0)) * d
-    qkv = d * 3 * d + (3 * d if c.qkv_bias else 0)
-    block = 2 * 2 * d + qkv + d * d + d + d * c.mlp_dim + c.mlp_dim + c.mlp_dim * d + d
-    block += 2 * 2 * (d // c.num_heads) if c.qk_norm else 0
-    block += 2 * d if c.layer_scale_init is not None else 0
-    count += c.depth * block + 2 * d  # blocks and the final norm (or fc_norm)
+    count += _norm_count(c, d) if c.pre_norm else 0
+    count += c.depth * _block_count(c)
+    count += _norm_count(c, d) if c.final_norm else 0  # `norm` before pooling or `fc_norm` after it
+    if c.pooling == "map":  # timm's AttentionPoolLatent: latent, q, kv, proj, norm, MLP
+        count += d + (d * d + d) + (2 * d * d + 2 * d) + (d * d + d) + _norm_count(c, d) + (2 * d * m + m + d)
     features = d
     if c.representation_size:
         count += d * c.representation_size + c.representation_size
@@ -164,6 +238,46 @@ def vit_param_count(config: ViTConfig) -> int:
     if c.num_classes:
         count += heads * (features * c.num_classes + c.num_classes)
     return count
+
+
+def _norm_count(c: ViTConfig, width: int) -> int:
+    return width if c.norm_layer == "rms" else 2 * width
+
+
+def _attention_count(c: ViTConfig) -> int:
+    d = c.hidden_dim
+    head_dim = d // c.num_heads // (2 if c.attn_layer == "diff" else 1)
+    count = 3 * d * d + (3 * d if c.qkv_bias else 0) + d * d + (d if c.proj_bias else 0)
+    count += 2 * _norm_count(c, head_dim) if c.qk_norm else 0
+    count += _norm_count(c, d) if c.attn_inner_norm else 0
+    if c.attn_layer == "diff":
+        count += 4 * head_dim + 2 * head_dim  # lambda_q1/k1/q2/k2 and the RMS sub-norm over both halves
+    return count
+
+
+def _mlp_count(c: ViTConfig) -> int:
+    d, m, bias = c.hidden_dim, c.mlp_dim, c.proj_bias
+    inner = m // 2 if c.mlp_kind == "swiglu_packed" else m  # width after the gate
+    fc1 = (2 if c.mlp_kind == "swiglu" else 1) * (d * m + (m if bias else 0))
+    return fc1 + (_norm_count(c, inner) if c.mlp_inner_norm else 0) + inner * d + (d if bias else 0)
+
+
+def _block_count(c: ViTConfig) -> int:
+    d, m = c.hidden_dim, c.mlp_dim
+    scale = d if c.layer_scale_init is not None else 0
+    if c.block_kind in ("parallel_scaling", "diff_parallel_scaling"):
+        diff = c.block_kind == "diff_parallel_scaling"
+        head_dim = d // c.num_heads // (2 if diff else 1)
+        count = _norm_count(c, d) + d * (m + 3 * d) + (m + 3 * d if c.qkv_bias else m)  # in_norm, in_proj, mlp_bias
+        count += 2 * _norm_count(c, head_dim) if c.qk_norm else 0
+        if diff:  # lambdas, sub-norm and one fused out_proj
+            count += 6 * head_dim + (d + m) * d + (d if c.proj_bias else 0)
+        else:  # attn_out_proj and mlp_out_proj
+            count += (d + m) * d + (2 * d if c.proj_bias else 0)
+        return count + scale
+    branches = c.num_parallel if c.block_kind == "parallel_things" else 1
+    scales = 0 if c.block_kind == "res_post" else 2 * scale  # ResPost's init value scales its norms instead
+    return branches * (2 * _norm_count(c, d) + _attention_count(c) + _mlp_count(c) + scales)
 
 
 @keras.saving.register_keras_serializable(package="keras_vit")
@@ -477,7 +591,9 @@ def check_images(images, config: ViTConfig) -> None:
 def _features_layer(config: ViTConfig) -> str:
     if config.representation_size:
         return "pre_logits"
-    return "fc_norm" if config.use_fc_norm else "pool"
+    if config.uses_fc_norm:
+        return "fc_norm"
+    return "attn_pool" if config.pooling == "map" else "pool"
 
 
 def _walk_layers(layer):
@@ -492,9 +608,80 @@ def _build_graph(c: ViTConfig, dtype) -> tuple[keras.KerasTensor, keras.KerasTen
     return images, outputs.get("logits", outputs["pooled"])
 
 
+# timm block classes by `block_kind`, from keras_vit.layers.
+_BLOCK_CLASSES = {
+    "standard": "TransformerEncoderBlock",
+    "res_post": "ResPostBlock",
+    "parallel_scaling": "ParallelScalingBlock",
+    "parallel_things": "ParallelThingsBlock",
+    "diff_parallel_scaling": "DiffParallelScalingBlock",
+}
+
+
+def _block_options(c: ViTConfig) -> dict[str, Any]:
+    """Block arguments beyond the original ViT block's, passed only where they differ from its behaviour."""
+    options = dict(
+        activation=(c.activation, "gelu"),
+        mlp_kind=(c.mlp_kind, "mlp"),
+        norm=(c.norm_layer, "layer"),
+        attn_inner_norm=(c.attn_inner_norm, False),
+        mlp_inner_norm=(c.mlp_inner_norm, False),
+        proj_bias=(c.proj_bias, True),
+        mlp_bias=(c.proj_bias, True),
+        attn_layer=(c.attn_layer, "standard"),
+        num_parallel=(c.num_parallel if c.block_kind == "parallel_things" else 2, 2),
+    )
+    return {name: value for name, (value, default) in options.items() if value != default}
+
+
+def missing_layers(config: ViTConfig) -> list[str]:
+    """The options of `config` that keras_vit.layers of this installation cannot build (empty: all can)."""
+    from keras_vit.layers import normalization, pooling
+
+    missing = []
+    block = getattr(vit_layers, _BLOCK_CLASSES[config.block_kind], None)
+    if block is None:
+        missing.append(f"block_kind={config.block_kind!r}")
+    else:
+        accepted = inspect.signature(block.__init__).parameters
+        missing += [f"{name}={value!r}" for name, value in _block_options(config).items() if name not in accepted]
+    needs_norm_factory = config.norm_layer != "layer" or config.embed_norm
+    if needs_norm_factory and not hasattr(normalization, "make_norm"):
+        missing.append(f"norm_layer={config.norm_layer!r}" if config.norm_layer != "layer" else "embed_norm=True")
+    if config.pooling == "map" and not hasattr(pooling, "AttentionPoolLatent"):
+        missing.append("pooling='map'")
+    if config.pooling in ("max", "avgmax") and config.pooling not in pooling.POOLING_MODES:
+        missing.append(f"pooling={config.pooling!r}")
+    if config.dynamic_image_size:
+        missing.append("dynamic_image_size=True")
+    return missing
+
+
+def _norm(c: ViTConfig, name: str, dtype) -> keras.layers.Layer:
+    if c.norm_layer == "layer":
+        return vit_layers.LayerNorm(epsilon=c.layer_norm_epsilon, name=name, dtype=dtype)
+    from keras_vit.layers.normalization import make_norm
+
+    return make_norm(c.norm_layer, c.layer_norm_epsilon, name, dtype)
+
+
 def _make_layers(c: ViTConfig, dtype) -> dict[str, keras.layers.Layer]:
     """Every layer of the model, by name (timm's names), in forward order."""
-    made = {"patch_embed": vit_layers.PatchEmbedding(c.patch_size, c.hidden_dim, name="patch_embed", dtype=dtype)}
+    missing = missing_layers(c)
+    if missing:
+        raise ValueError(f"This keras_vit installation has no layers for {', '.join(missing)}. Received: {missing}")
+    made = {
+        "patch_embed": vit_layers.PatchEmbedding(
+            c.patch_size,
+            c.hidden_dim,
+            use_bias=c.patch_bias,
+            drop_remainder=c.drop_patch_remainder,
+            norm=c.norm_layer if c.embed_norm else None,
+            norm_epsilon=c.layer_norm_epsilon,
+            name="patch_embed",
+            dtype=dtype,
+        )
+    }
     made["prefix_tokens"] = vit_layers.PrefixTokens(
         c.class_token, c.distillation_token, c.num_register_tokens, name="prefix_tokens", dtype=dtype
     )
@@ -504,9 +691,12 @@ def _make_layers(c: ViTConfig, dtype) -> dict[str, keras.layers.Layer]:
     elif c.position_embedding == "sincos":
         made["pos_embed"] = vit_layers.SinCosPositionEmbedding2D(c.grid_size, 0, name="pos_embed", dtype=dtype)
     made["pos_drop"] = keras.layers.Dropout(c.dropout_rate, name="pos_drop", dtype=dtype)
+    if c.pre_norm:
+        made["norm_pre"] = _norm(c, "norm_pre", dtype)
     drop_path_rates = np.linspace(0.0, c.drop_path_rate, c.depth) if c.depth > 1 else [c.drop_path_rate]
+    block_class = getattr(vit_layers, _BLOCK_CLASSES[c.block_kind])
     for i in range(c.depth):
-        made[f"block_{i}"] = vit_layers.TransformerEncoderBlock(
+        made[f"block_{i}"] = block_class(
             c.num_heads,
             c.mlp_dim,
             qkv_bias=c.qkv_bias,
@@ -518,11 +708,28 @@ def _make_layers(c: ViTConfig, dtype) -> dict[str, keras.layers.Layer]:
             layer_norm_epsilon=c.layer_norm_epsilon,
             name=f"block_{i}",
             dtype=dtype,
+            **_block_options(c),
         )
-    made["fc_norm" if c.use_fc_norm else "norm"] = vit_layers.LayerNorm(
-        epsilon=c.layer_norm_epsilon, name="fc_norm" if c.use_fc_norm else "norm", dtype=dtype
-    )
-    made["pool"] = vit_layers.TokenPooling(c.pooling, c.num_prefix_tokens, name="pool", dtype=dtype)
+    if c.uses_final_norm:
+        made["norm"] = _norm(c, "norm", dtype)
+    if c.pooling == "map":
+        from keras_vit.layers.pooling import AttentionPoolLatent
+
+        made["patch_tokens"] = DropPrefixTokens(c.num_prefix_tokens, name="patch_tokens", dtype=dtype)
+        made["attn_pool"] = AttentionPoolLatent(
+            c.num_heads,
+            mlp_ratio=c.mlp_dim / c.hidden_dim,
+            norm=c.norm_layer,
+            norm_epsilon=c.layer_norm_epsilon,
+            activation=c.activation,
+            name="attn_pool",
+            dtype=dtype,
+        )
+    else:
+        mode = "token" if c.pooling == "token" else "gap" if c.pooling in ("gap", "avg") else c.pooling
+        made["pool"] = vit_layers.TokenPooling(mode, c.num_prefix_tokens, name="pool", dtype=dtype)
+    if c.uses_fc_norm:
+        made["fc_norm"] = _norm(c, "fc_norm", dtype)
     if c.representation_size:
         made["pre_logits"] = keras.layers.Dense(
             c.representation_size, activation="tanh", name="pre_logits", dtype=dtype
@@ -548,6 +755,8 @@ def _forward(c: ViTConfig, layer: dict, images, with_attention: bool) -> dict[st
     else:
         x = layer["prefix_tokens"](layer["pos_embed"](x) if "pos_embed" in layer else x)
     x = layer["pos_drop"](x)
+    if c.pre_norm:
+        x = layer["norm_pre"](x)
     blocks, attention = [], []
     for i in range(c.depth):
         x = layer[f"block_{i}"](x, return_attention_scores=with_attention)
@@ -555,9 +764,12 @@ def _forward(c: ViTConfig, layer: dict, images, with_attention: bool) -> dict[st
             x, weights = x
             attention.append(weights)
         blocks.append(x)
-    tokens = x if c.use_fc_norm else layer["norm"](x)
-    pooled = layer["pool"](tokens)
-    if c.use_fc_norm:
+    tokens = layer["norm"](x) if c.uses_final_norm else x
+    if c.pooling == "map":
+        pooled = layer["attn_pool"](layer["patch_tokens"](tokens))
+    else:
+        pooled = layer["pool"](tokens)
+    if c.uses_fc_norm:
         pooled = layer["fc_norm"](pooled)
     if c.representation_size:
         pooled = layer["pre_logits"](pooled)

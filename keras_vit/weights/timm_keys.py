@@ -20,7 +20,7 @@ from keras_vit.weights.errors import CheckpointError
 SAME, DENSE, CONV = "same", "dense", "conv"
 CLASSIFIER_PREFIXES = ("head.", "head_dist.", "pre_logits.")
 _BLOCK = re.compile(r"^block_(\d+)$")
-_NORM_NAMES = ("norm", "fc_norm", "norm1", "norm2", "q_norm", "k_norm")
+_NORM_NAMES = ("norm", "fc_norm", "norm_pre", "norm1", "norm2", "q_norm", "k_norm")
 
 
 def timm_key(path: str) -> tuple[str, str]:

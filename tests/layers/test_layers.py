@@ -24,11 +24,16 @@ LAYER_CASES = [
     (L.SinCosPositionEmbedding2D, dict(grid_size=(2, 3), num_prefix_tokens=1), (2, 7, 8)),
     (L.MultiHeadSelfAttention, dict(num_heads=2, qk_norm=True), (2, 6, 8)),
     (L.Mlp, dict(hidden_units=16), (2, 6, 8)),
+    (L.Mlp, dict(hidden_units=16, activation="quick_gelu", use_bias=False, inner_norm="rms"), (2, 6, 8)),
+    (L.GatedMlp, dict(hidden_units=12, inner_norm="layer"), (2, 6, 8)),
+    (L.GatedMlp, dict(hidden_units=12, packed=True, output_units=4), (2, 6, 8)),
+    (L.RMSNorm, dict(epsilon=1e-5), (2, 6, 8)),
     (L.DropPath, dict(rate=0.1), (2, 6, 8)),
     (L.LayerScale, dict(init_values=1e-5), (2, 6, 8)),
     (L.LayerNorm, dict(epsilon=1e-6), (2, 6, 8)),
     (L.TransformerEncoderBlock, dict(num_heads=2, mlp_dim=16, layer_scale_init=0.1, qk_norm=True), (2, 6, 8)),
     (L.TokenPooling, dict(mode="gap", num_prefix_tokens=1), (2, 6, 8)),
+    (L.AttentionPoolLatent, dict(num_heads=2, num_latents=2, norm="rms", activation="gelu_tanh"), (2, 6, 8)),
 ]
 
 
@@ -307,6 +312,15 @@ def test_encoder_block_matches_manual_pre_norm_composition(rng):
         (lambda: L.PrefixTokens(num_register_tokens=-1), "num_register_tokens=-1"),
         (lambda: L.TokenPooling(mode="max"), "mode='max'"),
         (lambda: L.Mlp(hidden_units=8, activation="swish"), "activation='swish'"),
+        (lambda: L.Mlp(hidden_units=8, inner_norm="batch"), "inner_norm='batch'"),
+        (lambda: L.GatedMlp(hidden_units=0), "hidden_units=0"),
+        (lambda: L.GatedMlp(hidden_units=8, activation="tanh"), "activation='tanh'"),
+        (lambda: L.RMSNorm(epsilon=-1.0), "epsilon=-1.0"),
+        (lambda: L.AttentionPoolLatent(num_heads=2, pool="max"), "pool='max'"),
+        (lambda: L.AttentionPoolLatent(num_heads=2, num_latents=0), "num_latents=0"),
+        (lambda: L.AttentionPoolLatent(num_heads=2, mlp_ratio=0), "mlp_ratio=0"),
+        (lambda: L.AttentionPoolLatent(num_heads=3)(np.zeros((1, 2, 8))), "not divisible by num_heads=3"),
+        (lambda: L.make_norm("batch", 1e-6, "norm"), "norm='batch'"),
         (lambda: L.MultiHeadSelfAttention(num_heads=3)(np.zeros((1, 2, 8))), "not divisible by num_heads=3"),
         (lambda: L.PatchEmbedding(4, 8)(np.zeros((1, 6, 8, 3))), "height 6 is not divisible by patch size 4"),
         (lambda: L.PositionEmbedding((2, 2))(np.zeros((1, 5, 8))), "expects 4 tokens, received 5"),
@@ -320,3 +334,23 @@ def test_encoder_block_matches_manual_pre_norm_composition(rng):
 def test_bad_arguments_raise_clear_errors(build, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         build()
+
+
+OLD_CONFIGS = [  # as the previous release saved them: the new arguments absent
+    (L.Mlp, dict(hidden_units=16, output_units=None, dropout_rate=0.0, activation="gelu"), (2, 6, 8)),
+]
+
+
+@pytest.mark.parametrize("cls,old,shape", OLD_CONFIGS, ids=[c[0].__name__ for c in OLD_CONFIGS])
+def test_previous_release_configs_load_as_the_same_layer(cls, old, shape, rng):
+    """`from_config` of a config without the new fields builds today's default layer: same weights, same values."""
+    base = dict(name="old", trainable=True, dtype="float32")
+    loaded, current = cls.from_config(dict(base, **old)), cls(**old, name="new")
+    x = rng.standard_normal(shape).astype("float32")
+    loaded(x), current(x)
+    assert [tuple(w.shape) for w in loaded.weights] == [tuple(w.shape) for w in current.weights]
+    loaded.set_weights(current.get_weights())
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded(x)), keras.ops.convert_to_numpy(current(x)), atol=1e-6)
+    assert {k: v for k, v in loaded.get_config().items() if k != "name"} == {
+        k: v for k, v in current.get_config().items() if k != "name"
+    }

@@ -13,7 +13,8 @@ from keras_vit.models.transformer import Transformer, TransformerConfig, transfo
 from keras_vit.models.vit import DeiT, ViT, ViTConfig, vit_param_count
 
 PACKAGE_DIR = pathlib.Path(keras_vit.__file__).parent
-FAMILY_CLASSES = {"vit": (ViT, DeiT), "deit": (ViT, DeiT), "transformer": (Transformer,), "mae": (MAE,)}
+VIT_FAMILIES = ("vit", "deit", "deit3", "clip", "siglip", "dinov2", "aimv2", "flexivit", "beit3")
+FAMILY_CLASSES = {"transformer": (Transformer,), "mae": (MAE,), **{family: (ViT, DeiT) for family in VIT_FAMILIES}}
 
 
 def _count(spec):

@@ -1,0 +1,138 @@
+"""timm's vision_transformer.py and deit.py names: the generated table, parameter counts and parity with timm.
+
+Parity runs on perturbed random weights (every tensor noised, so zero heads or
+1e-5 LayerScales hide no mapping error), saved as timm publishes them
+(`state_dict()` to safetensors), at depth 2 and a 4x4 patch grid to stay fast.
+"""
+
+import timm  # noqa: I001  (torch/timm before TensorFlow; see tests/conftest.py)
+import dataclasses
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+
+import keras_vit
+from keras_vit.models import registry, variants
+from keras_vit.models.timm_vit_variants import TIMM_VIT_VARIANTS
+from keras_vit.models.vit import ViTConfig, missing_layers, vit_param_count
+from tests.parity.vit_parity_utils import TOLERANCE, images, max_diff, randomize_, save_state, timm_forward
+from tools import timm_vit_variants
+
+HAND_WRITTEN = {
+    spec.name: spec
+    for spec in variants._vit_specs()
+    + variants._deit_specs()
+    + variants._register_token_specs()
+    + variants._small_image_specs()
+}
+REGISTERED = set(keras_vit.list_models())
+# One registered name per sub-family, and every tiny/small one.
+SUB_FAMILIES = [
+    "vit_base_patch16_clip_224",
+    "vit_small_patch14_dinov2",
+    "deit3_small_patch16_224",
+    "deit_tiny_distilled_patch16_224",
+    "flexivit_small",
+    "vit_medium_patch16_gap_256",
+    "vit_betwixt_patch16_reg4_gap_256",
+    "vit_base_patch16_radio_v3",
+    "eva_large_patch14_196",
+]
+SMALL = sorted(n for n in TIMM_VIT_VARIANTS if ("tiny" in n or "small" in n) and n in REGISTERED)
+PARITY_NAMES = sorted(set(SUB_FAMILIES) | set(SMALL))
+
+
+def test_generated_table_is_current():
+    """The package's table is what `python -m tools.timm_vit_variants --write` writes from the installed timm."""
+    formatted = subprocess.run(
+        ["ruff", "format", "--stdin-filename", str(timm_vit_variants.TARGET), "-"],
+        input=timm_vit_variants.render(),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert formatted == timm_vit_variants.TARGET.read_text()
+
+
+def test_table_holds_every_timm_name():
+    expected = [n for n in timm.list_models(module="vision_transformer") if not n.startswith("test_")]
+    expected += [n for n in timm.list_models(module="deit") if not n.startswith("test_")]
+    assert sorted(TIMM_VIT_VARIANTS) == sorted(expected)
+    assert len(TIMM_VIT_VARIANTS) == 175
+
+
+@pytest.mark.slow
+def test_parameter_count_formula_equals_timm_for_every_name():
+    """`vit_param_count` of each generated architecture = timm's count, built on the meta device (no memory)."""
+    wrong = {}
+    for name, row in TIMM_VIT_VARIANTS.items():
+        with torch.device("meta"):
+            reference = sum(p.numel() for p in timm.create_model(name).parameters())
+        ours = vit_param_count(ViTConfig(**row["arch"]))
+        if ours != reference:
+            wrong[name] = (ours, reference)
+    assert not wrong
+
+
+@pytest.mark.parametrize("name", ["vit_small_patch16_224", "vit_base_patch16_clip_224", "deit3_small_patch16_224"])
+def test_parameter_count_formula_equals_timm(name):
+    with torch.device("meta"):
+        reference = sum(p.numel() for p in timm.create_model(name).parameters())
+    assert keras_vit.model_spec(name).num_params == reference
+
+
+def test_every_name_is_registered_or_waits_for_named_layers():
+    for name, row in TIMM_VIT_VARIANTS.items():
+        assert (name in REGISTERED) != bool(missing_layers(ViTConfig(**row["arch"]))), name
+
+
+def test_timm_names_carry_timm_pretrained_defaults():
+    for name, row in TIMM_VIT_VARIANTS.items():
+        if name not in REGISTERED or name in HAND_WRITTEN:
+            continue
+        spec = keras_vit.model_spec(name)
+        assert spec.arch == row["arch"] and spec.family == row["family"]
+        for field in ("input_size", "mean", "std", "crop_pct", "interpolation", "num_classes", "license"):
+            assert getattr(spec, field) == row[field], (name, field)
+    spec = keras_vit.model_spec("vit_base_patch16_clip_224")
+    assert spec.mean == (0.48145466, 0.4578275, 0.40821073) and spec.crop_pct == 0.95 and spec.family == "clip"
+
+
+def test_names_registered_before_keep_their_specs():
+    """The 52 earlier names keep their configs; the generated table agrees on the architecture of all but three."""
+    differing = set()
+    for name, spec in HAND_WRITTEN.items():
+        assert registry._entry(name).spec == dataclasses.replace(spec, num_params=registry._entry(name).spec.num_params)
+        if name in TIMM_VIT_VARIANTS and _same_model(TIMM_VIT_VARIANTS[name]["arch"]) != _same_model(spec.arch):
+            differing.add(name)
+    # timm's default tags of these three are headless (in21k); keras_vit's specs have kept 1000 classes.
+    assert differing == {"vit_huge_patch14_224", "vit_large_patch32_224", "vit_small_patch8_224"}
+
+
+def _same_model(arch: dict) -> ViTConfig:
+    """The config with "gap" written as "avg", the name it has now (both build the same model)."""
+    config = ViTConfig(**arch)
+    return dataclasses.replace(config, pooling="avg" if config.pooling == "gap" else config.pooling)
+
+
+def _reduced(name: str) -> tuple[int, dict, dict]:
+    arch = TIMM_VIT_VARIANTS[name]["arch"] if name in TIMM_VIT_VARIANTS else HAND_WRITTEN[name].arch
+    size = 4 * arch["patch_size"]
+    return size, dict(depth=2, num_classes=7), dict(depth=2, num_classes=7)
+
+
+@pytest.mark.parametrize("name", PARITY_NAMES)
+def test_logits_match_timm(name, tmp_path):
+    size, timm_overrides, ours_overrides = _reduced(name)
+    reference = randomize_(timm.create_model(name, pretrained=False, img_size=size, **timm_overrides), seed=1)
+    path = save_state(reference, tmp_path / f"{name}.safetensors")
+    ours = keras_vit.create_model(name, image_size=size, weights=path, **ours_overrides)
+    x = images(2, size)
+    ref_logits, ref_blocks = timm_forward(reference, x)
+    assert max_diff(ours(x), ref_logits) <= TOLERANCE
+    blocks = ours.forward_intermediates(x)["blocks"]
+    for ours_block, ref_block in zip(blocks, ref_blocks, strict=True):  # float32 round-off grows with the values
+        assert max_diff(ours_block, ref_block) <= TOLERANCE * max(1.0, float(np.abs(ref_block).max()))
+    assert np.abs(ref_logits).max() > 0.1
