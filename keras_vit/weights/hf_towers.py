@@ -8,8 +8,8 @@ Each is renamed to timm's `VisionTransformer` keys, so the one key map
 (`timm_keys`) puts it into a `keras_vit.ViT`, and its `config.json` becomes
 `ViT` arguments (`arch_from_config`):
 
-- CLIP: class token, `pre_layrnorm` -> `norm_pre` (pre_norm=True, no patch
-  bias), QuickGELU (or the config's `hidden_act`), LayerNorm eps 1e-5,
+- CLIP: class token, `pre_layrnorm` -> `norm_pre` (pre_norm=True,
+  patch_bias=False), QuickGELU (or the config's `hidden_act`), LayerNorm eps 1e-5,
   `post_layernorm` -> `norm`, token pooling.
 - SigLIP: no class token, tanh-GELU, `post_layernorm` -> `norm` on all
   tokens, the attention-pooling head (`head.probe`, `head.attention` with its
@@ -276,18 +276,15 @@ def arch_from_config(config: dict[str, Any]) -> dict[str, Any]:
             arch,
             mlp_dim=int(config.get("intermediate_size", 3072)),
             pre_norm=True,
+            patch_bias=False,
             activation=_activation(config, "quick_gelu"),
         )
     if family == "siglip":
-        head = bool(config.get("vision_use_head", True))
-        return dict(
-            arch,
-            mlp_dim=int(config.get("intermediate_size", 3072)),
-            activation=_activation(config, "gelu_pytorch_tanh"),
-            class_token=False,
-            pooling="map" if head else "avg",
-            fc_norm=False,
-        )
+        arch.update(mlp_dim=int(config.get("intermediate_size", 3072)), class_token=False)
+        arch["activation"] = _activation(config, "gelu_pytorch_tanh")
+        if config.get("vision_use_head", True):
+            return dict(arch, pooling="map")
+        return dict(arch, pooling="avg", fc_norm=False)  # transformers' tokens are normalised before pooling
     registers = int(config.get("num_register_tokens", 4 if model_type == "dinov2_with_registers" else 0))
     arch.update(
         qkv_bias=bool(config.get("qkv_bias", True)),
@@ -296,8 +293,10 @@ def arch_from_config(config: dict[str, Any]) -> dict[str, Any]:
         pos_embed_prefix=registers == 0,  # with registers the class position entry is folded into the token
     )
     hidden_features = int(hidden * float(config.get("mlp_ratio", 4)))
-    if config.get("use_swiglu_ffn", False):  # transformers' Dinov2SwiGLUFFN: 2/3 of the width, rounded up to 8
-        return dict(arch, mlp_dim=(hidden_features * 2 // 3 + 7) // 8 * 8, mlp_kind="swiglu_packed", activation="silu")
+    if config.get("use_swiglu_ffn", False):
+        # transformers' Dinov2SwiGLUFFN gates 2/3 of the width, rounded up to 8; mlp_dim is the packed fc1 (2x that)
+        gated = (hidden_features * 2 // 3 + 7) // 8 * 8
+        return dict(arch, mlp_dim=2 * gated, mlp_kind="swiglu_packed", activation="silu")
     activation = _activation(config, "gelu")
     return dict(arch, mlp_dim=hidden_features, **({} if activation == "gelu" else {"activation": activation}))
 
@@ -380,8 +379,7 @@ def check_state(tower: Tower) -> None:
         found["depth"] = max(blocks) + 1
     fc1 = state.get("blocks.0.mlp.fc1.weight")
     if np.ndim(fc1) == 2:
-        packed = arch.get("mlp_kind") == "swiglu_packed"
-        found["mlp_dim"] = int(fc1.shape[0]) // (2 if packed else 1)
+        found["mlp_dim"] = int(fc1.shape[0])
     if "reg_token" in state or arch.get("num_register_tokens"):
         found["num_register_tokens"] = int(np.shape(state["reg_token"])[1]) if "reg_token" in state else 0
     pos_embed = state.get("pos_embed")

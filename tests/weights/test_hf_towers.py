@@ -168,7 +168,9 @@ def test_config_translation_of_each_tower(saved):
     }
     common = dict(image_size=SIZE, patch_size=PATCH, num_channels=3, hidden_dim=WIDTH, depth=DEPTH, num_heads=HEADS)
     common["num_classes"] = 0
-    assert read["clip"] == dict(common, mlp_dim=48, layer_norm_epsilon=1e-5, pre_norm=True, activation="quick_gelu")
+    assert read["clip"] == dict(
+        common, mlp_dim=48, layer_norm_epsilon=1e-5, pre_norm=True, patch_bias=False, activation="quick_gelu"
+    )
     assert read["clip_model"] == read["clip"]
     assert read["siglip"] == dict(
         common,
@@ -177,15 +179,14 @@ def test_config_translation_of_each_tower(saved):
         activation="gelu_tanh",
         class_token=False,
         pooling="map",
-        fc_norm=False,
     )
     assert read["siglip_model"] == read["siglip"]
-    assert read["siglip_no_head"] == dict(read["siglip"], pooling="avg")
+    assert read["siglip_no_head"] == dict(read["siglip"], pooling="avg", fc_norm=False)
     dino = dict(common, mlp_dim=64, layer_norm_epsilon=1e-6, qkv_bias=True, layer_scale_init=1.0)
     assert read["dinov2"] == dict(dino, num_register_tokens=0, pos_embed_prefix=True)
     assert read["dinov2_registers"] == dict(dino, num_register_tokens=3, pos_embed_prefix=False)
     swiglu = dict(dino, num_register_tokens=0, pos_embed_prefix=True, mlp_kind="swiglu_packed", activation="silu")
-    assert read["dinov2_swiglu"] == dict(swiglu, mlp_dim=88)
+    assert read["dinov2_swiglu"] == dict(swiglu, mlp_dim=176)  # the packed fc1, as timm's giant (8192)
 
 
 def test_unsupported_configs_are_refused_by_name():
