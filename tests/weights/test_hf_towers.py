@@ -314,3 +314,24 @@ def test_keras_vit_matches_transformers_at_another_image_size(saved, name, size)
     with pytest.warns(UserWarning, match="as transformers interpolates it"):
         model = keras_tower(folder, image_size=size)
     np.testing.assert_allclose(np.asarray(model(images)), expected["pooler_output"], atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize(
+    ("timm_name", "registers"), [("vit_small_patch14_dinov2", 0), ("vit_small_patch14_reg4_dinov2", 4)]
+)
+def test_registered_name_loads_the_transformers_tower(tmp_path, timm_name, registers):
+    """`ViT(name, weights=...)`: timm's DINOv2 names take the transformers checkpoints of the same network."""
+    import keras_vit
+
+    config = dict(hidden_size=384, num_attention_heads=6, num_hidden_layers=2, image_size=56, patch_size=14)
+    if registers:
+        hf = transformers.Dinov2WithRegistersModel(transformers.Dinov2WithRegistersConfig(**config))
+    else:
+        hf = transformers.Dinov2Model(transformers.Dinov2Config(**config))
+    perturb(hf).save_pretrained(tmp_path, safe_serialization=True)
+    images = np.random.default_rng(1).standard_normal((1, 56, 56, 3)).astype("float32")
+    model = keras_vit.ViT(timm_name, depth=2, image_size=56, weights=str(tmp_path))
+    expected = vision_outputs(hf, images)
+    np.testing.assert_allclose(np.asarray(model(images)), expected["pooler_output"], atol=1e-4, rtol=0)
+    tokens = model.forward_intermediates(images)["tokens"]
+    np.testing.assert_allclose(np.asarray(tokens), expected["last_hidden_state"], atol=1e-4, rtol=0)
