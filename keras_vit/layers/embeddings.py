@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_vit.layers._fast import patch_projection
@@ -18,6 +19,32 @@ def to_pair(value: int | tuple[int, int] | list[int], name: str) -> tuple[int, i
             f"`{name}` must be a positive int or a pair (height, width) of positive ints. Received: {name}={value!r}"
         )
     return pair
+
+
+def resample_patch_kernel(kernel: np.ndarray, new_patch_size) -> np.ndarray:
+    """A patch-embedding kernel `(height, width, channels, dim)` resampled to another patch size (FlexiViT).
+
+    Beyer et al. 2022 (https://arxiv.org/abs/2212.08013): with `R` the matrix
+    that resizes a patch bicubically (antialiased, as timm) from the old to the
+    new size, the new kernel is `pinv(R)^T` applied to the old one, so that
+    `<resize(patch), new kernel> = <patch, old kernel>`: a model keeps its
+    outputs when patches and images are resized together. Equals timm's
+    `resample_patch_embed` (Keras layout here, PyTorch's there).
+    """
+    from keras_vit.layers.position import bicubic_resize_matrix
+
+    kernel = np.asarray(kernel)
+    if kernel.ndim != 4:
+        raise ValueError(
+            f"Expected a Conv2D kernel (height, width, channels, dim). Received: kernel.shape={kernel.shape}"
+        )
+    (h, w), (new_h, new_w) = kernel.shape[:2], to_pair(new_patch_size, "new_patch_size")
+    if (h, w) == (new_h, new_w):
+        return kernel
+    resize = np.kron(bicubic_resize_matrix(h, new_h), bicubic_resize_matrix(w, new_w))  # (new_h*new_w, h*w)
+    flat = kernel.reshape(h * w, -1).astype(np.float64)
+    resampled = np.linalg.pinv(resize).T @ flat
+    return resampled.reshape(new_h, new_w, *kernel.shape[2:]).astype(kernel.dtype)
 
 
 @serializable

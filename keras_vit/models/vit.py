@@ -15,7 +15,7 @@ import keras
 import numpy as np
 
 from keras_vit import layers as vit_layers
-from keras_vit.layers.embeddings import DropPrefixTokens, to_pair
+from keras_vit.layers.embeddings import DropPrefixTokens, resample_patch_kernel, to_pair
 from keras_vit.models._arch import from_variant_config
 from keras_vit.validation import check_choice, check_positive_int, check_rate
 
@@ -454,6 +454,32 @@ class ViT(keras.Model):
             resized.get_layer(layer.name).set_weights(weights)
         return resized
 
+    def with_patch_size(self, patch_size) -> ViT:
+        """A copy of this model with another patch size at the same image size (FlexiViT).
+
+        The patch-embedding kernel is resampled with the pseudo-inverse of the
+        bicubic patch resize (`keras_vit.layers.embeddings.resample_patch_kernel`,
+        timm's `resample_patch_embed`) and the position embedding to the new
+        patch grid, so a FlexiViT checkpoint runs at any of its patch sizes.
+        """
+        config = self.get_config()
+        config["patch_size"] = patch_size
+        resized = type(self).from_config(config)
+        for layer in self.layers:
+            weights = layer.get_weights()
+            if not weights:
+                continue
+            if isinstance(layer, vit_layers.PositionEmbedding):
+                weights = [
+                    vit_layers.resample_position_embeddings(
+                        weights[0], layer.grid_size, resized.config.grid_size, layer.num_prefix_tokens
+                    )
+                ]
+            elif layer.name == "patch_embed":
+                weights[0] = resample_patch_kernel(weights[0], resized.config.patch_size)
+            resized.get_layer(layer.name).set_weights(weights)
+        return resized
+
     # ---- recipe hooks ----------------------------------------------------------------------
     def no_weight_decay_variables(self) -> list:
         """Variables that take no weight decay: biases, norms, tokens, position tables, LayerScale."""
@@ -718,7 +744,7 @@ def _make_layers(c: ViTConfig, dtype) -> dict[str, keras.layers.Layer]:
         made["patch_tokens"] = DropPrefixTokens(c.num_prefix_tokens, name="patch_tokens", dtype=dtype)
         made["attn_pool"] = AttentionPoolLatent(
             c.num_heads,
-            mlp_ratio=c.mlp_dim / c.hidden_dim,
+            mlp_ratio=(c.mlp_dim + 0.5) / c.hidden_dim,  # the layer takes int(dim * ratio): exactly mlp_dim
             norm=c.norm_layer,
             norm_epsilon=c.layer_norm_epsilon,
             activation=c.activation,

@@ -37,6 +37,8 @@ def timm_key(path: str) -> tuple[str, str]:
         return var, SAME
     if layers == ["pos_embed"] and var == "embeddings":
         return "pos_embed", SAME
+    if layers == ["attn_pool"] and var == "latent":
+        return "attn_pool.latent", SAME
     if layers == ["pre_logits"]:
         return ("pre_logits.fc.weight", DENSE) if var == "kernel" else ("pre_logits.fc.bias", SAME)
     if not layers:
@@ -47,7 +49,7 @@ def timm_key(path: str) -> tuple[str, str]:
         return ".".join(names + ["weight"]), DENSE
     if var == "gamma" and layers[-1] in ("ls1", "ls2"):
         return ".".join(names + ["gamma"]), SAME
-    if var == "gamma" and layers[-1] in _NORM_NAMES:
+    if var in ("gamma", "scale") and layers[-1] in _NORM_NAMES:  # LayerNorm's gamma, RMSNorm's scale
         return ".".join(names + ["weight"]), SAME
     if var in ("bias", "beta"):
         return ".".join(names + ["bias"]), SAME

@@ -16,6 +16,7 @@ import torch
 import keras_vit
 from keras_vit.models import registry, variants
 from keras_vit.models.timm_vit_variants import TIMM_VIT_VARIANTS
+from keras_vit.layers.embeddings import resample_patch_kernel
 from keras_vit.models.vit import ViTConfig, missing_layers, vit_param_count
 from tests.parity.vit_parity_utils import TOLERANCE, images, max_diff, randomize_, save_state, timm_forward
 from tools import timm_vit_variants
@@ -39,6 +40,8 @@ SUB_FAMILIES = [
     "vit_betwixt_patch16_reg4_gap_256",
     "vit_base_patch16_radio_v3",
     "eva_large_patch14_196",
+    "vit_base_patch16_siglip_224",  # MAP head
+    "vit_so150m_patch16_reg4_map_256",  # MAP head over patch tokens only (registers dropped)
 ]
 SMALL = sorted(n for n in TIMM_VIT_VARIANTS if ("tiny" in n or "small" in n) and n in REGISTERED)
 PARITY_NAMES = sorted(set(SUB_FAMILIES) | set(SMALL))
@@ -136,3 +139,30 @@ def test_logits_match_timm(name, tmp_path):
     for ours_block, ref_block in zip(blocks, ref_blocks, strict=True):  # float32 round-off grows with the values
         assert max_diff(ours_block, ref_block) <= TOLERANCE * max(1.0, float(np.abs(ref_block).max()))
     assert np.abs(ref_logits).max() > 0.1
+
+
+@pytest.mark.parametrize("old,new", [((16, 16), (8, 8)), ((16, 16), (24, 24)), ((14, 14), (16, 12))])
+def test_patch_kernel_resample_equals_timm(old, new):
+    from timm.layers import resample_patch_embed
+
+    kernel = np.random.default_rng(0).standard_normal((5, 3, *old)).astype("float32")  # PyTorch layout
+    expected = resample_patch_embed(torch.from_numpy(kernel), list(new)).numpy()
+    ours = resample_patch_kernel(kernel.transpose(2, 3, 1, 0), new).transpose(3, 2, 0, 1)
+    assert max_diff(ours, expected) <= 1e-5
+
+
+def test_with_patch_size_matches_timm_flexivit(tmp_path):
+    """FlexiViT at patch 8: timm resamples the checkpoint on load (checkpoint_filter_fn), keras_vit with_patch_size."""
+    from timm.models.vision_transformer import checkpoint_filter_fn
+
+    size, small = 64, dict(depth=2, num_classes=7)
+    reference16 = randomize_(timm.create_model("flexivit_small", img_size=size, **small), seed=2)
+    ours16 = keras_vit.create_model(
+        "flexivit_small", image_size=size, weights=save_state(reference16, tmp_path / "f.safetensors"), **small
+    )
+    reference8 = timm.create_model("flexivit_small", img_size=size, patch_size=8, **small).eval()
+    reference8.load_state_dict(checkpoint_filter_fn(reference16.state_dict(), reference8))
+    ours8 = ours16.with_patch_size(8)
+    assert ours8.config.patch_size == (8, 8) and ours8.config.grid_size == (8, 8)
+    x = images(2, size)
+    assert max_diff(ours8(x), timm_forward(reference8, x)[0]) <= TOLERANCE
