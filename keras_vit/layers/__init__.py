@@ -7,8 +7,10 @@ Their TensorFlow speed paths sit behind one switch: `set_fast_paths(False)`,
 from keras_vit.layers import compat as _compat  # noqa: F401  (registers 0.1.0 layer names)
 from keras_vit.layers._fast import fast_paths, fast_paths_enabled, set_fast_paths
 from keras_vit.layers.attention import MultiHeadSelfAttention
-from keras_vit.layers.blocks import TransformerEncoderBlock
+from keras_vit.layers.blocks import EncoderBlockBase, ResPostBlock, TransformerEncoderBlock
+from keras_vit.layers.blocks_parallel import DiffParallelScalingBlock, ParallelScalingBlock, ParallelThingsBlock
 from keras_vit.layers.decoder import TransformerDecoderBlock
+from keras_vit.layers.diff_attention import DiffAttention
 from keras_vit.layers.embeddings import PatchEmbedding, PrefixTokens
 from keras_vit.layers.mlp import GatedMlp, Mlp, gelu_erf
 from keras_vit.layers.multi_head_attention import MultiHeadAttention
@@ -27,7 +29,10 @@ from keras_vit.layers.sequence_encoder import SequenceEncoderBlock
 
 __all__ = [
     "AttentionPoolLatent",
+    "DiffAttention",
+    "DiffParallelScalingBlock",
     "DropPath",
+    "EncoderBlockBase",
     "GatedMlp",
     "LayerNorm",
     "LayerScale",
@@ -35,11 +40,14 @@ __all__ = [
     "Mlp",
     "MultiHeadAttention",
     "MultiHeadSelfAttention",
+    "ParallelScalingBlock",
+    "ParallelThingsBlock",
     "PatchEmbedding",
     "PositionEmbedding",
     "PrefixTokens",
     "RMSNorm",
     "RelativePositionBias",
+    "ResPostBlock",
     "SequenceEncoderBlock",
     "SinCosPositionEmbedding2D",
     "SinusoidalPositionEncoding",

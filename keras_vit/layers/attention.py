@@ -10,8 +10,8 @@ from keras import ops
 
 from keras_vit.layers._fast import attention, dense, flatten_tokens, unflatten_tokens
 from keras_vit.layers._serializable import serializable
-from keras_vit.layers.normalization import LayerNorm
-from keras_vit.validation import check_positive_int, check_rate
+from keras_vit.layers.normalization import NORM_KINDS, make_norm
+from keras_vit.validation import check_choice, check_positive_int, check_rate
 
 
 def expand_attention_mask(mask, num_keys):
@@ -44,8 +44,10 @@ class MultiHeadSelfAttention(keras.layers.Layer):
 
     Queries, keys and values come from one fused `Dense(3 * dim)` (`qkv`), as
     in ViT/timm checkpoints. Logits and softmax run in float32 even under mixed
-    precision. Optional qk-norm (LayerNorm on each head's queries and keys,
-    Dehghani et al. 2023, https://arxiv.org/abs/2302.05442).
+    precision. Optional qk-norm (a norm on each head's queries and keys,
+    Dehghani et al. 2023, https://arxiv.org/abs/2302.05442) and an inner norm
+    on the heads' concatenated outputs before `proj` (timm's `scale_norm`, as
+    in BEiT-3), both of the `norm` kind, as timm's `Attention`.
 
     Args:
         num_heads: int. Number of heads; must divide the token dimension.
@@ -53,7 +55,10 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         qk_norm: bool. Normalise queries and keys per head. Defaults to `False`.
         attention_dropout_rate: float. Dropout on attention weights. Defaults to `0`.
         dropout_rate: float. Dropout after the output projection. Defaults to `0`.
-        layer_norm_epsilon: float. Epsilon of the qk-norm. Defaults to `1e-6`.
+        layer_norm_epsilon: float. Epsilon of the qk-norm and inner norm. Defaults to `1e-6`.
+        proj_bias: bool. Bias in the output projection. Defaults to `True`.
+        inner_norm: bool. Normalize the mixed heads before `proj` (sublayer `norm`). Defaults to `False`.
+        norm: "layer" or "rms". Kind of the qk-norm and inner norm. Defaults to "layer".
 
     Call arguments:
         tokens: `(batch, length, dim)`.
@@ -75,6 +80,9 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         attention_dropout_rate: float = 0.0,
         dropout_rate: float = 0.0,
         layer_norm_epsilon: float = 1e-6,
+        proj_bias: bool = True,
+        inner_norm: bool = False,
+        norm: str = "layer",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -84,6 +92,9 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         self.attention_dropout_rate = check_rate(attention_dropout_rate, "attention_dropout_rate")
         self.dropout_rate = check_rate(dropout_rate, "dropout_rate")
         self.layer_norm_epsilon = layer_norm_epsilon
+        self.proj_bias = proj_bias
+        self.inner_norm = inner_norm
+        self.norm_kind = check_choice(norm, "norm", NORM_KINDS)
 
     def build(self, input_shape):
         dim = input_shape[-1]
@@ -95,16 +106,19 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         self.head_dim = dim // self.num_heads
         self.qkv = keras.layers.Dense(3 * dim, use_bias=self.qkv_bias, name="qkv", dtype=self.dtype_policy)
         self.qkv.build(input_shape)
-        self.proj = keras.layers.Dense(dim, name="proj", dtype=self.dtype_policy)
+        self.proj = keras.layers.Dense(dim, use_bias=self.proj_bias, name="proj", dtype=self.dtype_policy)
         self.proj.build(input_shape)
         if self.qk_norm:
             head_shape = (None, None, None, self.head_dim)
-            self.q_norm = LayerNorm(epsilon=self.layer_norm_epsilon, name="q_norm", dtype=self.dtype_policy)
-            self.k_norm = LayerNorm(epsilon=self.layer_norm_epsilon, name="k_norm", dtype=self.dtype_policy)
-            self.q_norm.build(head_shape)
-            self.k_norm.build(head_shape)
+            self.q_norm, self.k_norm = (self._norm(name, head_shape) for name in ("q_norm", "k_norm"))
+        self.norm = self._norm("norm", (None, dim)) if self.inner_norm else None
         self.attention_dropout = keras.layers.Dropout(self.attention_dropout_rate, dtype=self.dtype_policy)
         self.proj_dropout = keras.layers.Dropout(self.dropout_rate, dtype=self.dtype_policy)
+
+    def _norm(self, name: str, shape: tuple):
+        layer = make_norm(self.norm_kind, self.layer_norm_epsilon, name, self.dtype_policy)
+        layer.build(shape)
+        return layer
 
     def call(self, tokens, attention_mask=None, return_attention_scores=False, training=None):
         batch, length = ops.shape(tokens)[0], ops.shape(tokens)[1]
@@ -132,6 +146,8 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         )
         mixed = results[0] if return_attention_scores else results
         mixed = ops.reshape(ops.transpose(mixed, (0, 2, 1, 3)), (-1, self.num_heads * self.head_dim))
+        if self.norm is not None:
+            mixed = self.norm(mixed)
         outputs = unflatten_tokens(self.proj_dropout(dense(self.proj, mixed, training), training=training), tokens)
         return (outputs, results[1]) if return_attention_scores else outputs
 
@@ -151,5 +167,8 @@ class MultiHeadSelfAttention(keras.layers.Layer):
             attention_dropout_rate=self.attention_dropout_rate,
             dropout_rate=self.dropout_rate,
             layer_norm_epsilon=self.layer_norm_epsilon,
+            proj_bias=self.proj_bias,
+            inner_norm=self.inner_norm,
+            norm=self.norm_kind,
         )
         return config

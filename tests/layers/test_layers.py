@@ -33,6 +33,36 @@ LAYER_CASES = [
     (L.LayerNorm, dict(epsilon=1e-6), (2, 6, 8)),
     (L.TransformerEncoderBlock, dict(num_heads=2, mlp_dim=16, layer_scale_init=0.1, qk_norm=True), (2, 6, 8)),
     (L.TokenPooling, dict(mode="gap", num_prefix_tokens=1), (2, 6, 8)),
+    (
+        L.MultiHeadSelfAttention,
+        dict(num_heads=2, qk_norm=True, norm="rms", inner_norm=True, proj_bias=False),
+        (2, 6, 8),
+    ),
+    (L.DiffAttention, dict(num_heads=2, qk_norm=True, inner_norm=True, depth=3), (2, 6, 8)),
+    (L.DiffAttention, dict(num_heads=2, dual_lambda=True), (2, 6, 8)),
+    (
+        L.TransformerEncoderBlock,
+        dict(num_heads=2, mlp_dim=16, mlp_kind="swiglu_packed", norm="rms", attn_inner_norm=True, mlp_inner_norm=True),
+        (2, 6, 8),
+    ),
+    (
+        L.TransformerEncoderBlock,
+        dict(num_heads=2, mlp_dim=16, attn_layer="diff", depth=2, mlp_kind="swiglu"),
+        (2, 6, 8),
+    ),
+    (L.ResPostBlock, dict(num_heads=2, mlp_dim=16, layer_scale_init=0.1), (2, 6, 8)),
+    (L.ParallelThingsBlock, dict(num_heads=2, mlp_dim=16, num_parallel=3, layer_scale_init=0.1), (2, 6, 8)),
+    (
+        L.ParallelScalingBlock,
+        dict(num_heads=2, mlp_dim=20, qkv_bias=False, qk_norm=True, layer_scale_init=0.1),
+        (2, 6, 8),
+    ),
+    (L.ParallelScalingBlock, dict(num_heads=2, mlp_dim=20, fuse_out_proj=True), (2, 6, 8)),
+    (
+        L.DiffParallelScalingBlock,
+        dict(num_heads=2, mlp_dim=20, qkv_bias=False, depth=1, layer_scale_init=0.1),
+        (2, 6, 8),
+    ),
     (L.AttentionPoolLatent, dict(num_heads=2, num_latents=2, norm="rms", activation="gelu_tanh"), (2, 6, 8)),
 ]
 
@@ -317,6 +347,17 @@ def test_encoder_block_matches_manual_pre_norm_composition(rng):
         (lambda: L.GatedMlp(hidden_units=8, activation="tanh"), "activation='tanh'"),
         (lambda: L.RMSNorm(epsilon=-1.0), "epsilon=-1.0"),
         (lambda: L.AttentionPoolLatent(num_heads=2, pool="max"), "pool='max'"),
+        (lambda: L.MultiHeadSelfAttention(num_heads=2, norm="batch"), "norm='batch'"),
+        (lambda: L.TransformerEncoderBlock(num_heads=2, mlp_dim=8, mlp_kind="moe"), "mlp_kind='moe'"),
+        (lambda: L.TransformerEncoderBlock(num_heads=2, mlp_dim=9, mlp_kind="swiglu_packed"), "mlp_dim=9"),
+        (lambda: L.TransformerEncoderBlock(num_heads=2, mlp_dim=8, attn_layer="linear"), "attn_layer='linear'"),
+        (lambda: L.TransformerEncoderBlock(num_heads=2, mlp_dim=8, activation="tanh"), "activation='tanh'"),
+        (lambda: L.ResPostBlock(num_heads=2, mlp_dim=8, depth=-1), "depth=-1"),
+        (lambda: L.ParallelThingsBlock(num_heads=2, mlp_dim=8, num_parallel=0), "num_parallel=0"),
+        (lambda: L.ParallelScalingBlock(num_heads=2, mlp_dim=0), "mlp_dim=0"),
+        (lambda: L.ParallelScalingBlock(num_heads=3, mlp_dim=8)(np.zeros((1, 2, 8))), "not divisible by num_heads=3"),
+        (lambda: L.DiffAttention(num_heads=3)(np.zeros((1, 2, 9))), r"2 \* num_heads = 6"),
+        (lambda: L.DiffParallelScalingBlock(num_heads=2, mlp_dim=8)(np.zeros((1, 2, 6))), "num_heads=2"),
         (lambda: L.AttentionPoolLatent(num_heads=2, num_latents=0), "num_latents=0"),
         (lambda: L.AttentionPoolLatent(num_heads=2, mlp_ratio=0), "mlp_ratio=0"),
         (lambda: L.AttentionPoolLatent(num_heads=3)(np.zeros((1, 2, 8))), "not divisible by num_heads=3"),
@@ -338,6 +379,33 @@ def test_bad_arguments_raise_clear_errors(build, message):
 
 OLD_CONFIGS = [  # as the previous release saved them: the new arguments absent
     (L.Mlp, dict(hidden_units=16, output_units=None, dropout_rate=0.0, activation="gelu"), (2, 6, 8)),
+    (
+        L.MultiHeadSelfAttention,
+        dict(
+            num_heads=2,
+            qkv_bias=True,
+            qk_norm=True,
+            attention_dropout_rate=0.0,
+            dropout_rate=0.0,
+            layer_norm_epsilon=1e-6,
+        ),
+        (2, 6, 8),
+    ),
+    (
+        L.TransformerEncoderBlock,
+        dict(
+            num_heads=2,
+            mlp_dim=16,
+            qkv_bias=False,
+            qk_norm=False,
+            dropout_rate=0.0,
+            attention_dropout_rate=0.0,
+            drop_path_rate=0.1,
+            layer_scale_init=1e-5,
+            layer_norm_epsilon=1e-6,
+        ),
+        (2, 6, 8),
+    ),
 ]
 
 
