@@ -108,8 +108,10 @@ def perturb(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
 def vision_outputs(model, images: np.ndarray) -> dict[str, np.ndarray]:
     """`last_hidden_state` and `pooler_output` of the vision tower (of an image-text model too)."""
     tower = getattr(model, "vision_model", model)
+    pixels = torch.from_numpy(images.transpose(0, 3, 1, 2))
+    interpolate = {} if "Dinov2" in type(tower).__name__ else dict(interpolate_pos_encoding=True)  # CLIP, SigLIP
     with torch.no_grad():
-        out = tower(pixel_values=torch.from_numpy(images.transpose(0, 3, 1, 2)))
+        out = tower(pixel_values=pixels, **interpolate)
     result = {"last_hidden_state": out.last_hidden_state.numpy()}
     if out.pooler_output is not None:
         result["pooler_output"] = out.pooler_output.numpy()
@@ -232,17 +234,16 @@ def keras_tower(folder, **overrides):
     return keras_vit.ViT(**dict(arch, **overrides), weights=str(folder))
 
 
-KERAS_READY = ["dinov2", "dinov2_registers"]
-
-
-@pytest.mark.parametrize("name", KERAS_READY)
+@pytest.mark.parametrize("name", list(TOWERS))
 def test_keras_vit_matches_transformers(saved, name):
     images, written = saved
-    folder, expected = written[name]
+    folder, expected = written[name][0], dict(written[name][1])
     model = keras_tower(folder)
     outputs = model.forward_intermediates(images)
     last = outputs["blocks"][-1] if name.startswith("clip") else outputs["tokens"]
     np.testing.assert_allclose(np.asarray(last), expected["last_hidden_state"], atol=1e-4, rtol=0)
+    if "pooler_output" not in expected:  # SigLIP without its head: no pooled output in transformers
+        expected["pooler_output"] = expected["last_hidden_state"].mean(axis=1)  # the average of timm's siglip_gap
     np.testing.assert_allclose(np.asarray(model(images)), expected["pooler_output"], atol=1e-4, rtol=0)
     np.testing.assert_allclose(np.asarray(outputs["pooled"]), expected["pooler_output"], atol=1e-4, rtol=0)
 
@@ -303,7 +304,7 @@ def test_position_interpolation_is_torch_bicubic(old, new):
     np.testing.assert_allclose(resampled[0, 1:], expected.permute(0, 2, 3, 1).reshape(new * new, 8), atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["dinov2", "dinov2_registers"])
+@pytest.mark.parametrize("name", ["clip", "siglip", "dinov2", "dinov2_registers"])
 @pytest.mark.parametrize("size", [48, 24])
 def test_keras_vit_matches_transformers_at_another_image_size(saved, name, size):
     folder = saved[1][name][0]
@@ -335,3 +336,36 @@ def test_registered_name_loads_the_transformers_tower(tmp_path, timm_name, regis
     np.testing.assert_allclose(np.asarray(model(images)), expected["pooler_output"], atol=1e-4, rtol=0)
     tokens = model.forward_intermediates(images)["tokens"]
     np.testing.assert_allclose(np.asarray(tokens), expected["last_hidden_state"], atol=1e-4, rtol=0)
+
+
+def test_image_text_file_loads_its_vision_tower_and_reports_the_rest(saved):
+    import keras_vit
+
+    images, written = saved
+    folder, expected = written["clip_model"]
+    arch = keras_vit.weights.arch_from_hf_config(json.loads((folder / "config.json").read_text()))
+    model = keras_vit.ViT(**arch)
+    with pytest.warns(UserWarning, match="CLIP vision tower"):
+        report = model.load_pretrained(str(folder))
+    assert report.flavor == "hf" and report.config.endswith("config.json")
+    assert "visual_projection.weight" in report.skipped and "logit_scale" in report.skipped
+    assert report.loaded == len(model.weights)
+    np.testing.assert_allclose(np.asarray(model(images)), expected["pooler_output"], atol=1e-4, rtol=0)
+
+
+def test_registered_siglip_name_names_the_activation_and_loads_with_it(tmp_path):
+    """timm's SigLIP names use exact GELU; the transformers checkpoints were trained with tanh-GELU."""
+    import keras_vit
+
+    config = _siglip_config()
+    config.update(dict(hidden_size=768, num_attention_heads=12, intermediate_size=3072, patch_size=16))
+    perturb(transformers.SiglipVisionModel(config)).save_pretrained(tmp_path, safe_serialization=True)
+    name, kwargs = "vit_base_patch16_siglip_224", dict(depth=DEPTH, image_size=SIZE)
+    with pytest.raises(
+        CheckpointError, match=r"activation='gelu_tanh' in the checkpoint, but the model has activation='gelu'"
+    ):
+        keras_vit.ViT(name, **kwargs, weights=str(tmp_path))
+    model = keras_vit.ViT(name, **kwargs, activation="gelu_tanh", weights=str(tmp_path))
+    images = np.random.default_rng(2).standard_normal((1, SIZE, SIZE, 3)).astype("float32")
+    expected = vision_outputs(transformers.SiglipVisionModel.from_pretrained(tmp_path).eval(), images)
+    np.testing.assert_allclose(np.asarray(model(images)), expected["pooler_output"], atol=1e-4, rtol=0)
