@@ -137,7 +137,11 @@ def arch_from_hf_config(config: dict[str, Any]) -> dict[str, Any]:
     """
     model_type = config.get("model_type", "vit")
     if model_type not in ("vit", "deit"):
-        raise ValueError(f"Only Hugging Face ViT/DeiT configs are supported. Received: model_type={model_type!r}")
+        raise ValueError(
+            "Only Hugging Face ViT/DeiT configs are supported here; CLIP, SigLIP and DINOv2 vision towers load "
+            "with keras_vit.ViT(**keras_vit.weights.arch_from_hf_config(config), weights=path). "
+            f"Received: model_type={model_type!r}"
+        )
     act = config.get("hidden_act", "gelu")
     if act != "gelu":
         raise ValueError(
