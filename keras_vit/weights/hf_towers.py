@@ -2,15 +2,19 @@
 
 Reads the `.safetensors` files `transformers` writes for `CLIPVisionModel`,
 `SiglipVisionModel`, `Dinov2Model` and `Dinov2WithRegistersModel`, and the
-vision tower inside a `CLIPModel` or `SiglipModel` file (the text tower, the
-projections and `logit_scale` are left out and listed in the load report).
+vision tower inside a `CLIPModel` or `SiglipModel` file (the text tower, its
+projection and `logit_scale` are left out and listed in the load report).
 Each is renamed to timm's `VisionTransformer` keys, so the one key map
 (`timm_keys`) puts it into a `keras_vit.ViT`, and its `config.json` becomes
 `ViT` arguments (`arch_from_config`):
 
 - CLIP: class token, `pre_layrnorm` -> `norm_pre` (pre_norm=True,
   patch_bias=False), QuickGELU (or the config's `hidden_act`), LayerNorm eps 1e-5,
-  `post_layernorm` -> `norm`, token pooling.
+  `post_layernorm` -> `norm`, token pooling. The image projection of a
+  `CLIPModel` (or `CLIPVisionModelWithProjection`) file, `visual_projection`,
+  becomes the classifier `head`, with a zero bias (as timm's OpenAI CLIP models): a
+  model with `num_classes=projection_dim` outputs `image_embeds`, a headless
+  one drops it.
 - SigLIP: no class token, tanh-GELU, `post_layernorm` -> `norm` on all
   tokens, the attention-pooling head (`head.probe`, `head.attention` with its
   packed `in_proj` split into `q` and `kv`, `head.layernorm`, `head.mlp`) ->
@@ -178,6 +182,9 @@ def tower_to_timm(state: dict[str, np.ndarray], family: str, path: str = "<state
     )
     layer_prefix = "encoder.layer." if family == "dinov2" else "encoder.layers."
     for key, value in state.items():
+        if family == "clip" and key == "visual_projection.weight":  # image embeddings, as timm's OpenAI CLIP head
+            out["head.weight"], out["head.bias"] = value, np.zeros(np.shape(value)[:1], np.asarray(value).dtype)
+            continue
         if composite and not key.startswith(_VISION_PREFIX):
             skipped.append(key)
             continue

@@ -19,7 +19,7 @@ import transformers
 
 from keras_vit.weights import CheckpointError, hf_towers
 
-SIZE, PATCH, WIDTH, HEADS, DEPTH = 32, 8, 32, 2, 2
+SIZE, PATCH, WIDTH, HEADS, DEPTH, PROJECTION = 32, 8, 32, 2, 2, 16
 SMALL = dict(
     hidden_size=WIDTH,
     num_hidden_layers=DEPTH,
@@ -53,7 +53,9 @@ TOWERS = {
         ),
     ),
     "clip_model": (
-        lambda: transformers.CLIPModel(transformers.CLIPConfig(vision_config=_clip_config(), text_config=_text())),
+        lambda: transformers.CLIPModel(
+            transformers.CLIPConfig(vision_config=_clip_config(), text_config=_text(), projection_dim=PROJECTION)
+        ),
         dict(
             pre_norm=True,
             mlp_ratio=1.5,
@@ -115,6 +117,9 @@ def vision_outputs(model, images: np.ndarray) -> dict[str, np.ndarray]:
     result = {"last_hidden_state": out.last_hidden_state.numpy()}
     if out.pooler_output is not None:
         result["pooler_output"] = out.pooler_output.numpy()
+    if hasattr(model, "visual_projection"):  # CLIPModel's image_embeds
+        with torch.no_grad():
+            result["image_embeds"] = model.visual_projection(out.pooler_output).numpy()
     return result
 
 
@@ -138,7 +143,8 @@ def test_renamed_tower_loads_strictly_into_timm_with_parity(saved, name):
     folder, expected = written[name]
     tower = hf_towers.read_tower(str(folder / "model.safetensors"))
     assert tower.family == name.split("_")[0]
-    kwargs = dict(img_size=SIZE, patch_size=PATCH, embed_dim=WIDTH, depth=DEPTH, num_heads=HEADS, num_classes=0)
+    classes = len(tower.state["head.bias"]) if "head.bias" in tower.state else 0  # CLIPModel's projection
+    kwargs = dict(img_size=SIZE, patch_size=PATCH, embed_dim=WIDTH, depth=DEPTH, num_heads=HEADS, num_classes=classes)
     reference = timm.models.VisionTransformer(**kwargs, **TOWERS[name][1]).eval()
     reference.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in tower.state.items()}, strict=True)
     x = torch.from_numpy(images.transpose(0, 3, 1, 2))
@@ -148,9 +154,13 @@ def test_renamed_tower_loads_strictly_into_timm_with_parity(saved, name):
         else:
             last = reference.forward_features(x)
         pooled = reference.forward_head(reference.forward_features(x), pre_logits=True)
+        logits = reference(x)
     np.testing.assert_allclose(last.numpy(), expected["last_hidden_state"], atol=1e-4, rtol=0)
     if "pooler_output" in expected:
         np.testing.assert_allclose(pooled.numpy(), expected["pooler_output"], atol=1e-4, rtol=0)
+    assert ("image_embeds" in expected) == (classes > 0)
+    if classes:
+        np.testing.assert_allclose(logits.numpy(), expected["image_embeds"], atol=1e-4, rtol=0)
 
 
 @pytest.mark.parametrize("name", ["clip_model", "siglip_model"])
@@ -347,10 +357,13 @@ def test_image_text_file_loads_its_vision_tower_and_reports_the_rest(saved):
     model = keras_vit.ViT(**arch)
     with pytest.warns(UserWarning, match="CLIP vision tower"):
         report = model.load_pretrained(str(folder))
-    assert report.flavor == "hf" and report.config.endswith("config.json")
-    assert "visual_projection.weight" in report.skipped and "logit_scale" in report.skipped
+    assert report.flavor == "hf" and report.config.endswith("config.json") and report.head == "dropped"
+    assert "text_projection.weight" in report.skipped and "logit_scale" in report.skipped
+    assert "head.weight" in report.skipped  # visual_projection: no head on a headless model
     assert report.loaded == len(model.weights)
     np.testing.assert_allclose(np.asarray(model(images)), expected["pooler_output"], atol=1e-4, rtol=0)
+    embedder = keras_vit.ViT(**dict(arch, num_classes=PROJECTION), weights=str(folder))
+    np.testing.assert_allclose(np.asarray(embedder(images)), expected["image_embeds"], atol=1e-4, rtol=0)
 
 
 def test_registered_siglip_name_names_the_activation_and_loads_with_it(tmp_path):
