@@ -12,6 +12,7 @@ known; pass your own to `load_pretrained(..., sha256=...)` to pin a file.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import fnmatch
 import os
 from typing import Any
@@ -210,7 +211,37 @@ _ENTRIES = [
         "https://huggingface.co/google/vit-base-patch16-224",
     ),
 ]
-CHECKPOINTS: dict[str, PretrainedCheckpoint] = {entry.name: entry for entry in _ENTRIES}
+
+
+def _timm_tags() -> list[PretrainedCheckpoint]:
+    """timm's tags of the vision_transformer.py / deit.py names (keras_vit/weights/timm_vit_pretrained.py).
+
+    A tag catalogued above keeps its entry (the original `.npz` files).
+    """
+    from keras_vit.weights.timm_vit_pretrained import TIMM_VIT_PRETRAINED
+
+    taken = {entry.name for entry in _ENTRIES}
+    return [
+        PretrainedCheckpoint(
+            name=name,
+            model=tag["model"],
+            file_name=f"{name}.safetensors",
+            url=f"https://huggingface.co/{tag['hf_hub_id']}/resolve/main/model.safetensors",
+            format="safetensors",
+            license=tag["license"],
+            input_size=tag["input_size"],
+            mean=tag["mean"],
+            std=tag["std"],
+            num_classes=tag["num_classes"],
+            arch=tag["arch"],
+            source=f"timm's pretrained_cfg; https://huggingface.co/{tag['hf_hub_id']}",
+        )
+        for name, tag in TIMM_VIT_PRETRAINED.items()
+        if name not in taken
+    ]
+
+
+CHECKPOINTS: dict[str, PretrainedCheckpoint] = {entry.name: entry for entry in _ENTRIES + _timm_tags()}
 
 
 def list_checkpoints(pattern: str = "*") -> list[str]:
@@ -221,7 +252,12 @@ def list_checkpoints(pattern: str = "*") -> list[str]:
 def checkpoint_info(name: str) -> PretrainedCheckpoint:
     """The catalogue entry `name` (see `list_checkpoints()`)."""
     if name not in CHECKPOINTS:
-        raise ValueError(f"Unknown checkpoint {name!r}. Catalogued: {list_checkpoints()}")
+        close = difflib.get_close_matches(str(name), CHECKPOINTS, n=5, cutoff=0.6)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        raise ValueError(
+            f"Unknown checkpoint {name!r}.{hint} See keras_vit.weights.list_checkpoints() for all "
+            f"{len(CHECKPOINTS)}, e.g. list_checkpoints('vit_base_patch16_*')."
+        )
     return CHECKPOINTS[name]
 
 

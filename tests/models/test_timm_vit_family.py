@@ -47,16 +47,23 @@ SMALL = sorted(n for n in TIMM_VIT_VARIANTS if ("tiny" in n or "small" in n) and
 PARITY_NAMES = sorted(set(SUB_FAMILIES) | set(SMALL))
 
 
-def test_generated_table_is_current():
-    """The package's table is what `python -m tools.timm_vit_variants --write` writes from the installed timm."""
+@pytest.mark.parametrize(
+    "target,render",
+    [
+        (timm_vit_variants.TARGET, timm_vit_variants.render),
+        (timm_vit_variants.PRETRAINED_TARGET, timm_vit_variants.render_pretrained),
+    ],
+)
+def test_generated_tables_are_current(target, render):
+    """The package's tables are what `python -m tools.timm_vit_variants --write` writes from the installed timm."""
     formatted = subprocess.run(
-        ["ruff", "format", "--stdin-filename", str(timm_vit_variants.TARGET), "-"],
-        input=timm_vit_variants.render(),
+        ["ruff", "format", "--stdin-filename", str(target), "-"],
+        input=render(),
         capture_output=True,
         text=True,
         check=True,
     ).stdout
-    assert formatted == timm_vit_variants.TARGET.read_text()
+    assert formatted == target.read_text()
 
 
 def test_table_holds_every_timm_name():
