@@ -56,8 +56,9 @@ class DifferentialHeads(keras.layers.Layer):
         names = ("lambda_a", "lambda_b") if self.dual_lambda else ("lambda_q1", "lambda_k1", "lambda_q2", "lambda_k2")
         shape = () if self.dual_lambda else (self.head_dim,)
         initializer = "zeros" if self.dual_lambda else keras.initializers.RandomNormal(stddev=0.1)
-        for name in names:  # float32 whatever the policy, as timm keeps them
-            setattr(self, name, self.add_weight(shape=shape, initializer=initializer, dtype="float32", name=name))
+        for name in names:  # float32 whatever the policy (no autocast), as timm computes lambda
+            weight = self.add_weight(shape=shape, initializer=initializer, dtype="float32", autocast=False, name=name)
+            setattr(self, name, weight)
         self.attention_dropout = keras.layers.Dropout(self.attention_dropout_rate, dtype=self.dtype_policy)
 
     def _make_norm(self, name: str, shape: tuple):
@@ -116,7 +117,7 @@ class DifferentialHeads(keras.layers.Layer):
         mixed = ops.reshape(ops.transpose(mixed, (0, 2, 1, 3)), (batch, length, dim))
         if not return_attention_scores:
             return mixed
-        return mixed, first_weights - lam * second_weights
+        return mixed, first_weights - ops.cast(lam, "float32") * second_weights
 
 
 @serializable

@@ -191,7 +191,9 @@ fused = keras.ops.convert_to_numpy(layer(x, attention_mask=mask))  # no weights 
 reference, _ = layer(x, attention_mask=mask, return_attention_scores=True)  # the float32 softmax path
 np.testing.assert_allclose(fused, keras.ops.convert_to_numpy(reference), rtol=1e-5, atol=1e-5)
 q = keras.ops.convert_to_tensor(np.zeros((1, 2, 3, 4), "float32"))
-assert _fast._fused_attention_exact(q) and not _fast._fused_attention_exact(keras.ops.cast(q, "bfloat16"))
+assert _fast._fused_attention_exact(q, q) and not _fast._fused_attention_exact(keras.ops.cast(q, "bfloat16"), q)
+wide = keras.ops.convert_to_tensor(np.zeros((1, 2, 3, 8), "float32"))  # differential attention's values
+assert not _fast._fused_attention_exact(q, wide)
 print("OK")
 """
 

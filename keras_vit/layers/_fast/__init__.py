@@ -138,7 +138,7 @@ def attention(
 
         outputs, weights = attention_with_backward(scale, mask_bias, attention_weights)(query, key, value)
         return (outputs, weights) if return_weights else outputs
-    if not return_weights and dropout is None and _fused_attention_exact(query):
+    if not return_weights and dropout is None and _fused_attention_exact(query, value):
         return _fused_attention(query, key, value, scale, mask, bias)
     weights = attention_weights(query, key, scale, mask_bias, bias)
     mixing = weights if dropout is None else dropout(weights)
@@ -155,12 +155,17 @@ def attention_weights(query, key, scale: float, mask_bias=None, bias=None):
     return ops.softmax(logits, axis=-1)
 
 
-def _fused_attention_exact(query) -> bool:
+def _fused_attention_exact(query, value) -> bool:
     """`keras.ops.dot_product_attention` computes logits in the inputs' dtype: exact for float32 only.
 
-    TensorFlow's version is the same einsum chain as ours, so there ours is kept.
+    TensorFlow's version is the same einsum chain as ours, so there ours is kept. It also
+    takes values as wide as the queries only (differential attention's are twice as wide).
     """
-    return keras.backend.backend() != "tensorflow" and keras.backend.standardize_dtype(query.dtype) == "float32"
+    return (
+        keras.backend.backend() != "tensorflow"
+        and keras.backend.standardize_dtype(query.dtype) == "float32"
+        and query.shape[-1] == value.shape[-1]
+    )
 
 
 def _fused_attention(query, key, value, scale: float, mask, bias):
