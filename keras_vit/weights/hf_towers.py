@@ -165,9 +165,9 @@ def family_of_keys(keys) -> str | None:
 def tower_to_timm(state: dict[str, np.ndarray], family: str, path: str = "<state>") -> tuple[dict, list[str]]:
     """Renames a tower's state dict to timm keys; returns `(timm state, skipped keys)`.
 
-    Keys of a composite file outside `vision_model.` (text tower, projections)
-    are skipped, DINOv2's mask token and old files' `position_ids` dropped; unknown tower keys are kept under their own names so the
-    loader reports them.
+    Keys of a composite file outside `vision_model.` (text tower, its
+    projection) are skipped; DINOv2's mask token and old files' `position_ids`
+    are dropped; unknown tower keys keep their names, so the loader reports them.
 
     Raises:
         CheckpointError: a layer's q/k/v (or SigLIP's packed head projection) is incomplete or malformed.
@@ -191,7 +191,7 @@ def tower_to_timm(state: dict[str, np.ndarray], family: str, path: str = "<state
         name = key[len(_VISION_PREFIX) :] if composite else key
         if name in _DROPPED:
             continue
-        elif name in simple:
+        if name in simple:
             out[simple[name]] = value
         elif family == "clip" and name == "embeddings.class_embedding":
             out["cls_token"] = np.reshape(value, (1, 1, -1))
@@ -204,7 +204,7 @@ def tower_to_timm(state: dict[str, np.ndarray], family: str, path: str = "<state
             part, kind = rest.rsplit(".", 1)
             if part in qkv_map and index.isdigit():
                 qkv.setdefault((int(index), kind), {})[qkv_map[part]] = value
-            elif part == "layer_scale1" or part == "layer_scale2":
+            elif part in ("layer_scale1", "layer_scale2") and index.isdigit():
                 out[f"blocks.{index}.ls{part[-1]}.gamma"] = value
             elif part in layer_map and index.isdigit():
                 out[f"blocks.{index}.{layer_map[part]}.{kind}"] = value
