@@ -259,9 +259,9 @@ def test_keras_vit_matches_transformers(saved, name):
 
 
 MISMATCH = {  # tower -> a clash the error must name (the checkpoint's value and the model's)
-    "clip": r"hidden_dim=32 in the checkpoint, but the model has hidden_dim=768",
+    "clip": r"hidden_dim=32 in the checkpoint, but the model has hidden_dim=192",
     "siglip": r"class_token=False in the checkpoint, but the model has class_token=True",
-    "dinov2": r"hidden_dim=32 in the checkpoint, but the model has hidden_dim=768",
+    "dinov2": r"hidden_dim=32 in the checkpoint, but the model has hidden_dim=192",
     "dinov2_registers": r"num_register_tokens=3 in the checkpoint, but the model has num_register_tokens=0",
 }
 
@@ -271,7 +271,7 @@ def test_mismatching_model_is_refused_naming_both_values(saved, name):
     import keras_vit
 
     folder = saved[1][name][0]
-    model = keras_vit.ViT("vit_base_patch16_224")
+    model = keras_vit.ViT("vit_tiny_patch16_224")
     before = [np.array(v.numpy()) for v in model.weights[:3]]
     with pytest.raises(CheckpointError, match=re.compile(rf"not the .* vision tower.*{MISMATCH[name]}", re.S)):
         model.load_pretrained(str(folder))
