@@ -244,7 +244,8 @@ def _load_keras_weights(model, path: str) -> LoadReport:
 def load_pretrained(model, path: str, sha256: str | None = None) -> LoadReport:
     """Loads any supported checkpoint file, or a catalogued checkpoint name, into `model`.
 
-    Detects the format (timm or Hugging Face safetensors, original JAX `.npz`,
+    Detects the format (timm or Hugging Face safetensors, including the CLIP,
+    SigLIP and DINOv2 vision towers of `transformers`, original JAX `.npz`,
     keras_vit `.weights.h5`), maps every key, resamples the position embedding
     to the model's grid, and keeps the model's own classifier when the class
     count differs (with a warning). A Hugging Face checkpoint's `config.json`
