@@ -271,3 +271,30 @@ def test_mae_pretraining_on_two_workers_matches_one_process_and_resumes_bitwise_
     for got, expected in zip(mae_weights(resumed), two_workers, strict=True):
         np.testing.assert_array_equal(got, expected)
     assert pathlib.Path(resumed, "history.csv").read_text() == history
+
+
+@pytest.mark.slow
+def test_linear_probe_and_mae_finetune_from_an_mae_encoder_on_two_workers(tmp_path):
+    import keras_vit
+
+    mae = keras_vit.MAE("mae_vit_digits_patch2_8", **MAE_ARCH)
+    init = str(tmp_path / "mae.keras")
+    mae.save(init)
+    arch = dict(depth=1, hidden_dim=16, num_heads=2, mlp_dim=32)
+    for recipe, overrides in (("linear_probe", arch), ("mae_finetune", dict(arch, pooling="gap"))):
+        run_dir = str(tmp_path / recipe)
+        settings = dict(model_overrides=overrides, steps_per_epoch=2, eval_split="test", tensorboard=False)
+        command = [sys.executable, "-m", "keras_vit.cli", "finetune", "--recipe", recipe, "--init", init]
+        command += ["--model", "vit_digits_patch2_8", "--dataset", "digits", "--batch_size", "32", "--epochs", "1"]
+        command += ["--strategy", "multi_worker", "--run_dir", run_dir, "--xla", "off"]
+        command += [f"--set={key}={value!r}" for key, value in settings.items()]
+        codes = launch_local_workers(command, 2, timeout=400, env=worker_env(), log_dir=f"{run_dir}_logs")
+        assert codes == [0, 0], pathlib.Path(f"{run_dir}_logs", "worker_0.log").read_text()[-3000:]
+        metrics = json.loads(pathlib.Path(run_dir, "metrics.json").read_text())
+        assert metrics["num_replicas"] == 2 and 0.0 <= metrics["test_accuracy"] <= 1.0
+        trained = keras.saving.load_model(os.path.join(run_dir, "model.keras"), compile=False)
+        assert not np.array_equal(trained.get_layer("head").weights[0].numpy(), 0.0)  # the head trained
+        if recipe == "linear_probe":  # the frozen encoder is still the MAE's
+            for name in ("patch_embed", "block_0"):
+                for a, b in zip(trained.get_layer(name).weights, mae.get_layer(name).weights, strict=True):
+                    np.testing.assert_array_equal(a.numpy(), b.numpy())
