@@ -118,7 +118,7 @@ def train_two_workers(run_dir, epochs, log_dir):
         *sets,
     ]
     env = {"CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    codes = launch_local_workers(command, 2, timeout=150, env=env, log_dir=log_dir)
+    codes = launch_local_workers(command, 2, timeout=400, env=env, log_dir=log_dir)
     logs = [pathlib.Path(log_dir, f"worker_{i}.log").read_text() for i in range(2)]
     assert codes == [0, 0], "".join(log[-3000:] for log in logs)
     return logs
