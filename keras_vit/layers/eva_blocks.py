@@ -147,7 +147,7 @@ class EvaAttention(keras.layers.Layer):
             )
         qkv = dense(self.qkv, flat, training)
         if self.qkv_bias and not self.key_bias:
-            zeros = ops.zeros_like(self.q_bias)
+            zeros = ops.zeros(self.q_bias.shape, self.q_bias.dtype)
             qkv = qkv + ops.cast(ops.concatenate([self.q_bias, zeros, self.v_bias]), qkv.dtype)
         return ops.split(qkv, 3, axis=-1)
 
