@@ -243,9 +243,9 @@ class EvaBlock(keras.layers.Layer):
         drop_path_rate: float. Stochastic depth. Defaults to 0.
         norm: "layer" or "rms". Every norm of the block. Defaults to "layer".
         norm_epsilon: float. Defaults to 1e-6.
-        num_kv_heads, qkv_bias, key_bias, qkv_fused, qk_norm, inner_norm,
-        num_prefix_tokens, rotate_half, attention_dropout_rate, dropout_rate:
-            `EvaAttention`'s arguments (dropout_rate also applies to the MLP).
+        num_kv_heads: int or None. Passed to `EvaAttention`, as are qkv_bias, key_bias,
+            qkv_fused, qk_norm, inner_norm, num_prefix_tokens, rotate_half,
+            attention_dropout_rate and dropout_rate (which applies to the MLP too).
 
     Call arguments:
         tokens: `(batch, tokens, dim)`.
