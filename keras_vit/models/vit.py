@@ -653,10 +653,11 @@ def _block_options(c: ViTConfig) -> dict[str, Any]:
         attn_inner_norm=(c.attn_inner_norm, False),
         mlp_inner_norm=(c.mlp_inner_norm, False),
         proj_bias=(c.proj_bias, True),
-        mlp_bias=(c.proj_bias, True),
         attn_layer=(c.attn_layer, "standard"),
         num_parallel=(c.num_parallel if c.block_kind == "parallel_things" else 2, 2),
     )
+    if c.block_kind not in ("parallel_scaling", "diff_parallel_scaling"):  # their fused MLP's bias is proj_bias
+        options["mlp_bias"] = (c.proj_bias, True)
     return {name: value for name, (value, default) in options.items() if value != default}
 
 
@@ -721,6 +722,7 @@ def _make_layers(c: ViTConfig, dtype) -> dict[str, keras.layers.Layer]:
         made["norm_pre"] = _norm(c, "norm_pre", dtype)
     drop_path_rates = np.linspace(0.0, c.drop_path_rate, c.depth) if c.depth > 1 else [c.drop_path_rate]
     block_class = getattr(vit_layers, _BLOCK_CLASSES[c.block_kind])
+    takes_depth = "depth" in inspect.signature(block_class.__init__).parameters  # differential attention's lambda
     for i in range(c.depth):
         made[f"block_{i}"] = block_class(
             c.num_heads,
@@ -735,6 +737,7 @@ def _make_layers(c: ViTConfig, dtype) -> dict[str, keras.layers.Layer]:
             name=f"block_{i}",
             dtype=dtype,
             **_block_options(c),
+            **(dict(depth=i) if takes_depth else {}),
         )
     if c.uses_final_norm:
         made["norm"] = _norm(c, "norm", dtype)

@@ -42,7 +42,19 @@ SUB_FAMILIES = [
     "eva_large_patch14_196",
     "vit_base_patch16_siglip_224",  # MAP head
     "vit_so150m_patch16_reg4_map_256",  # MAP head over patch tokens only (registers dropped)
+    "vit_base_patch16_siglip_gap_224",  # SigLIP 2 style: tanh GELU, average pool
+    "vit_base_patch16_clip_quickgelu_224",  # QuickGELU
+    "aimv2_large_patch14_224",  # RMSNorm, SwiGLU, no biases, norm after the patch embedding
+    "vit_base_patch14_reg1_tipsv2",  # TIPS: one register, LayerScale 1.0
+    "beit3_base_patch16_224",  # norms inside attention and MLP
+    "vit_base_patch16_xp_224",  # parallel scaling block, RMSNorm, qk-norm
+    "vit_pwee_patch16_reg1_gap_256",  # parallel scaling block with LayerScale
+    "vit_dpwee_patch16_reg1_gap_256",  # differential parallel scaling block
+    "vit_dwee_patch16_reg1_gap_256",  # differential attention
+    "vit_base_patch16_rpn_224",  # residual post-norm block
+    "vit_base_patch16_18x2_224",  # parallel things block
 ]
+SLOW_PARITY = ["vit_giant_patch14_dinov2"]  # packed SwiGLU (GluMlp) at width 1536
 SMALL = sorted(n for n in TIMM_VIT_VARIANTS if ("tiny" in n or "small" in n) and n in REGISTERED)
 PARITY_NAMES = sorted(set(SUB_FAMILIES) | set(SMALL))
 
@@ -133,7 +145,7 @@ def _reduced(name: str) -> tuple[int, dict, dict]:
     return size, dict(depth=2, num_classes=7), dict(depth=2, num_classes=7)
 
 
-@pytest.mark.parametrize("name", PARITY_NAMES)
+@pytest.mark.parametrize("name", PARITY_NAMES + [pytest.param(name, marks=pytest.mark.slow) for name in SLOW_PARITY])
 def test_logits_match_timm(name, tmp_path):
     size, timm_overrides, ours_overrides = _reduced(name)
     reference = randomize_(timm.create_model(name, pretrained=False, img_size=size, **timm_overrides), seed=1)
