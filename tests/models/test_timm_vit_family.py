@@ -9,6 +9,7 @@ import timm  # noqa: I001  (torch/timm before TensorFlow; see tests/conftest.py)
 import dataclasses
 import subprocess
 
+import keras
 import numpy as np
 import pytest
 import torch
@@ -185,3 +186,78 @@ def test_with_patch_size_matches_timm_flexivit(tmp_path):
     assert ours8.config.patch_size == (8, 8) and ours8.config.grid_size == (8, 8)
     x = images(2, size)
     assert max_diff(ours8(x), timm_forward(reference8, x)[0]) <= TOLERANCE
+
+
+OPTION_SETS = {
+    "clip": dict(pre_norm=True, patch_bias=False, layer_norm_epsilon=1e-5, activation="quick_gelu"),
+    "siglip_map": dict(class_token=False, pooling="map", activation="gelu_tanh", num_register_tokens=2),
+    "aimv2": dict(
+        class_token=False,
+        pooling="avg",
+        fc_norm=False,
+        norm_layer="rms",
+        embed_norm=True,
+        mlp_kind="swiglu",
+        activation="silu",
+        qkv_bias=False,
+        proj_bias=False,
+    ),
+    "parallel": dict(block_kind="parallel_scaling", qk_norm=True, norm_layer="rms", layer_scale_init=1e-5),
+}
+TINY_ARCH = dict(image_size=32, patch_size=8, hidden_dim=32, depth=2, num_heads=4, mlp_dim=64, num_classes=3)
+
+
+@pytest.mark.parametrize("options", sorted(OPTION_SETS))
+def test_new_options_round_trip_through_keras_files_and_resize(options, tmp_path):
+    model = keras_vit.ViT(**TINY_ARCH, **OPTION_SETS[options])
+    for variable in model.weights:  # nothing left at its constant initial value
+        variable.assign(np.random.default_rng(0).normal(size=variable.shape).astype("float32") * 0.1 + 0.5)
+    x = images(2, 32)
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    assert loaded.config == model.config
+    assert max_diff(loaded(x), model(x)) <= 1e-6
+    assert model.count_params() == vit_param_count(model.config)
+    same = model.with_image_size(32)
+    assert max_diff(same(x), model(x)) <= 1e-6
+    bigger = model.with_image_size(48)
+    assert bigger(images(1, 48)).shape == (1, 3)
+
+
+def test_configs_saved_before_the_new_options_load_as_before():
+    """A ViT config written by the previous release (no new fields, pooling "gap") builds the same model."""
+    old = dict(
+        variant=None,
+        name="old",
+        image_size=[32, 32],
+        patch_size=[8, 8],
+        num_channels=3,
+        hidden_dim=32,
+        depth=2,
+        num_heads=4,
+        mlp_dim=64,
+        qkv_bias=True,
+        qk_norm=False,
+        dropout_rate=0.0,
+        attention_dropout_rate=0.0,
+        drop_path_rate=0.0,
+        layer_scale_init=None,
+        class_token=False,
+        distillation_token=False,
+        num_register_tokens=0,
+        position_embedding="learned",
+        pos_embed_prefix=False,
+        pooling="gap",
+        fc_norm=None,
+        representation_size=None,
+        num_classes=3,
+        layer_norm_epsilon=1e-6,
+    )
+    model = keras_vit.ViT.from_config(old)
+    assert model.config.pooling == "gap" and model.config.uses_fc_norm and not model.config.pre_norm
+    names = [layer.name for layer in model.layers]
+    assert "fc_norm" in names and "norm" not in names and "norm_pre" not in names
+    assert model.count_params() == vit_param_count(
+        ViTConfig(**{k: v for k, v in old.items() if k not in ("variant", "name")})
+    )
