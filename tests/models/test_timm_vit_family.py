@@ -19,7 +19,7 @@ from keras_vit.models import registry, variants
 from keras_vit.models.timm_vit_variants import TIMM_VIT_VARIANTS
 from keras_vit.layers.embeddings import resample_patch_kernel
 from keras_vit.models.vit import ViTConfig, missing_layers, vit_param_count
-from tests.parity.vit_parity_utils import TOLERANCE, images, max_diff, randomize_, save_state, timm_forward
+from tests.parity.vit_parity_utils import TOLERANCE, images, max_diff, randomize_, save_state, timm_forward, to_torch
 from tools import timm_vit_variants
 
 HAND_WRITTEN = {
@@ -261,3 +261,46 @@ def test_configs_saved_before_the_new_options_load_as_before():
     assert model.count_params() == vit_param_count(
         ViTConfig(**{k: v for k, v in old.items() if k not in ("variant", "name")})
     )
+
+
+@pytest.mark.parametrize(
+    "name,indices", [("vit_small_patch14_reg4_dinov2", [0, -1]), ("deit_tiny_distilled_patch16_224", 1)]
+)
+def test_nhwc_feature_maps_equal_timm_forward_intermediates(name, indices, tmp_path):
+    """Patch tokens of chosen blocks as (batch, rows, columns, dim) maps, prefix and register tokens removed."""
+    size, timm_overrides, ours_overrides = _reduced(name)
+    reference = randomize_(timm.create_model(name, pretrained=False, img_size=size, **timm_overrides), seed=4)
+    ours = keras_vit.create_model(
+        name, image_size=size, weights=save_state(reference, tmp_path / "m.safetensors"), **ours_overrides
+    )
+    x = images(2, size)
+    with torch.no_grad():
+        expected = reference.forward_intermediates(
+            to_torch(x), indices=indices, output_fmt="NCHW", intermediates_only=True
+        )  # timm's VisionTransformer gives NCHW maps; the same values as NHWC
+    expected = [ref_map.permute(0, 2, 3, 1) for ref_map in expected]
+    features = ours.forward_intermediates(x, indices=indices, output_fmt="NHWC")["features"]
+    assert len(features) == len(expected)
+    for ours_map, ref_map in zip(features, expected, strict=True):
+        assert tuple(ours_map.shape) == (2, 4, 4, ours.config.hidden_dim)
+        assert max_diff(ours_map, ref_map.numpy()) <= TOLERANCE * max(1.0, float(ref_map.abs().max()))
+    with pytest.raises(ValueError, match=r"Received: indices=\[5\]"):
+        ours.forward_intermediates(x, indices=[5])
+
+
+@pytest.mark.parametrize("name", ["vit_base_patch16_clip_224", "vit_base_patch16_siglip_224"])
+def test_architecture_read_from_a_timm_file(name, tmp_path):
+    """`weights.infer_arch` reads CLIP's pre-norm and missing patch bias, SigLIP's attention pool, from the tensors."""
+    from keras_vit.weights import infer_arch
+
+    reference = randomize_(timm.create_model(name, img_size=64, depth=2, num_classes=5), seed=5)
+    state = {k: v.numpy() for k, v in reference.state_dict().items()}
+    arch = infer_arch(state, layer_norm_epsilon=1e-5 if "clip" in name else 1e-6)
+    expected = ViTConfig(**dict(TIMM_VIT_VARIANTS[name]["arch"], image_size=64, depth=2, num_classes=5))
+    for field in ("pre_norm", "patch_bias", "pooling", "class_token", "hidden_dim", "mlp_dim", "depth"):
+        assert arch[field] == getattr(expected, field), field
+    assert vit_param_count(ViTConfig(**arch)) == vit_param_count(expected)
+    ours = keras_vit.ViT(**arch, weights=save_state(reference, tmp_path / "m.safetensors"))
+    x = images(1, 64)
+    expected_logits = timm_forward(reference, x)[0]  # float32 round-off grows with the logits (here up to ~60)
+    assert max_diff(ours(x), expected_logits) <= TOLERANCE * max(1.0, float(np.abs(expected_logits).max()))
