@@ -23,7 +23,11 @@ everything but the matmuls took no time; `lean:float32` (predict only) runs
 the same forward as keras_vit in the fewest stock TensorFlow ops, with the
 layer norms' affines and the query scale folded into the weights
 (`benchmarks.lean_forward`): what a graph of stock TensorFlow kernels reaches
-with nothing left to fold. `benchmarks.run` stays the one-process-per-case run
+with nothing left to fold. `--model` takes any registered name: a model of
+another family (SigLIP, CLIP, DINOv2, EVA, BEiT, ...) is built by name on
+every side (`peers.family_arch`; keras-hub only for SigLIP, CLIP and DINOv2)
+and its FLOPs are read from timm's forward (`flops.timm_forward_matmuls`);
+`--depth` and `--image-size` shrink it on every side. `benchmarks.run` stays the one-process-per-case run
 the README tables come from (peak memory, first-call times); this module
 decides settings.
 """
