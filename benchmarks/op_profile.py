@@ -131,7 +131,7 @@ def markdown(rows: list[tuple[str, float, float]], top: int = 20, first_column: 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--task", choices=("train", "predict"), default="predict")
-    parser.add_argument("--model", default="vit_base_patch16_224", help="keras_vit registry name")
+    parser.add_argument("--model", default="vit_base_patch16_224", help="keras_vit registry name (any family)")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--library", choices=("keras_vit", "keras_hub"), default="keras_vit")
     parser.add_argument("--precision", choices=PRECISIONS, default="float32")
@@ -146,13 +146,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.batch < 1 or args.steps < 1 or args.inter_op_threads < 0:
         parser.error("--batch and --steps must be >= 1, --inter-op-threads >= 0")
+    # torch and timm before TensorFlow (see peers.py): timm counts a family model's FLOPs in `build_step`
+    import timm.models.vision_transformer  # noqa: F401
+
     if args.inter_op_threads:
         import tensorflow as tf
 
         tf.config.threading.set_inter_op_parallelism_threads(args.inter_op_threads)
     from benchmarks import paired, peers
 
-    arch = peers.resolve_arch(args.model)
+    arch = peers.resolve_model(args.model)
     step, _ = paired.build_step(args.task, (args.library, args.precision, False), arch, args.batch)
     print(f"{args.library} {args.task} {args.model} batch {args.batch} {args.precision}, no XLA\n")
     group, column = (by_op_type, "op type") if args.by == "op" else (by_layer, "sub-layer")

@@ -23,7 +23,11 @@ everything but the matmuls took no time; `lean:float32` (predict only) runs
 the same forward as keras_vit in the fewest stock TensorFlow ops, with the
 layer norms' affines and the query scale folded into the weights
 (`benchmarks.lean_forward`): what a graph of stock TensorFlow kernels reaches
-with nothing left to fold. `benchmarks.run` stays the one-process-per-case run
+with nothing left to fold. `--model` takes any registered name: a model of
+another family (SigLIP, CLIP, DINOv2, EVA, BEiT, ...) is built by name on
+every side (`peers.family_arch`; keras-hub only for SigLIP, CLIP and DINOv2)
+and its FLOPs are read from timm's forward (`flops.timm_forward_matmuls`);
+`--depth` and `--image-size` shrink it on every side. `benchmarks.run` stays the one-process-per-case run
 the README tables come from (peak memory, first-call times); this module
 decides settings.
 """
@@ -83,15 +87,17 @@ def build_step(task: str, variant: tuple[str, str, bool | str], arch: dict, batc
     if lib == "matmul":
         return worker.matmul_call(MATMUL_SIZE, precision), 2 * MATMUL_SIZE**3
     if lib == "timm" and task == "train":
-        return worker.timm_train_step(precision, arch, batch), batch * flops.vit_train_flops(arch)
+        return worker.timm_train_step(precision, arch, batch), batch * flops.train_flops(arch)
     if lib in ("products", "lean") and task != "predict":
         raise ValueError(f"{lib} variants time predict only. Received: task={task!r}")
+    if lib == "lean" and "registry_name" in arch:
+        raise ValueError(f"lean variants cover the plain ViT only. Received: model={arch['registry_name']!r}")
     if lib == "products":
-        return worker.model_matmuls_call(arch, batch, precision), batch * flops.vit_forward_flops(arch)
+        return worker.model_matmuls_call(arch, batch, precision), batch * flops.forward_flops(arch)
     if lib == "timm":
         predict = worker.timm_predictor({"precision": precision}, arch)
         images = worker.synthetic_images(arch, batch, channels_first=True)
-        return (lambda: predict(images)), batch * flops.vit_forward_flops(arch)
+        return (lambda: predict(images)), batch * flops.forward_flops(arch)
     dtype = "mixed_bfloat16" if precision == "bfloat16" else "float32"
     if lib == "keras_vit" and task == "predict" and precision == "bfloat16":
         dtype = "bfloat16"  # keras_vit's bfloat16 inference form (`inference_copy`): weights cast once, not per call
@@ -102,13 +108,13 @@ def build_step(task: str, variant: tuple[str, str, bool | str], arch: dict, batc
         from benchmarks.lean_forward import lean_forward
 
         forward = lean_forward(model)
-        return (lambda: forward(images).numpy()), batch * flops.vit_forward_flops(arch)
+        return (lambda: forward(images).numpy()), batch * flops.forward_flops(arch)
     if task == "predict":
         model.compile(**worker.jit_kwargs(jit))
-        return (lambda: model.predict_on_batch(images)), batch * flops.vit_forward_flops(arch)
+        return (lambda: model.predict_on_batch(images)), batch * flops.forward_flops(arch)
     labels = tf.constant(np.random.default_rng(1).integers(0, arch["num_classes"], batch).astype("int32"))
     worker.compile_for_training(model, lib, jit, learning_rate=1e-4)
-    return (lambda: model.train_on_batch(images, labels)), batch * flops.vit_train_flops(arch)
+    return (lambda: model.train_on_batch(images, labels)), batch * flops.train_flops(arch)
 
 
 def interleave(steps: list, rounds: int, calls: int) -> np.ndarray:
@@ -165,7 +171,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("variants", nargs="+", help="library:precision:xla, e.g. keras_vit:float32:xla; first = base")
     parser.add_argument("--task", choices=TASKS, default="train")
-    parser.add_argument("--model", default="vit_cifar_patch4_32", help="keras_vit registry name")
+    parser.add_argument(
+        "--model", default="vit_cifar_patch4_32", help="keras_vit registry name (any family: SigLIP, EVA, ...)"
+    )
+    parser.add_argument("--depth", type=int, help="override the model's depth on every side (a quicker check)")
+    parser.add_argument("--image-size", type=int, help="override the model's image size on every side")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--calls", type=int, default=3, help="train steps or predict calls per variant per round")
@@ -176,16 +186,19 @@ def main(argv: list[str] | None = None) -> int:
         variants = [parse_variant(v) for v in args.variants]
     except ValueError as error:
         parser.error(str(error))
-    if any(lib == "timm" for lib, _, _ in variants):
-        import timm.models.vision_transformer  # noqa: F401  (torch and timm before TensorFlow, see peers.py)
+    # torch and timm before TensorFlow (see peers.py): timm runs as a variant and counts family models' FLOPs
+    import timm.models.vision_transformer  # noqa: F401
+
     from benchmarks import peers
 
-    arch = peers.resolve_arch(args.model)
+    overrides = {key: value for key, value in (("depth", args.depth), ("image_size", args.image_size)) if value}
+    arch = peers.resolve_model(args.model, **overrides)
     built = [build_step(args.task, v, arch, args.batch) for v in variants]
     seconds = interleave([step for step, _ in built], args.rounds, args.calls)
     info = machine.describe()
+    sized = "".join(f", {key} {value}" for key, value in overrides.items())
     print(
-        f"{args.task} {args.model} batch {args.batch}, {args.rounds} rounds x {args.calls} calls, "
+        f"{args.task} {args.model}{sized} batch {args.batch}, {args.rounds} rounds x {args.calls} calls, "
         f"{info['date']}, {info['cpu']}, load {machine.load_average()[0]:.1f}\n"
     )
     print(summarize(args.variants, seconds, [flops_per_call for _, flops_per_call in built]))

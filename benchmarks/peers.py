@@ -4,7 +4,10 @@ Every builder takes the keras_vit architecture (`ViTConfig.to_dict()` keys)
 so the three libraries run the same dimensions. keras-hub's `ViTBackbone`
 returns normalised tokens; a class-token slice and a float32 `Dense` head
 make it the same classifier as keras_vit's `ViT` (pre-norm blocks, final
-LayerNorm, exact GELU, eps 1e-6).
+LayerNorm, exact GELU, eps 1e-6). Other registered models (SigLIP, CLIP,
+DINOv2, EVA, BEiT, ...) are built by name on every side (`family_arch`):
+keras_vit's and timm's `create_model`, and keras-hub's own SigLIP, DINOv2
+and CLIP classes at the same dims.
 
 Import order matters: timm (torch._dynamo) must be imported before
 TensorFlow in a process, so `build_timm` is only called in processes that
@@ -18,6 +21,7 @@ from typing import Any
 import numpy as np
 
 LIBRARIES = ("keras_vit", "keras_hub", "timm")
+KERAS_HUB_FAMILIES = ("siglip", "dinov2", "clip")  # keras_vit families keras-hub builds too
 
 
 def resolve_arch(model: str | dict[str, Any]) -> dict[str, Any]:
@@ -42,31 +46,104 @@ def resolve_arch(model: str | dict[str, Any]) -> dict[str, Any]:
     return ViTConfig(**arch).to_dict()
 
 
+# The architecture arguments the peers' plain ViT builders map (`build_keras_hub`, `build_timm`).
+PEER_KEYS = (
+    "image_size",
+    "patch_size",
+    "num_channels",
+    "hidden_dim",
+    "depth",
+    "num_heads",
+    "mlp_dim",
+    "qkv_bias",
+    "dropout_rate",
+    "attention_dropout_rate",
+    "drop_path_rate",
+    "num_classes",
+    "layer_norm_epsilon",
+)
+
+
 def check_comparable(arch: dict[str, Any]) -> None:
-    """Raises ValueError when the peers cannot express `arch` (they have no such options)."""
-    unsupported = {
-        "distillation_token": False,
-        "num_register_tokens": 0,
-        "qk_norm": False,
-        "layer_scale_init": None,
-        "class_token": True,
-        "pooling": "token",
-        "position_embedding": "learned",
-        "pos_embed_prefix": True,
-        "representation_size": None,
-    }
-    for key, plain in unsupported.items():
-        if arch.get(key, plain) != plain:
+    """Raises ValueError when the peers' plain ViT builders cannot express `arch` (a family option is set).
+
+    Every argument outside `PEER_KEYS` must hold the value a plain ViT of the
+    same dims gets; registered family models go through `family_arch` instead.
+    """
+    from keras_vit.models.vit import ViTConfig
+
+    plain = ViTConfig(**{key: arch[key] for key in PEER_KEYS if key in arch}).to_dict()
+    for key, value in arch.items():
+        if key in plain and key not in PEER_KEYS and value != plain[key]:
             raise ValueError(
-                f"The peer libraries only build the plain class-token ViT; `{key}` must be {plain!r} to compare. "
-                f"Received: {key}={arch[key]!r}"
+                f"The peer libraries' plain ViT builders only build the class-token ViT; `{key}` must be "
+                f"{plain[key]!r} to compare, or pass a registered family name (`family_arch`). "
+                f"Received: {key}={value!r}"
             )
-    if arch.get("fc_norm"):
-        raise ValueError("The peer libraries only build the plain class-token ViT. Received: fc_norm=True")
+
+
+# Overrides a family model takes on both sides (keras_vit argument -> timm argument): smaller test models.
+FAMILY_OVERRIDES = {"depth": "depth", "image_size": "img_size", "num_classes": "num_classes"}
+# keras_vit activation -> keras-hub's name for the same function.
+_HUB_ACTIVATIONS = {"gelu": "gelu", "gelu_tanh": "gelu_approximate", "quick_gelu": "quick_gelu"}
+
+
+def resolve_model(model: str | dict[str, Any], **overrides) -> dict[str, Any]:
+    """A plain ViT's full architecture (`resolve_arch`), or `family_arch` for any other registered name.
+
+    Args:
+        model: a registry name or a dict of `ViT` architecture arguments.
+        **overrides: `depth`, `image_size` and/or `num_classes` (both sides build the smaller model).
+
+    Returns:
+        The architecture dict every builder, FLOP count and worker function here takes.
+    """
+    if isinstance(model, str):
+        try:
+            arch = resolve_arch(dict(resolve_arch(model), **overrides))
+            check_comparable(arch)
+            return arch
+        except (TypeError, ValueError):
+            return family_arch(model, **overrides)
+    return resolve_arch(dict(model, **overrides))
+
+
+def family_arch(name: str, **overrides) -> dict[str, Any]:
+    """A registered model the peers build by name: keras_vit `create_model`, timm `create_model`, keras-hub's
+    own class for the families it has (`KERAS_HUB_FAMILIES`).
+
+    The dict keeps the keys the harness reads for any model (`image_size` as a pair, `num_channels`,
+    `num_classes`) beside `registry_name`, `family`, `overrides` and the registered `arch`.
+    """
+    from keras_vit.models.registry import model_spec
+
+    unknown = sorted(set(overrides) - set(FAMILY_OVERRIDES))
+    if unknown:
+        raise ValueError(
+            f"A family model takes the overrides {sorted(FAMILY_OVERRIDES)} on every side. Received: {unknown}"
+        )
+    spec = model_spec(name)
+    arch = dict(spec.arch, **overrides)
+    size = arch.get("image_size", spec.input_size)
+    height, width = (size, size) if isinstance(size, int) else size
+    return dict(
+        registry_name=name,
+        family=spec.family,
+        overrides=dict(overrides),
+        arch=arch,
+        image_size=[height, width],
+        num_channels=arch.get("num_channels", 3),
+        num_classes=arch.get("num_classes", spec.num_classes),
+    )
 
 
 def build_keras_vit(arch: dict[str, Any], dtype: str | None = None):
-    """keras_vit's `ViT` with `arch`; `dtype` is a Keras dtype policy name or None (global)."""
+    """keras_vit's model for `arch` (`ViT`, or the registered family class by name); `dtype` is a Keras dtype
+    policy name or None (global)."""
+    if "registry_name" in arch:
+        from keras_vit.models.registry import create_model
+
+        return create_model(arch["registry_name"], dtype=dtype, **arch["overrides"])
     from keras_vit.models.vit import ViT
 
     return ViT(dtype=dtype, **arch)
@@ -77,6 +154,8 @@ def build_keras_hub(arch: dict[str, Any], dtype: str | None = None):
     import keras
     import keras_hub
 
+    if "registry_name" in arch:
+        return build_keras_hub_family(arch, dtype=dtype)
     check_comparable(arch)
     height, width = arch["image_size"]
     backbone = keras_hub.models.ViTBackbone(
@@ -99,8 +178,62 @@ def build_keras_hub(arch: dict[str, Any], dtype: str | None = None):
     return keras.Model(images, logits, name="keras_hub_vit")
 
 
+def build_keras_hub_family(arch: dict[str, Any], dtype: str | None = None):
+    """keras-hub's own model of a `family_arch` (SigLIP, DINOv2, CLIP vision towers), random weights.
+
+    keras-hub's towers return SigLIP's pooled (MAP) embedding, or normalised
+    tokens for DINOv2 and CLIP, which the class token is sliced from as timm
+    pools them; with classes, a float32 `Dense` head follows.
+    """
+    import keras
+    import keras_hub
+
+    family, spec = arch["family"], arch["arch"]
+    if family not in KERAS_HUB_FAMILIES:
+        raise ValueError(
+            f"keras-hub has no model of the {family!r} family here; it builds {KERAS_HUB_FAMILIES}. "
+            f"Leave keras_hub out of the variants. Received: model={arch['registry_name']!r}"
+        )
+    height, width = arch["image_size"]
+    image_shape = (height, width, arch["num_channels"])
+    dims = dict(
+        patch_size=spec["patch_size"],
+        hidden_dim=spec["hidden_dim"],
+        num_layers=spec["depth"],
+        num_heads=spec["num_heads"],
+        intermediate_dim=spec["mlp_dim"],
+        image_shape=image_shape,
+        dtype=dtype,
+        name="backbone",
+    )
+    activation = _HUB_ACTIVATIONS[spec.get("activation", "gelu")]
+    if family == "siglip":
+        backbone = keras_hub.models.SigLIPVisionEncoder(
+            intermediate_activation=activation, layer_norm_epsilon=spec.get("layer_norm_epsilon", 1e-6), **dims
+        )
+    elif family == "clip":
+        backbone = keras_hub.models.CLIPVisionEncoder(intermediate_activation=activation, **dims)
+    else:
+        backbone = keras_hub.models.DINOV2Backbone(
+            layer_scale_init_value=spec.get("layer_scale_init") or 1.0,
+            num_register_tokens=spec.get("num_register_tokens", 0),
+            use_mask_token=False,
+            position_embedding_shape=image_shape,
+            **dims,
+        )
+    images = keras.Input(image_shape, name="images")
+    features = backbone({"images": images})
+    pooled = features if family == "siglip" else features[:, 0]
+    if arch["num_classes"]:
+        pooled = keras.layers.Dense(arch["num_classes"], name="head", dtype="float32")(pooled)
+    return keras.Model(images, pooled, name=f"keras_hub_{family}")
+
+
 def build_timm(arch: dict[str, Any]):
-    """timm's `VisionTransformer` with the same dims (PyTorch, float32 weights, eval mode)."""
+    """timm's model with the same dims (PyTorch, float32 weights, eval mode): `VisionTransformer` built from
+    `arch`, or `timm.create_model` of a `family_arch`'s name (random weights)."""
+    if "registry_name" in arch:
+        return timm_by_name(arch).eval()
     from timm.models.vision_transformer import VisionTransformer
 
     check_comparable(arch)
@@ -117,6 +250,15 @@ def build_timm(arch: dict[str, Any]):
         global_pool="token",
     )
     return model.eval()
+
+
+def timm_by_name(arch: dict[str, Any]):
+    """`timm.create_model` of a `family_arch` with its overrides, random weights, on the current torch device."""
+    import timm
+
+    kwargs = {FAMILY_OVERRIDES[key]: value for key, value in arch["overrides"].items()}
+    kwargs.setdefault("num_classes", arch["num_classes"])
+    return timm.create_model(arch["registry_name"], pretrained=False, **kwargs)
 
 
 def copy_keras_hub_to_keras_vit(hub_model, vit_model) -> None:

@@ -120,7 +120,7 @@ def model_matmuls_call(arch: dict, batch: int, dtype: str) -> Callable[[], Any]:
 
     from benchmarks import flops
 
-    products = flops.vit_forward_matmuls(arch, batch)
+    products = flops.forward_matmuls(arch, batch)
     operands = {}
     for count, m, k, n in set(products):
         shapes = [(m, k), (k, n)] if count == 1 else [(count, m, k), (count, k, n)]
@@ -358,11 +358,11 @@ def run_case(case: dict) -> dict:
         return run_recipe(case)
     from benchmarks import flops, peers
 
-    arch = peers.resolve_arch(case["model"])
+    arch = peers.resolve_model(case["model"], **case.get("overrides", {}))
     if kind == "products":
-        return dict(run_products(case, arch), flops_per_image=flops.vit_forward_flops(arch), arch=arch)
+        return dict(run_products(case, arch), flops_per_image=flops.forward_flops(arch), arch=arch)
     result = run_infer(case, arch) if kind == "infer" else run_train(case, arch)
-    per_image = flops.vit_forward_flops(arch) if kind == "infer" else flops.vit_train_flops(arch)
+    per_image = flops.forward_flops(arch) if kind == "infer" else flops.train_flops(arch)
     return dict(result, flops_per_image=per_image, arch=arch)
 
 

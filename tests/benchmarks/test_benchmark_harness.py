@@ -15,6 +15,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks import (
@@ -581,3 +582,102 @@ def test_paired_times_timm_training_and_compares_rows_with_the_matmul_of_their_p
     assert "in its precision" in rows[0]
     assert rows[2].split("|")[5].strip() == "0.50 (0.50-0.50)"  # bfloat16 row over the bfloat16 matmul
     assert rows[3].split("|")[5].strip() == "n/a"  # no float32 matmul in the rotation
+
+
+# Family models (SigLIP, EVA-02, DINOv2, CLIP, BEiT) at depth 1 and 112 pixels: every side builds them by name.
+FAMILY_SMALL = dict(depth=1, image_size=112)
+FAMILY_NAMES = (
+    "vit_base_patch16_siglip_224",
+    "eva02_small_patch14_224",
+    "vit_base_patch14_dinov2",
+    "vit_base_patch16_clip_224",
+    "beit_base_patch16_224",
+)
+
+
+def test_family_names_resolve_by_name_and_plain_vits_stay_plain():
+    assert "registry_name" not in peers.resolve_model("vit_base_patch16_224")
+    for name in FAMILY_NAMES:  # CLIP is a ViT, but its pre-norm and epsilon are family options the peers lack
+        arch = peers.resolve_model(name, **FAMILY_SMALL)
+        assert arch["registry_name"] == name and arch["image_size"] == [112, 112]
+    with pytest.raises(ValueError, match="pre_norm"):
+        peers.check_comparable(peers.resolve_arch("vit_base_patch16_clip_224"))
+    with pytest.raises(ValueError, match=r"overrides .*Received: \['mlp_dim'\]"):
+        peers.family_arch("eva02_small_patch14_224", mlp_dim=8)
+
+
+def test_recorded_timm_products_equal_the_plain_vit_formula():
+    recorded = flops.timm_forward_matmuls("vit_base_patch16_224", batch=2, depth=2)
+    assert sorted(recorded) == sorted(
+        flops.vit_forward_matmuls(peers.resolve_arch("vit_base_patch16_224") | {"depth": 2}, 2)
+    )
+
+
+@pytest.mark.parametrize("name", FAMILY_NAMES[:2] + FAMILY_NAMES[4:])
+def test_family_flops_match_torch_flop_counter(name):
+    # torch's own counter on timm's real forward (MAP head, SwiGLU, relative bias) is the outside reference;
+    # it counts attention's products when they run as matmuls (its CPU flash kernel has no formula)
+    arch = peers.resolve_model(name, **FAMILY_SMALL)
+    model = peers.build_timm(arch)
+    with FlopCounterMode(display=False) as counter, sdpa_kernel(SDPBackend.MATH):
+        model(torch.zeros(1, 3, 112, 112))
+    assert flops.forward_flops(arch) == counter.get_total_flops() > 0
+
+
+@pytest.mark.parametrize("name", FAMILY_NAMES)
+def test_family_model_is_the_same_size_on_every_side(name):
+    arch = peers.resolve_model(name, **FAMILY_SMALL)
+    ours = peers.build_keras_vit(arch)
+    assert ours.count_params() == sum(p.numel() for p in peers.build_timm(arch).parameters())
+    if arch["family"] in peers.KERAS_HUB_FAMILIES:
+        hub = peers.build_keras_hub(arch)
+        assert hub.output_shape == ours.output_shape
+        # keras-hub's towers hold a few more position weights (at 112 px: SigLIP 49, DINOv2 65 x 768)
+        assert abs(hub.count_params() - ours.count_params()) < 0.01 * ours.count_params()
+    else:
+        with pytest.raises(ValueError, match=r"keras-hub has no model of the .* family"):
+            peers.build_keras_hub(arch)
+
+
+def test_paired_times_a_family_model_against_timm_keras_hub_and_its_products():
+    arch = peers.resolve_model("vit_base_patch16_siglip_224", **FAMILY_SMALL)
+    variants = [
+        ("keras_vit", "float32", False),
+        ("keras_hub", "float32", "auto"),
+        ("timm", "float32", False),
+        ("keras_vit", "bfloat16", False),
+        ("products", "float32", False),
+    ]
+    built = [paired.build_step("predict", variant, arch, 2) for variant in variants]
+    assert {flops_per_call for _, flops_per_call in built} == {2 * flops.forward_flops(arch)}
+    seconds = paired.interleave([step for step, _ in built], rounds=1, calls=1)
+    names = [
+        "keras_vit:float32:off",
+        "keras_hub:float32:auto",
+        "timm:float32",
+        "keras_vit:bfloat16:off",
+        "products:float32",
+    ]
+    rows = paired.summarize(names, seconds, [f for _, f in built]).splitlines()
+    assert len(rows) == 2 + len(names) and rows[2].split("|")[3].strip() == "1.00 (1.00-1.00)"
+    with pytest.raises(ValueError, match="plain ViT only"):
+        paired.build_step("predict", ("lean", "float32", False), arch, 2)
+
+
+def test_paired_command_line_takes_a_family_name(capsys):
+    argv = ["--task", "predict", "--model", "eva02_small_patch14_224", "--depth", "1", "--image-size", "112"]
+    assert (
+        paired.main(argv + ["--batch", "2", "--rounds", "1", "--calls", "1", "keras_vit:float32:off", "timm:float32"])
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert (
+        out.startswith("predict eva02_small_patch14_224, depth 1, image_size 112 batch 2") and "| timm:float32 |" in out
+    )
+
+
+def test_products_case_of_a_family_model_runs_in_the_worker():
+    case = dict(kind="products", model="eva02_small_patch14_224", precision="float32", batch=1, **QUICK)
+    arch = peers.resolve_model("eva02_small_patch14_224")
+    result = worker.run_case(dict(case))
+    assert result["flops_per_image"] == flops.forward_flops(arch) and result["images_per_s"] > 0
