@@ -107,7 +107,7 @@ def markdown_summary() -> str:
         names = [spec.name for spec in specs]
         example = next((n for n in names if "base_patch16_224" in n), next((n for n in names if "base" in n), names[0]))
         title = _heading(family)
-        anchor = title.lower()
+        anchor = re.sub(r"[\s-]+", "-", re.sub(r"[^\w\s-]", "", title.lower())).strip("-")  # mkdocs' toc slug
         rows.append(
             f"| [{title}]({SITE}/models/#{anchor}) | {len(specs)} | "
             f"{params[0] / 1e6:.2f}M - {params[-1] / 1e6:.2f}M | `{example}` |"
