@@ -166,3 +166,36 @@ def test_jax_backend_runs_a_dynamic_model_at_two_sizes():
     result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split() == ["(1,", "3)", "(1,", "3)"]
+
+
+def test_nhwc_feature_maps_match_timm_at_a_new_size(tmp_path):
+    reference, ours = _pair("vit_small_patch14_reg4_dinov2", dict(depth=2, patch_size=16), tmp_path)
+    x = _images(96, 80, seed=2)
+    with torch.no_grad():
+        expected = reference.forward_intermediates(to_torch(x), indices=[0, 1], intermediates_only=True)
+    maps = ours.forward_intermediates(x, indices=[0, 1], output_fmt="NHWC")["features"]
+    for got, want in zip(maps, expected):
+        assert tuple(got.shape) == (2, 6, 5, 384)
+        assert max_diff(got, want.numpy().transpose(0, 2, 3, 1)) < TOLERANCE
+
+
+def test_mixed_precision_dynamic_model_follows_float32():
+    reference = keras_vit.ViT(**SMALL, dynamic_image_size=True)
+    mixed = keras_vit.ViT(**SMALL, dynamic_image_size=True, dtype="mixed_bfloat16")
+    mixed.set_weights(reference.get_weights())
+    x = _images(48, 24)
+    got = np.asarray(mixed(x))
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, np.asarray(reference(x)), atol=5e-2)
+
+
+def test_export_of_a_dynamic_model_has_all_three_signatures(tmp_path):
+    import tensorflow as tf
+
+    from keras_vit.export.saved_model import saved_model
+
+    model = keras_vit.ViT(**SMALL, dynamic_image_size=True)
+    version = saved_model(
+        model, str(tmp_path / "vit"), mean=(0.5,) * 3, std=(0.5,) * 3, verify=True
+    )  # reloaded = model
+    assert set(tf.saved_model.load(version).signatures) == {"serving_default", "serve_image_bytes", "features"}
