@@ -199,3 +199,16 @@ def test_export_of_a_dynamic_model_has_all_three_signatures(tmp_path):
         model, str(tmp_path / "vit"), mean=(0.5,) * 3, std=(0.5,) * 3, verify=True
     )  # reloaded = model
     assert set(tf.saved_model.load(version).signatures) == {"serving_default", "serve_image_bytes", "features"}
+
+
+def test_eva_with_a_learned_table_round_trips_dynamic(tmp_path):
+    model = keras_vit.EVA(
+        "vit_small_patch16_rope_ape_224", depth=1, image_size=32, num_classes=3, dynamic_image_size=True
+    )
+    model.get_layer("pos_embed").embeddings.assign(np.random.default_rng(0).standard_normal((1, 4, 384)))
+    path = str(tmp_path / "eva.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    assert tuple(loaded.input.shape) == (None, None, None, 3)
+    x = _images(48, 32)
+    np.testing.assert_allclose(np.asarray(loaded(x)), np.asarray(model(x)), atol=1e-5)
