@@ -150,6 +150,9 @@ def metadata_for_model(
         A validated `ServingMetadata`.
     """
     shape = tuple(model.input_shape)
+    config = getattr(model, "config", None)
+    if len(shape) == 4 and getattr(config, "dynamic_image_size", False):  # any size in the graph; served at its own
+        shape = (shape[0], *config.image_size, shape[3])
     if len(shape) != 4 or None in shape[1:]:
         raise ValueError(
             f"Export needs a model with a static (batch, height, width, channels) image input. "

@@ -15,12 +15,28 @@ from keras_vit.layers._serializable import serializable
 from keras_vit.layers.embeddings import to_pair
 
 
-def _cubic(x: np.ndarray, a: float) -> np.ndarray:
-    """Keys' cubic convolution kernel with parameter `a`."""
-    x = np.abs(x)
+def _cubic(x, a: float, xp=np):
+    """Keys' cubic convolution kernel with parameter `a`; `xp` is `numpy` or `keras.ops`."""
+    x = xp.abs(x)
     near = ((a + 2) * x - (a + 3)) * x * x + 1
     far = ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
-    return np.where(x <= 1, near, np.where(x < 2, far, 0.0))
+    return xp.where(x <= 1, near, xp.where(x < 2, far, xp.zeros_like(x)))
+
+
+def _bicubic_weights(in_size, out_size, a: float, xp, dtype):
+    """`(out_size, in_size)` antialiased bicubic weights, written once for NumPy and `keras.ops`.
+
+    Half-pixel centres; the kernel widens by the scale when shrinking; taps
+    past the border get no weight and each row is renormalised to sum to one
+    (taps beyond the kernel's support are zero by the kernel itself).
+    """
+    as_float = (lambda v: ops.cast(v, dtype)) if xp is ops else (lambda v: np.asarray(v, dtype))
+    scale = as_float(in_size) / as_float(out_size)
+    widening = xp.maximum(scale, 1.0)
+    centers = scale * (as_float(xp.arange(out_size)) + 0.5)
+    taps = as_float(xp.arange(in_size)) + 0.5
+    weights = _cubic((taps[None, :] - centers[:, None]) / widening, a, xp)
+    return weights / xp.sum(weights, axis=1, keepdims=True)
 
 
 def bicubic_resize_matrix(in_size: int, out_size: int, a: float = -0.5) -> np.ndarray:
@@ -30,18 +46,12 @@ def bicubic_resize_matrix(in_size: int, out_size: int, a: float = -0.5) -> np.nd
     (Pillow's filter): the kernel widens by the scale when shrinking, taps past
     the border are dropped and the rest renormalised.
     """
-    scale = in_size / out_size
-    support = 2.0 * max(scale, 1.0)
-    inv_scale = 1.0 / max(scale, 1.0)
-    matrix = np.zeros((out_size, in_size), dtype=np.float64)
-    for i in range(out_size):
-        center = scale * (i + 0.5)
-        lo = max(int(center - support + 0.5), 0)
-        hi = min(int(center + support + 0.5), in_size)
-        taps = np.arange(lo, hi)
-        weights = _cubic((taps - center + 0.5) * inv_scale, a)
-        matrix[i, lo:hi] = weights / weights.sum()
-    return matrix
+    return _bicubic_weights(in_size, out_size, a, np, np.float64)
+
+
+def bicubic_resize_matrix_in_graph(in_size, out_size, a: float = -0.5):
+    """`bicubic_resize_matrix` with `keras.ops`, for sizes known only at run time (float32 tensor)."""
+    return _bicubic_weights(in_size, out_size, a, ops, "float32")
 
 
 def resample_position_embeddings(
@@ -75,6 +85,23 @@ def resample_position_embeddings(
     return np.concatenate([prefix, grid], axis=1)
 
 
+def resample_position_embeddings_in_graph(embeddings, old_grid: tuple[int, int], new_grid, num_prefix_tokens: int = 0):
+    """`resample_position_embeddings` with `keras.ops`, to a grid `(rows, columns)` known only at run time.
+
+    The same antialiased bicubic filter (timm's `resample_abs_pos_embed`), so
+    it runs inside compiled graphs on every backend; resampling to the old
+    grid gives the table back (the weights are then the identity).
+    """
+    dim = embeddings.shape[-1]
+    prefix, grid = embeddings[:, :num_prefix_tokens], embeddings[:, num_prefix_tokens:]
+    grid = ops.reshape(ops.cast(grid, "float32"), (old_grid[0], old_grid[1], dim))
+    rows = bicubic_resize_matrix_in_graph(old_grid[0], new_grid[0])
+    cols = bicubic_resize_matrix_in_graph(old_grid[1], new_grid[1])
+    grid = ops.einsum("ih,hwd,jw->ijd", rows, grid, cols)
+    grid = ops.cast(ops.reshape(grid, (1, -1, dim)), embeddings.dtype)
+    return ops.concatenate([prefix, grid], axis=1)
+
+
 @serializable
 class PositionEmbedding(keras.layers.Layer):
     """Learned absolute position embedding for a patch grid plus prefix tokens.
@@ -85,17 +112,25 @@ class PositionEmbedding(keras.layers.Layer):
             their own embedding entries. Defaults to `0`.
         initializer: initializer of the table. Defaults to truncated normal,
             stddev 0.02 (ViT/timm).
+        patch_size: None or (int, int). Set it for any image size at run time
+            (timm's `dynamic_img_size`): the call then also takes the images and
+            resamples the table in the graph to their patch grid. Defaults to None.
 
     Call arguments:
         tokens: `(batch, num_prefix_tokens + rows * columns, dim)`.
+        images: `(batch, height, width, channels)`, with `patch_size` only: the
+            grid is `(height // patch rows, width // patch columns)`.
 
     Returns:
         `tokens` plus the embedding table.
     """
 
-    def __init__(self, grid_size, num_prefix_tokens: int = 0, initializer="truncated_normal_002", **kwargs):
+    def __init__(
+        self, grid_size, num_prefix_tokens: int = 0, initializer="truncated_normal_002", patch_size=None, **kwargs
+    ):
         super().__init__(**kwargs)
         self.grid_size = to_pair(grid_size, "grid_size")
+        self.patch_size = None if patch_size is None else to_pair(patch_size, "patch_size")
         if not isinstance(num_prefix_tokens, int) or num_prefix_tokens < 0:
             raise ValueError(
                 f"`num_prefix_tokens` must be a non-negative int. Received: num_prefix_tokens={num_prefix_tokens!r}"
@@ -107,12 +142,12 @@ class PositionEmbedding(keras.layers.Layer):
     def sequence_length(self) -> int:
         return self.num_prefix_tokens + self.grid_size[0] * self.grid_size[1]
 
-    def build(self, input_shape):
-        if input_shape[1] is not None and input_shape[1] != self.sequence_length:
+    def build(self, tokens_shape, images_shape=None):
+        if self.patch_size is None and tokens_shape[1] is not None and tokens_shape[1] != self.sequence_length:
             raise ValueError(
                 f"PositionEmbedding for a {self.grid_size[0]}x{self.grid_size[1]} grid with "
                 f"{self.num_prefix_tokens} prefix tokens expects {self.sequence_length} tokens, "
-                f"received {input_shape[1]}. Resample it with `resample_position_embeddings`."
+                f"received {tokens_shape[1]}. Resample it with `resample_position_embeddings`."
             )
         initializer = (
             keras.initializers.TruncatedNormal(stddev=0.02)
@@ -120,18 +155,27 @@ class PositionEmbedding(keras.layers.Layer):
             else keras.initializers.get(self.initializer)
         )
         self.embeddings = self.add_weight(
-            shape=(1, self.sequence_length, input_shape[-1]), initializer=initializer, name="embeddings"
+            shape=(1, self.sequence_length, tokens_shape[-1]), initializer=initializer, name="embeddings"
         )
 
-    def call(self, tokens):
-        return tokens + ops.cast(self.embeddings, tokens.dtype)
+    def call(self, tokens, images=None):
+        if self.patch_size is None or images is None:
+            return tokens + ops.cast(self.embeddings, tokens.dtype)
+        grid = (ops.shape(images)[1] // self.patch_size[0], ops.shape(images)[2] // self.patch_size[1])
+        table = resample_position_embeddings_in_graph(self.embeddings, self.grid_size, grid, self.num_prefix_tokens)
+        return tokens + ops.cast(table, tokens.dtype)
 
-    def compute_output_shape(self, input_shape):
-        return input_shape
+    def compute_output_shape(self, tokens_shape, images_shape=None):
+        return tokens_shape
 
     def get_config(self):
         config = super().get_config()
-        config.update(grid_size=self.grid_size, num_prefix_tokens=self.num_prefix_tokens, initializer=self.initializer)
+        config.update(
+            grid_size=self.grid_size,
+            num_prefix_tokens=self.num_prefix_tokens,
+            initializer=self.initializer,
+            patch_size=self.patch_size,
+        )
         return config
 
 

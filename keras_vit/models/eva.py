@@ -119,11 +119,6 @@ class EVAConfig:
                 f"Rotary embeddings need a head width divisible by 4. Received: hidden_dim={self.hidden_dim}, "
                 f"num_heads={self.num_heads}"
             )
-        if self.dynamic_image_size and self.position_embedding == "learned":
-            raise ValueError(
-                "dynamic_image_size=True works with rotary embeddings only; with a learned position table use "
-                "`model.with_image_size(...)`. Set position_embedding='none' or dynamic_image_size=False."
-            )
         if self.post_norm_blocks and (self.qk_norm or self.attn_only_layer_scale or self.layer_scale_init):
             raise ValueError("Post-norm blocks take no qk_norm or LayerScale. Set post_norm_blocks=False.")
         if not isinstance(self.num_classes, int) or self.num_classes < 0:
@@ -247,7 +242,8 @@ class EVA(ViT):
         rope: "none", "axial" (EVA-02, ROPE-ViT axial), "centered" (DINOv3) or "mixed" (ROPE-ViT mixed).
         rope_temperature: float. Frequency base; it, rope_grid_offset, rope_grid_indexing,
             rope_ref_feat_shape and rope_rotate_half are described in `keras_vit.layers.rope`.
-        dynamic_image_size: bool. Accept any image size divisible by the patch size (rotary models).
+        dynamic_image_size: bool. Accept any image size divisible by the patch size: rotary tables follow the
+            grid, and a learned position table is resampled to it in the graph (timm's `dynamic_img_size`).
         name, dtype, weights: as in `ViT` (weights: a timm `Eva` `.safetensors` file or catalogued name).
 
     Call arguments:
@@ -425,7 +421,10 @@ def _make_layers(c: EVAConfig, dtype) -> dict[str, keras.layers.Layer]:
     }
     if c.position_embedding == "learned":
         prefix = c.num_prefix_tokens if c.pos_embed_prefix else 0
-        made["pos_embed"] = vit_layers.PositionEmbedding(c.grid_size, prefix, name="pos_embed", dtype=dtype)
+        dynamic = c.patch_size if c.dynamic_image_size else None
+        made["pos_embed"] = vit_layers.PositionEmbedding(
+            c.grid_size, prefix, patch_size=dynamic, name="pos_embed", dtype=dtype
+        )
     if c.rope == "mixed":
         made["rope"] = MixedRotaryEmbedding(
             c.head_dim,
@@ -504,10 +503,12 @@ def _make_layers(c: EVAConfig, dtype) -> dict[str, keras.layers.Layer]:
 def _forward(c: EVAConfig, layer: dict, images, with_attention: bool) -> dict[str, Any]:
     """Runs `images` through the layers; every intermediate the model offers, by name."""
     x = layer["patch_embed"](images)
+    # A dynamic table is resampled to the images' patch grid in the graph (timm's dynamic_img_size).
+    grid_of = dict(images=images) if c.dynamic_image_size else {}
     if "pos_embed" in layer and c.pos_embed_prefix:
-        x = layer["pos_embed"](layer["prefix_tokens"](x))
+        x = layer["pos_embed"](layer["prefix_tokens"](x), **grid_of)
     else:
-        x = layer["prefix_tokens"](layer["pos_embed"](x) if "pos_embed" in layer else x)
+        x = layer["prefix_tokens"](layer["pos_embed"](x, **grid_of) if "pos_embed" in layer else x)
     x = layer["pos_drop"](x)
     if c.pre_norm:
         x = layer["norm_pre"](x)

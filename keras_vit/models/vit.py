@@ -164,6 +164,12 @@ class ViTConfig:
                 f"`position_embedding` must be one of {POSITION_EMBEDDINGS}. "
                 f"Received: position_embedding={self.position_embedding!r}"
             )
+        if self.dynamic_image_size and self.position_embedding == "sincos":
+            raise ValueError(
+                "dynamic_image_size=True resamples a learned position table; the fixed sin-cos table has one grid. "
+                "Use position_embedding='learned' or dynamic_image_size=False. "
+                f"Received: position_embedding={self.position_embedding!r}"
+            )
         if not isinstance(self.num_classes, int) or self.num_classes < 0:
             raise ValueError(
                 f"`num_classes` must be an int >= 0 (0 gives the headless backbone). "
@@ -322,6 +328,11 @@ class ViT(keras.Model):
             original ViT. Defaults to None.
         num_classes: int. Classes of the head; 0 returns pooled features. Defaults to 1000.
         layer_norm_epsilon: float. Defaults to 1e-6.
+        dynamic_image_size: bool. Accept any image size (a multiple of the patch
+            size) at run time: the input is `(None, None, channels)` and the
+            learned position table, made for `image_size`, is resampled in the
+            graph to each batch's patch grid (timm's `dynamic_img_size`).
+            Defaults to False.
         name: str or None. Keras model name. Defaults to the variant's name, or "vit".
         dtype: dtype policy of every layer; the logits stay float32.
         weights: str or None. A checkpoint to load after building: a file (timm
@@ -608,7 +619,7 @@ class _Intermediates(keras.Model):
         super().__init__(name=f"{vit.name}_intermediates")
         self.vit_config = vit.config
         self.vit_layers = {layer.name: layer for layer in vit.layers if not isinstance(layer, keras.layers.InputLayer)}
-        self.build((None, *vit.config.image_size, vit.config.num_channels))
+        self.build((None, *_input_size(vit.config), vit.config.num_channels))
 
     def call(self, images, training=None):
         return _forward(self.vit_config, self.vit_layers, images, with_attention=True)
@@ -628,11 +639,26 @@ def check_images(images, config: ViTConfig) -> None:
             f"Expected {config.num_channels} channels (channels-last), received shape {shape}. Convert the "
             f"images (e.g. grey to RGB) or build the model with num_channels={shape[3]}."
         )
-    if None not in shape[1:3] and tuple(shape[1:3]) != config.image_size:
+    if config.dynamic_image_size:
+        _check_dynamic_size(shape, config)
+    elif None not in shape[1:3] and tuple(shape[1:3]) != config.image_size:
         raise ValueError(
             f"Expected images of size {config.image_size}, received {tuple(shape[1:3])}. Resize the images, or use "
             f"model.with_image_size({tuple(shape[1:3])}) to resample the position embeddings."
         )
+
+
+def _check_dynamic_size(shape: tuple, config: ViTConfig) -> None:
+    """A dynamic model takes any size of at least one patch, a multiple of the patch unless drop_patch_remainder."""
+    for axis, size, patch in zip(("height", "width"), shape[1:3], config.patch_size):
+        if size is None:
+            continue
+        if size < patch or (size % patch and not config.drop_patch_remainder):
+            raise ValueError(
+                f"Image {axis} {size} does not fit patch size {patch}: a dynamic-size model takes any multiple of "
+                f"the patch size. Resize or crop the images. Received: image shape {shape}, "
+                f"patch_size={config.patch_size}"
+            )
 
 
 def _block_indices(indices: int | list[int], depth: int) -> list[int]:
@@ -665,9 +691,14 @@ def _walk_layers(layer):
 
 def _build_graph(c: ViTConfig, dtype) -> tuple[keras.KerasTensor, keras.KerasTensor]:
     """Lays out the functional graph: patches -> tokens -> blocks -> pool -> head(s)."""
-    images = keras.Input((*c.image_size, c.num_channels), name="images")
+    images = keras.Input(_input_size(c) + (c.num_channels,), name="images")
     outputs = _forward(c, _make_layers(c, dtype), images, with_attention=False)
     return images, outputs.get("logits", outputs["pooled"])
+
+
+def _input_size(c: ViTConfig) -> tuple:
+    """`(height, width)` of the model's Input: None for both with a dynamic image size."""
+    return (None, None) if c.dynamic_image_size else tuple(c.image_size)
 
 
 # timm block classes by `block_kind`, from keras_vit.layers.
@@ -715,8 +746,6 @@ def missing_layers(config: ViTConfig) -> list[str]:
         missing.append("pooling='map'")
     if config.pooling in ("max", "avgmax") and config.pooling not in pooling.POOLING_MODES:
         missing.append(f"pooling={config.pooling!r}")
-    if config.dynamic_image_size:
-        missing.append("dynamic_image_size=True")
     return missing
 
 
@@ -750,7 +779,10 @@ def _make_layers(c: ViTConfig, dtype) -> dict[str, keras.layers.Layer]:
     )
     if c.position_embedding == "learned":
         prefix = c.num_prefix_tokens if c.pos_embed_prefix else 0
-        made["pos_embed"] = vit_layers.PositionEmbedding(c.grid_size, prefix, name="pos_embed", dtype=dtype)
+        dynamic = c.patch_size if c.dynamic_image_size else None
+        made["pos_embed"] = vit_layers.PositionEmbedding(
+            c.grid_size, prefix, patch_size=dynamic, name="pos_embed", dtype=dtype
+        )
     elif c.position_embedding == "sincos":
         made["pos_embed"] = vit_layers.SinCosPositionEmbedding2D(c.grid_size, 0, name="pos_embed", dtype=dtype)
     made["pos_drop"] = keras.layers.Dropout(c.dropout_rate, name="pos_drop", dtype=dtype)
@@ -815,10 +847,12 @@ def _forward(c: ViTConfig, layer: dict, images, with_attention: bool) -> dict[st
     model): without them each block's attention may use a fused kernel.
     """
     x = layer["patch_embed"](images)
+    # A dynamic table is resampled to the images' patch grid in the graph (timm's dynamic_img_size).
+    grid_of = dict(images=images) if c.dynamic_image_size and c.position_embedding == "learned" else {}
     if c.position_embedding == "learned" and c.pos_embed_prefix:
-        x = layer["pos_embed"](layer["prefix_tokens"](x))
+        x = layer["pos_embed"](layer["prefix_tokens"](x), **grid_of)
     else:
-        x = layer["prefix_tokens"](layer["pos_embed"](x) if "pos_embed" in layer else x)
+        x = layer["prefix_tokens"](layer["pos_embed"](x, **grid_of) if "pos_embed" in layer else x)
     x = layer["pos_drop"](x)
     if c.pre_norm:
         x = layer["norm_pre"](x)

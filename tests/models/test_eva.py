@@ -160,8 +160,6 @@ def test_bad_names_and_arguments_say_what_to_do():
         keras_vit.EVA(rope_type="cat")
     with pytest.raises(ValueError, match="`rope` must be one of"):
         keras_vit.EVA(**dict(SMALL, rope="spiral"))
-    with pytest.raises(ValueError, match="dynamic_image_size=True works with rotary embeddings only"):
-        keras_vit.EVA(**dict(SMALL, dynamic_image_size=True))
     with pytest.raises(ValueError, match="Set rope_rotate_half=False"):
         keras_vit.EVA(**dict(SMALL, rope_rotate_half=True))
     with pytest.raises(ValueError, match=re.escape("Expected images of size (32, 32), received (64, 64)")):
