@@ -19,6 +19,7 @@ from keras_vit.layers.eva_blocks import MLP_KINDS, NORMS, EvaBlock, EvaBlockPost
 from keras_vit.layers.normalization import make_norm
 from keras_vit.layers.pooling import AttentionPoolLatent
 from keras_vit.layers.rope import GRID_INDEXING, AxialRotaryEmbedding, MixedRotaryEmbedding
+from keras_vit.models._arch import block_indices, patch_maps
 from keras_vit.models.vit import ViT, _walk_layers
 from keras_vit.validation import check_choice, check_positive_int, check_rate
 
@@ -301,34 +302,33 @@ class EVA(ViT):
         return _EvaIntermediates(self)
 
     def forward_intermediates(
-        self, images, training: bool = False, indices: int | list[int] | None = None, output_fmt: str = "NLC"
+        self, images, indices: int | list[int] | None = None, output_fmt: str = "NLC", training: bool = False
     ) -> dict[str, Any]:
-        """Runs `intermediate_model()` on a batch; see it for the outputs.
+        """Runs `intermediate_model()` on a batch, keeping the blocks `indices` in `output_fmt`.
 
-        With `output_fmt="NHWC"` the result also holds "maps": the chosen
-        blocks' patch tokens (prefix and register tokens removed) as
-        `(batch, grid_h, grid_w, dim)` maps, as timm's `forward_intermediates`
-        gives them (timm's NCHW transposed). `indices`: the last n blocks for an
-        int, the listed blocks for a list, every block for None.
+        Args:
+            images: a batch the model takes.
+            indices: int, list of ints or None. Blocks to return (negative
+                counts from the end; an int n means the last n blocks); None: all.
+            output_fmt: "NLC" (every token) or "NHWC" (patch tokens only, prefix
+                and register tokens removed, as `(batch, rows, cols, dim)` maps;
+                timm's `output_fmt="NHWC"`).
+
+        Returns:
+            The dict of `intermediate_model()`, "blocks" and "attention" limited to `indices`.
         """
         check_choice(output_fmt, "output_fmt", ("NLC", "NHWC"))
+        chosen = block_indices(indices, self.config.depth)
         if getattr(self, "_intermediates", None) is None:
             self._intermediates = self.intermediate_model()
         check_eva_images(images, self.config)
-        outputs = self._intermediates(images, training=training)
+        outputs = dict(self._intermediates(images, training=training))
+        outputs["blocks"] = [outputs["blocks"][i] for i in chosen]
+        outputs["attention"] = [outputs["attention"][i] for i in chosen]
         if output_fmt == "NHWC":
-            depth, (ph, pw) = self.config.depth, self.config.patch_size
-            chosen = range(depth) if indices is None else indices
-            chosen = range(depth - chosen, depth) if isinstance(chosen, int) else chosen
-            if any(not 0 <= i < depth for i in chosen):
-                raise ValueError(f"Block indices must lie in [0, {depth}). Received: indices={indices!r}")
+            (ph, pw), prefix = self.config.patch_size, self.config.num_prefix_tokens
             grid = (images.shape[1] // ph, images.shape[2] // pw)
-            prefix = self.config.num_prefix_tokens
-            outputs = dict(
-                outputs,
-                maps=[keras.ops.reshape(outputs["blocks"][i][:, prefix:], (-1, *grid, self.config.hidden_dim))
-                      for i in chosen],
-            )  # fmt: skip
+            outputs["blocks"] = [patch_maps(x, prefix, grid) for x in outputs["blocks"]]
         return outputs
 
     def feature_extractor(self) -> keras.Model:

@@ -20,6 +20,7 @@ from keras_vit.weights.errors import CheckpointError
 SAME, DENSE, CONV = "same", "dense", "conv"
 CLASSIFIER_PREFIXES = ("head.", "head_dist.", "pre_logits.")
 _BLOCK = re.compile(r"^block_(\d+)$")
+_BRANCH = re.compile(r"^(attns|ffns)_(\d+)$")  # parallel blocks' branches, timm's `attns.0`, `ffns.1`
 _NORM_NAMES = ("norm", "fc_norm", "norm_pre", "norm1", "norm2", "q_norm", "k_norm")
 
 
@@ -44,10 +45,10 @@ def timm_key(path: str) -> tuple[str, str]:
     if not layers:
         raise CheckpointError(f"Variable {path!r} does not belong to a keras_vit ViT layer.")
     match = _BLOCK.match(layers[0])
-    names = ([f"blocks.{match.group(1)}"] if match else [layers[0]]) + layers[1:]
+    names = ([f"blocks.{match.group(1)}"] if match else [layers[0]]) + [_BRANCH.sub(r"\1.\2", n) for n in layers[1:]]
     if var == "kernel":
         return ".".join(names + ["weight"]), DENSE
-    if var == "gamma" and layers[-1] in ("ls1", "ls2"):
+    if var == "gamma" and layers[-1] in ("ls1", "ls2", "ls"):
         return ".".join(names + ["gamma"]), SAME
     if var in ("gamma", "scale") and layers[-1] in _NORM_NAMES:  # LayerNorm's gamma, RMSNorm's scale
         return ".".join(names + ["weight"]), SAME
