@@ -188,7 +188,7 @@ class TransformerEncoderBlock(EncoderBlockBase):
     LayerScale (CaiT) and stochastic depth are optional. Sublayer names follow
     timm (`norm1`, `attn`, `ls1`, `norm2`, `mlp`, `ls2`) so checkpoints map by name.
 
-    Args: those of `EncoderBlockBase`.
+    Takes the arguments of `EncoderBlockBase`.
 
     Call arguments:
         tokens: `(batch, length, dim)`.
@@ -251,8 +251,8 @@ class ResPostBlock(EncoderBlockBase):
     scales start at that value, which plays LayerScale's part. Sublayers
     `attn`, `norm1`, `mlp`, `norm2`.
 
-    Args: those of `EncoderBlockBase`; `layer_scale_init` is the initial scale of the
-        branch norms (`None` keeps ones).
+    Takes the arguments of `EncoderBlockBase`; `layer_scale_init` is the initial
+    scale of the branch norms (`None` keeps ones).
 
     Call arguments:
         tokens: `(batch, length, dim)`.

@@ -25,6 +25,19 @@ from keras_vit.validation import check_choice, check_positive_int, check_rate
 
 NORMS = NORM_KINDS
 MLP_KINDS = ("mlp", "swiglu", "swiglu_packed")
+# EvaBlock arguments handed to its EvaAttention unchanged.
+_BLOCK_ATTENTION_ARGS = (
+    "num_kv_heads",
+    "qkv_bias",
+    "key_bias",
+    "qkv_fused",
+    "qk_norm",
+    "inner_norm",
+    "num_prefix_tokens",
+    "rotate_half",
+    "attention_dropout_rate",
+    "dropout_rate",
+)
 
 
 def _dense(units, use_bias, name, dtype, input_shape):
@@ -147,7 +160,7 @@ class EvaAttention(keras.layers.Layer):
             )
         qkv = dense(self.qkv, flat, training)
         if self.qkv_bias and not self.key_bias:
-            zeros = ops.zeros_like(self.q_bias)
+            zeros = ops.zeros(self.q_bias.shape, self.q_bias.dtype)
             qkv = qkv + ops.cast(ops.concatenate([self.q_bias, zeros, self.v_bias]), qkv.dtype)
         return ops.split(qkv, 3, axis=-1)
 
@@ -230,9 +243,9 @@ class EvaBlock(keras.layers.Layer):
         drop_path_rate: float. Stochastic depth. Defaults to 0.
         norm: "layer" or "rms". Every norm of the block. Defaults to "layer".
         norm_epsilon: float. Defaults to 1e-6.
-        **attention: the remaining `EvaAttention` arguments (num_kv_heads, qkv_bias,
-            key_bias, qkv_fused, qk_norm, inner_norm, num_prefix_tokens, rotate_half,
-            attention_dropout_rate, dropout_rate) and Keras layer arguments.
+        num_kv_heads: int or None. Passed to `EvaAttention`, as are qkv_bias, key_bias,
+            qkv_fused, qk_norm, inner_norm, num_prefix_tokens, rotate_half,
+            attention_dropout_rate and dropout_rate (which applies to the MLP too).
 
     Call arguments:
         tokens: `(batch, tokens, dim)`.
@@ -243,19 +256,6 @@ class EvaBlock(keras.layers.Layer):
     Returns:
         `(batch, tokens, dim)`, and the attention weights if asked for.
     """
-
-    _ATTENTION_ARGS = (
-        "num_kv_heads",
-        "qkv_bias",
-        "key_bias",
-        "qkv_fused",
-        "qk_norm",
-        "inner_norm",
-        "num_prefix_tokens",
-        "rotate_half",
-        "attention_dropout_rate",
-        "dropout_rate",
-    )
 
     def __init__(
         self,
@@ -268,9 +268,18 @@ class EvaBlock(keras.layers.Layer):
         drop_path_rate: float = 0.0,
         norm: str = "layer",
         norm_epsilon: float = 1e-6,
+        num_kv_heads: int | None = None,
+        qkv_bias: bool = True,
+        key_bias: bool = False,
+        qkv_fused: bool = True,
+        qk_norm: bool = False,
+        inner_norm: bool = False,
+        num_prefix_tokens: int = 1,
+        rotate_half: bool = False,
+        attention_dropout_rate: float = 0.0,
+        dropout_rate: float = 0.0,
         **kwargs,
     ):
-        attention_args = {k: kwargs.pop(k) for k in self._ATTENTION_ARGS if k in kwargs}
         super().__init__(**kwargs)
         self.num_heads = num_heads
         self.mlp_hidden_units = check_positive_int(mlp_hidden_units, "mlp_hidden_units")
@@ -281,12 +290,25 @@ class EvaBlock(keras.layers.Layer):
         self.drop_path_rate = check_rate(drop_path_rate, "drop_path_rate")
         self.norm_kind = check_choice(norm, "norm", NORMS)
         self.norm_epsilon = float(norm_epsilon)
-        self.attention_args = attention_args
         dtype = self.dtype_policy
+        # Created here (not in build) so argument errors surface at construction.
         self.attn = EvaAttention(
-            num_heads, norm=norm, norm_epsilon=norm_epsilon, name="attn", dtype=dtype, **attention_args
+            num_heads,
+            num_kv_heads=num_kv_heads,
+            qkv_bias=qkv_bias,
+            key_bias=key_bias,
+            qkv_fused=qkv_fused,
+            qk_norm=qk_norm,
+            inner_norm=inner_norm,
+            norm=norm,
+            norm_epsilon=norm_epsilon,
+            num_prefix_tokens=num_prefix_tokens,
+            rotate_half=rotate_half,
+            attention_dropout_rate=attention_dropout_rate,
+            dropout_rate=dropout_rate,
+            name="attn",
+            dtype=dtype,
         )
-        dropout_rate = attention_args.get("dropout_rate", 0.0)
         inner = norm if mlp_inner_norm else None
         if mlp_kind == "mlp":
             self.mlp = Mlp(
@@ -340,6 +362,7 @@ class EvaBlock(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
+        attention = self.attn.get_config()
         config.update(
             num_heads=self.num_heads,
             mlp_hidden_units=self.mlp_hidden_units,
@@ -350,7 +373,7 @@ class EvaBlock(keras.layers.Layer):
             drop_path_rate=self.drop_path_rate,
             norm=self.norm_kind,
             norm_epsilon=self.norm_epsilon,
-            **self.attention_args,
+            **{name: attention[name] for name in _BLOCK_ATTENTION_ARGS},
         )
         return config
 

@@ -225,11 +225,11 @@ class EVA(ViT):
 
     Args:
         variant: str or None. A registered EVA name (see `keras_vit.list_models()`).
-        image_size, patch_size, num_channels, hidden_dim, depth, num_heads,
-        mlp_dim, qkv_bias, qk_norm, dropout_rate, attention_dropout_rate,
-        drop_path_rate, layer_scale_init, class_token, num_register_tokens,
-        position_embedding ("learned" or "none"), pos_embed_prefix, fc_norm,
-        num_classes, layer_norm_epsilon: as in `ViT`.
+        image_size: int or (int, int). As in `ViT`, like patch_size, num_channels,
+            hidden_dim, depth, num_heads, mlp_dim, qkv_bias, qk_norm, dropout_rate,
+            attention_dropout_rate, drop_path_rate, layer_scale_init, class_token,
+            num_register_tokens, position_embedding ("learned" or "none"),
+            pos_embed_prefix, fc_norm, num_classes and layer_norm_epsilon.
         num_kv_heads: int, per-block tuple or None. Key/value heads (grouped-query attention).
         mlp_kind: "mlp" (GELU), "swiglu" or "swiglu_packed". `mlp_dim` is the MLP width
             (the gated product's for SwiGLU).
@@ -246,8 +246,8 @@ class EVA(ViT):
         pooling: "avg" (patch tokens), "token" (class token) or "map" (attention pool `attn_pool`).
         pool_num_heads, pool_mlp_ratio: MAP head shape; None takes num_heads and 4.
         rope: "none", "axial" (EVA-02, ROPE-ViT axial), "centered" (DINOv3) or "mixed" (ROPE-ViT mixed).
-        rope_temperature, rope_grid_offset, rope_grid_indexing, rope_ref_feat_shape,
-        rope_rotate_half: see `keras_vit.layers.rope`.
+        rope_temperature: float. Frequency base; it, rope_grid_offset, rope_grid_indexing,
+            rope_ref_feat_shape and rope_rotate_half are described in `keras_vit.layers.rope`.
         dynamic_image_size: bool. Accept any image size divisible by the patch size (rotary models).
         name, dtype, weights: as in `ViT` (weights: a timm `Eva` `.safetensors` file or catalogued name).
 

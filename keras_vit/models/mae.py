@@ -109,7 +109,7 @@ class MAE(keras.Model):
         norm_pix_loss: bool. Per-patch normalised pixel targets. Defaults to False.
         weights: str or None. A checkpoint to load: a Hugging Face `ViTMAEForPreTraining`
             folder or `model.safetensors` (a `config.json` beside it sets the
-            architecture, mask ratio and loss), or a keras_vit `.weights.h5`.
+            architecture, mask ratio and loss), a keras_vit `.weights.h5` or a saved `.keras` MAE.
         name, dtype, seed: Keras model name, dtype policy, and the seed of the masking noise.
         **encoder_kwargs: `ViT` arguments overriding the encoder variant's (e.g. `depth=4`).
 
@@ -235,7 +235,7 @@ class MAE(keras.Model):
         return _scale_for_replicas(loss)
 
     def load_pretrained(self, path: str):
-        """Loads a Hugging Face `ViTMAEForPreTraining` checkpoint (file or folder) or a `.weights.h5`."""
+        """Loads a Hugging Face `ViTMAEForPreTraining` checkpoint (file or folder), a `.weights.h5` or a `.keras` MAE."""
         from keras_vit.weights.loading import load_pretrained
         from keras_vit.weights.mae_hf import load_mae_checkpoint
 

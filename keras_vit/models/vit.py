@@ -410,12 +410,33 @@ class ViT(keras.Model):
         """
         return _Intermediates(self)
 
-    def forward_intermediates(self, images, training: bool = False) -> dict[str, Any]:
-        """Runs `intermediate_model()` on a batch; see it for the outputs."""
+    def forward_intermediates(
+        self, images, training: bool = False, indices: int | list[int] | None = None, output_fmt: str = "NLC"
+    ) -> dict[str, Any]:
+        """Runs `intermediate_model()` on a batch; see it for the outputs.
+
+        With `indices` (as timm's: an int n for the last n blocks, or a list of
+        block indices, negative from the end) the dict also holds "features":
+        those blocks' outputs, as tokens (`output_fmt="NLC"`) or, with
+        `output_fmt="NHWC"`, as `(batch, rows, columns, dim)` maps of the patch
+        tokens (class, distillation and register tokens removed): timm's
+        `forward_intermediates(..., output_fmt="NCHW")` channels-last.
+        """
         if getattr(self, "_intermediates", None) is None:
             self._intermediates = self.intermediate_model()
         check_images(images, self.config)
-        return self._intermediates(images, training=training)
+        check_choice(output_fmt, "output_fmt", ("NLC", "NHWC"))
+        outputs = self._intermediates(images, training=training)
+        if indices is None:
+            return outputs
+        chosen = _block_indices(indices, self.config.depth)
+        features = [outputs["blocks"][i] for i in chosen]
+        if output_fmt == "NHWC":
+            rows = images.shape[1] // self.config.patch_size[0]
+            columns = images.shape[2] // self.config.patch_size[1]
+            prefix = self.config.num_prefix_tokens
+            features = [keras.ops.reshape(f[:, prefix:], (-1, rows, columns, f.shape[-1])) for f in features]
+        return dict(outputs, features=features)
 
     def feature_extractor(self) -> keras.Model:
         """A model on the same layers returning the pooled embedding the head sees."""
@@ -614,6 +635,21 @@ def check_images(images, config: ViTConfig) -> None:
         )
 
 
+def _block_indices(indices: int | list[int], depth: int) -> list[int]:
+    """timm's `indices`: an int n means the last n blocks; a list names blocks, negative from the end."""
+    if isinstance(indices, int) and not isinstance(indices, bool):
+        if not 0 < indices <= depth:
+            raise ValueError(
+                f"`indices` as an int takes the last n of {depth} blocks, 1 <= n <= {depth}. "
+                f"Received: indices={indices}"
+            )
+        return list(range(depth - indices, depth))
+    chosen = [i + depth if isinstance(i, int) and i < 0 else i for i in indices]
+    if not all(isinstance(i, int) and 0 <= i < depth for i in chosen):
+        raise ValueError(f"`indices` must name blocks in [-{depth}, {depth}). Received: indices={indices!r}")
+    return chosen
+
+
 def _features_layer(config: ViTConfig) -> str:
     if config.representation_size:
         return "pre_logits"
@@ -653,10 +689,11 @@ def _block_options(c: ViTConfig) -> dict[str, Any]:
         attn_inner_norm=(c.attn_inner_norm, False),
         mlp_inner_norm=(c.mlp_inner_norm, False),
         proj_bias=(c.proj_bias, True),
-        mlp_bias=(c.proj_bias, True),
         attn_layer=(c.attn_layer, "standard"),
         num_parallel=(c.num_parallel if c.block_kind == "parallel_things" else 2, 2),
     )
+    if c.block_kind not in ("parallel_scaling", "diff_parallel_scaling"):  # their fused MLP's bias is proj_bias
+        options["mlp_bias"] = (c.proj_bias, True)
     return {name: value for name, (value, default) in options.items() if value != default}
 
 
@@ -721,6 +758,7 @@ def _make_layers(c: ViTConfig, dtype) -> dict[str, keras.layers.Layer]:
         made["norm_pre"] = _norm(c, "norm_pre", dtype)
     drop_path_rates = np.linspace(0.0, c.drop_path_rate, c.depth) if c.depth > 1 else [c.drop_path_rate]
     block_class = getattr(vit_layers, _BLOCK_CLASSES[c.block_kind])
+    takes_depth = "depth" in inspect.signature(block_class.__init__).parameters  # differential attention's lambda
     for i in range(c.depth):
         made[f"block_{i}"] = block_class(
             c.num_heads,
@@ -735,6 +773,7 @@ def _make_layers(c: ViTConfig, dtype) -> dict[str, keras.layers.Layer]:
             name=f"block_{i}",
             dtype=dtype,
             **_block_options(c),
+            **(dict(depth=i) if takes_depth else {}),
         )
     if c.uses_final_norm:
         made["norm"] = _norm(c, "norm", dtype)

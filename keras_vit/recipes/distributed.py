@@ -6,9 +6,12 @@ recipes with `keras_vit.training.multi_worker.DistributedTrainer`: the same
 pipelines (one-hot, mixed labels), loss, optimizer and schedule as `fit`.
 Every worker runs the same command with the same `TF_CONFIG` cluster and run
 folder; the chief alone writes the run folder's files. Epoch `e` reads the
-training pipeline seeded with `seed + e`, so a job restarted from its
-checkpoint (`run_dir/backup_multi_worker`, kept after the run: rerun with more
-epochs to continue) replays exactly the batches an uninterrupted job sees.
+training pipeline seeded by (seed, e), and a resumed epoch starts it at the
+backed-up step, so a job killed at any moment and rerun from its backups
+(`run_dir/backup_multi_worker`, every `backup_every_steps` steps and at each
+epoch end, kept after the run: rerun with more epochs to continue) ends
+bitwise as an uninterrupted job. Models with their own loss (MAE pretraining)
+train with `loss=None`.
 """
 
 from __future__ import annotations
@@ -81,11 +84,12 @@ def write_history_row(path: str, epoch: int, logs: dict[str, float]) -> None:
 
 
 def train(parts, train_data_for_epoch: Callable[[int], tf.data.Dataset]) -> DistributedTrainer:
-    """Trains prepared parts with `DistributedTrainer`, resuming from the run's checkpoint.
+    """Trains prepared parts with `DistributedTrainer`, resuming exactly from the run's newest backup.
 
     Args:
         parts: `keras_vit.recipes.runner.Prepared` under a multi-worker strategy.
-        train_data_for_epoch: epoch -> the training pipeline of that epoch.
+        train_data_for_epoch: `(epoch, skip_batches)` -> the training pipeline of
+            that epoch from global batch `skip_batches` on.
 
     Returns:
         The trainer (its `evaluate(data, batched=True)` evaluates with every worker).
@@ -98,7 +102,7 @@ def train(parts, train_data_for_epoch: Callable[[int], tf.data.Dataset]) -> Dist
         global_batch_size=recipe.batch_size,
         strategy=parts.strategy,
         checkpoint_dir=os.path.join(parts.run_dir, BACKUP),
-        max_to_keep=1,
+        backup_every_steps=recipe.backup_every_steps,
         top_k=top_k_of(recipe.metrics(len(parts.class_names))),
     )
     history_path = os.path.join(parts.run_dir, "history.csv")

@@ -174,11 +174,6 @@ class MAEPretrainRecipe(Recipe):
                 f"Recipe {self.name!r} pretrains a masked autoencoder: `model` must be a registered MAE "
                 f"(keras_vit.list_models('mae_*')). Received: model={self.model!r}"
             )
-        if self.strategy == "multi_worker":
-            raise ValueError(
-                "MAE pretraining runs under the 'mirrored', 'one_device' and 'default' strategies (Keras fit); the "
-                "multi-worker loop trains classifiers only. Received: strategy='multi_worker'"
-            )
         if self.freeze_backbone or self.layer_decay not in (None, 1.0):
             raise ValueError("MAE pretraining trains the whole model: set freeze_backbone=False and layer_decay=None.")
 

@@ -5,8 +5,11 @@
 `PerReplica` value). `DistributedTrainer` runs the same mathematics by hand:
 `strategy.run` of a replica step whose loss is averaged over the *global*
 batch, gradients summed across replicas by the Keras optimizer, metrics summed
-with `strategy.reduce`, and a `tf.train.Checkpoint` written by every worker
-(the chief's copy kept) at each epoch so a restarted job resumes.
+with `strategy.reduce`. Models that compute their own loss (`keras_vit.MAE`)
+train with `loss=None`. The chief backs up the whole training state every N
+steps and at each epoch end (`keras_vit.training.resume`'s atomic backup
+folders), so a job killed at any moment and rerun ends bitwise as if it had
+never stopped.
 
 Every worker reads the same example stream (seeded), batches it by the global
 batch and keeps its own replicas' rows, so a step sees exactly the global batch
@@ -20,9 +23,11 @@ trying a multi-worker job on one machine.
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import json
+import math
 import os
-import shutil
 import socket
 import subprocess
 import time
@@ -32,6 +37,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_vit.models.mae import MAE
+from keras_vit.training.resume import BackupError, newest_readable_backup, prune_backups, report, write_backup
 from keras_vit.training.strategy import is_chief, validate_global_batch
 from keras_vit.validation import check_int
 
@@ -69,6 +76,8 @@ def distribute_global_batches(
     *,
     batched: bool = False,
     pad_remainder: bool = False,
+    skip_batches: int = 0,
+    max_batches: int | None = None,
 ) -> tf.distribute.DistributedDataset:
     """Gives each replica its slice of every global batch, plus per-row weights.
 
@@ -82,6 +91,8 @@ def distribute_global_batches(
             pipeline whose mixup mixes across the global batch). Defaults to False.
         pad_remainder: bool. Keep a last partial batch, padded with zero-weight
             rows (evaluation); otherwise it is dropped (training). Defaults to False.
+        skip_batches: int. Global batches to leave out at the start (a resumed epoch). Defaults to 0.
+        max_batches: int or None. Global batches to give at most (after the skipped ones). Defaults to None.
 
     Returns:
         A distributed dataset whose step `k` holds exactly global batch `k`
@@ -101,6 +112,7 @@ def distribute_global_batches(
             return tf.data.Dataset.from_tensor_slices(tf.nest.map_structure(rows, batch))
 
         batches = _weighted_global_batches(dataset, global_batch_size, batched=batched, pad_remainder=pad_remainder)
+        batches = batches.skip(skip_batches).take(-1 if max_batches is None else max_batches)
         return batches.flat_map(split).prefetch(tf.data.AUTOTUNE)
 
     options = tf.distribute.InputOptions(experimental_fetch_to_device=True)
@@ -114,30 +126,58 @@ def _class_ids(labels: tf.Tensor) -> tf.Tensor:
     return tf.cast(tf.reshape(labels, [-1]), tf.int32)
 
 
-class DistributedTrainer:
-    """Trains a Keras classifier with a custom loop on any `tf.distribute` strategy.
+@dataclasses.dataclass
+class Progress:
+    """Where training stands: `step` global batches into `epoch` (0-based), the epoch's running sums, the history."""
 
-    Build the model and optimizer inside `strategy.scope()` first. The loss
-    is the mean over the global batch of `loss(y_true, y_pred)` per example
-    (plus the model's regularisation losses), exactly what `fit` minimises.
+    epoch: int = 0
+    step: int = 0
+    totals: dict[str, float] = dataclasses.field(default_factory=dict)
+    history: dict[str, list[float]] = dataclasses.field(default_factory=dict)
+
+
+class DistributedTrainer:
+    """Trains a Keras model with a custom loop on any `tf.distribute` strategy.
+
+    Build the model and optimizer inside `strategy.scope()` first. With a
+    `loss`, the model is a classifier and the loss is the mean over the global
+    batch of `loss(y_true, y_pred)` per example (plus the model's
+    regularisation losses), exactly what `fit` minimises. With `loss=None` the
+    model computes its own: it returns a dict whose "loss" is the mean over
+    the rows it was given (e.g. `keras_vit.MAE`; labels are ignored), and the
+    replicas' losses are averaged by their rows. An MAE's masking noise is
+    drawn for the whole global batch and each replica takes its rows, so the
+    patches hidden are those one device would hide.
+
     Global-norm clipping (`optimizer.global_clipnorm`) is applied to the
     gradient of the whole global batch, as on one device (the Keras optimizer
     alone would clip each replica's part before summing them).
+
+    Exact resume: with a `checkpoint_dir`, the chief backs up the whole state
+    (model variables with their seed-generator states, optimizer variables
+    with the step, the epoch's running sums, the history and the position)
+    every `backup_every_steps` steps and at each epoch end, atomically, keeping
+    the previous backup; a job rerun with the same command resumes at the
+    step it was backed up at and ends bitwise where an uninterrupted job ends.
 
     Args:
         model: keras.Model, built, its variables created in `strategy.scope()`.
         optimizer: keras.optimizers.Optimizer, created in `strategy.scope()`.
         loss: keras.losses.Loss (its unreduced `call` is used, so e.g.
             `CategoricalCrossentropy(label_smoothing=0.1)` on one-hot or mixed
-            labels works) or a callable `(y_true, y_pred) -> (batch,)` per-example losses.
+            labels works), a callable `(y_true, y_pred) -> (batch,)` per-example
+            losses, or None for a model that returns its own `{"loss": ...}`.
         global_batch_size: int. Examples per step over all replicas.
         strategy: tf.distribute.Strategy or None. Defaults to the current one.
-        checkpoint_dir: str or None. Where epoch checkpoints go; a restarted job
-            resumes from the latest. Every worker reads the chief's checkpoints
-            from it, so on a real cluster use storage all workers see (GCS,
-            NFS). Defaults to None (no checkpoints).
-        max_to_keep: int. Checkpoints kept. Defaults to 2.
-        top_k: ints k for extra "top{k}_accuracy" metrics. Defaults to ().
+        checkpoint_dir: str or None. Where backups go; a restarted job resumes
+            from the newest readable one. Every worker reads the chief's backups
+            from it, so on a real cluster use storage all workers see (NFS).
+            Defaults to None (no backups).
+        max_to_keep: int >= 2. Backups kept (an unreadable newest one falls
+            back to the one before). Defaults to 2.
+        backup_every_steps: int or None. Steps between backups inside an epoch
+            (one more at every epoch end). Defaults to None (epoch ends only).
+        top_k: ints k for extra "top{k}_accuracy" metrics (classifiers). Defaults to ().
 
     Examples:
         >>> strategy = keras_vit.training.strategy.get_strategy("multi_worker")
@@ -159,6 +199,7 @@ class DistributedTrainer:
         strategy: tf.distribute.Strategy | None = None,
         checkpoint_dir: str | None = None,
         max_to_keep: int = 2,
+        backup_every_steps: int | None = None,
         top_k: Sequence[int] = (),
     ):
         self.strategy = strategy or tf.distribute.get_strategy()
@@ -181,6 +222,14 @@ class DistributedTrainer:
             )
         if any(not isinstance(k, int) or isinstance(k, bool) or k < 1 for k in top_k):
             raise ValueError(f"`top_k` must hold ints >= 1. Received: top_k={tuple(top_k)!r}")
+        if loss is None and top_k:
+            raise ValueError(
+                f"top-k accuracy needs class logits; a model with its own loss (loss=None) has none. "
+                f"Received: top_k={tuple(top_k)!r}"
+            )
+        check_int(max_to_keep, "max_to_keep", minimum=2)
+        if backup_every_steps is not None:
+            check_int(backup_every_steps, "backup_every_steps", minimum=1)
         if isinstance(optimizer, keras.optimizers.LossScaleOptimizer) and optimizer.inner_optimizer.global_clipnorm:
             raise ValueError(
                 "Global-norm clipping with loss scaling (mixed_float16) is not supported by the custom "
@@ -192,40 +241,81 @@ class DistributedTrainer:
         self.loss_fn = loss.call if isinstance(loss, keras.losses.Loss) else loss
         with self.strategy.scope():
             self.optimizer.build(self.model.trainable_variables)
-            self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         self.checkpoint_dir = checkpoint_dir
-        self._manager = None
-        if checkpoint_dir:
-            self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=self.epoch)
-            self._manager = tf.train.CheckpointManager(self.checkpoint, self._write_dir(), max_to_keep=max_to_keep)
+        self.max_to_keep = max_to_keep
+        self.backup_every_steps = backup_every_steps
         self._train_function = self._make_step(training=True)
         self._eval_function = self._make_step(training=False)
 
-    # ---- checkpoints -----------------------------------------------------------------------
-    def _write_dir(self) -> str:
-        # every worker must take part in saving; only the chief's copy is kept
-        if is_chief(self.strategy):
-            return self.checkpoint_dir
-        task_id = self.strategy.cluster_resolver.task_id
-        return os.path.join(self.checkpoint_dir, f".worker_{task_id}_tmp")
+    # ---- backups ---------------------------------------------------------------------------
+    def state_variables(self) -> list:
+        """Every variable the rest of the run depends on: the model's (seed generators included), the optimizer's."""
+        variables, seen = [], set()
+        for variable in [*self.model.variables, *self.optimizer.variables]:
+            if id(variable) not in seen:
+                seen.add(id(variable))
+                variables.append(variable)
+        return variables
 
-    def restore(self) -> int:
-        """Restores the latest checkpoint of `checkpoint_dir`, if any; returns the epoch to start from."""
-        if self._manager is None:
-            return 0
-        latest = tf.train.latest_checkpoint(self.checkpoint_dir)
-        if latest:
-            self.checkpoint.restore(latest).assert_existing_objects_matched()
-        return int(self.epoch.numpy())
+    def restore(self) -> Progress:
+        """Loads the newest readable backup of `checkpoint_dir`, if any; returns where to go on from."""
+        selected = newest_readable_backup(self.checkpoint_dir) if self.checkpoint_dir else None
+        if selected is None:
+            return Progress()
+        path, info, arrays = selected
+        variables = self.state_variables()
+        expected = [list(variable.shape) for variable in variables]
+        if [shape for _, shape in info["variables"]] != expected:
+            raise BackupError(
+                f"Backup {path} holds {len(info['variables'])} variables that do not match the {len(expected)} "
+                f"of the model and optimizer being trained: it belongs to another model or recipe. Use a new "
+                f"checkpoint_dir, or remove {self.checkpoint_dir} to train from the start."
+            )
+        for i, variable in enumerate(variables):
+            variable.assign(arrays[f"v{i}"])
+        report(f"Resuming from backup {path} (epoch {info['epoch'] + 1}, step {info['step']}).")
+        return Progress(info["epoch"], info["step"], info["totals"], info["history"])
 
-    def save(self) -> str | None:
-        """Writes a checkpoint (all workers must call it); returns the chief's path."""
-        if self._manager is None:
+    def save(self, progress: Progress) -> str | None:
+        """Backs up the state at `progress` (the chief writes; the others, holding the same values, skip it).
+
+        Returns:
+            The backup's path on the chief, else None.
+        """
+        if not self.checkpoint_dir or not is_chief(self.strategy):
             return None
-        path = self._manager.save(checkpoint_number=int(self.epoch.numpy()))
-        if not is_chief(self.strategy):
-            shutil.rmtree(self._write_dir(), ignore_errors=True)
+        variables = self.state_variables()
+        arrays = {f"v{i}": keras.ops.convert_to_numpy(variable) for i, variable in enumerate(variables)}
+        info = {
+            "epoch": progress.epoch,
+            "step": progress.step,
+            "global_step": int(keras.ops.convert_to_numpy(self.optimizer.iterations)),
+            "variables": [[variable.path, list(variable.shape)] for variable in variables],
+            "totals": progress.totals,
+            "history": progress.history,
+        }
+        name = f"step-{progress.epoch:06d}-{progress.step:09d}"
+        path = write_backup(self.checkpoint_dir, name, info, arrays)
+        prune_backups(self.checkpoint_dir, self.max_to_keep)
         return path
+
+    def _check_workers_agree(self, progress: Progress) -> None:
+        """Every worker must resume at the same position (a worker that sees no backup would start over)."""
+        if not isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            return
+        position = tf.constant([[progress.epoch, progress.step]], tf.int64)
+
+        @tf.function
+        def gather():
+            return self.strategy.run(lambda: tf.distribute.get_replica_context().all_gather(position, axis=0))
+
+        positions = self.strategy.experimental_local_results(gather())[0].numpy()
+        if len({tuple(row) for row in positions.tolist()}) > 1:
+            raise ValueError(
+                f"The workers resumed from different backups ((epoch, step) per replica: "
+                f"{[tuple(row) for row in positions.tolist()]}). Put checkpoint_dir (a recipe's run_dir) on "
+                "storage every worker sees, e.g. NFS."
+            )
 
     # ---- steps -----------------------------------------------------------------------------
     def _gradients(self, tape: tf.GradientTape, scaled_loss, variables) -> list:
@@ -245,15 +335,58 @@ class DistributedTrainer:
             gradients[i] = gradient / replicas
         return gradients
 
-    def _make_step(self, training: bool) -> Callable:
-        model, optimizer, loss_fn, strategy = self.model, self.optimizer, self.loss_fn, self.strategy
-        global_batch, top_k = self.global_batch_size, self.top_k
+    def _global_batch_noise(self, rows: int):
+        """This replica's rows of MAE masking noise drawn for the whole global batch (what one device draws)."""
+        noise = keras.random.uniform((self.global_batch_size, self.model.num_patches), seed=self.model.noise_generator)
+        start = tf.distribute.get_replica_context().replica_id_in_sync_group * rows
+        return noise[start : start + rows]
 
-        def replica_step(x, y, weights):
+    def _classifier_sums(self, x, y, weights, training: bool):
+        """(loss to minimise, sums to report) of a classifier on one replica's rows."""
+        logits = self.model(x, training=training)
+        per_example = tf.cast(self.loss_fn(y, logits), tf.float32)
+        loss = tf.nn.compute_average_loss(per_example, sample_weight=weights, global_batch_size=self.global_batch_size)
+        ids = _class_ids(y)
+        logits = tf.cast(logits, tf.float32)
+        sums = {
+            "loss": tf.reduce_sum(per_example * weights),
+            "accuracy": tf.reduce_sum(
+                weights * tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), ids), tf.float32)
+            ),
+        }
+        for k in self.top_k:
+            sums[f"top{k}_accuracy"] = tf.reduce_sum(weights * tf.cast(tf.math.in_top_k(ids, logits, k), tf.float32))
+        return loss, sums
+
+    def _own_loss_sums(self, x, weights, training: bool):
+        """(loss to minimise, sums to report) of a model returning its own mean loss over the rows it gets."""
+        if training:  # training batches are never padded
+            rows = x.shape[0] if isinstance(x, tf.Tensor) and x.shape[0] is not None else None
+            noise = {"noise": self._global_batch_noise(rows)} if isinstance(self.model, MAE) and rows else {}
+            outputs = self.model(x, training=True, **noise)
+        else:  # evaluation: leave the zero-weight padding rows out
+            x = tf.nest.map_structure(lambda tensor: tf.boolean_mask(tensor, weights > 0), x)
+            outputs = self.model(x, training=False)
+        if not isinstance(outputs, dict) or "loss" not in outputs:
+            raise ValueError(
+                f"With loss=None the model must return a dict with its own 'loss'. Received: outputs of type "
+                f"{type(outputs).__name__}{' with keys ' + str(sorted(outputs)) if isinstance(outputs, dict) else ''}"
+            )
+        count = tf.reduce_sum(weights)
+        mean = tf.cast(outputs["loss"], tf.float32)
+        total = tf.where(count > 0, mean * count, 0.0)  # an all-padding replica adds nothing
+        return total / self.global_batch_size, {"loss": total}
+
+    def _make_step(self, training: bool) -> Callable:
+        model, optimizer, strategy = self.model, self.optimizer, self.strategy
+
+        def replica_step(x, *rest):
+            *labels, weights = rest
             with tf.GradientTape() as tape:
-                logits = model(x, training=training)
-                per_example = tf.cast(loss_fn(y, logits), tf.float32)
-                loss = tf.nn.compute_average_loss(per_example, sample_weight=weights, global_batch_size=global_batch)
+                if self.loss_fn is None:
+                    loss, sums = self._own_loss_sums(x, weights, training)
+                else:
+                    loss, sums = self._classifier_sums(x, labels[0], weights, training)
                 regularization = tf.constant(0.0)
                 if training and model.losses:
                     regularization = tf.nn.scale_regularization_loss(tf.add_n(model.losses))
@@ -262,21 +395,7 @@ class DistributedTrainer:
             if training:
                 variables = model.trainable_variables
                 optimizer.apply_gradients(zip(self._gradients(tape, scaled, variables), variables))
-            ids = _class_ids(y)
-            logits = tf.cast(logits, tf.float32)
-            sums = {
-                "loss": tf.reduce_sum(per_example * weights),
-                "regularization": regularization,
-                "accuracy": tf.reduce_sum(
-                    weights * tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), ids), tf.float32)
-                ),
-                "count": tf.reduce_sum(weights),
-            }
-            for k in top_k:
-                sums[f"top{k}_accuracy"] = tf.reduce_sum(
-                    weights * tf.cast(tf.math.in_top_k(ids, logits, k), tf.float32)
-                )
-            return sums
+            return dict(sums, regularization=regularization, count=tf.reduce_sum(weights))
 
         @tf.function
         def step(batch):
@@ -285,29 +404,52 @@ class DistributedTrainer:
 
         return step
 
-    def _run_epoch(self, dataset, step, max_steps: int | None) -> dict[str, float]:
-        totals: dict[str, float] = {}
-        steps = 0
-        for batch in dataset:
-            for key, value in step(batch).items():
-                totals[key] = totals.get(key, 0.0) + float(value)
-            steps += 1
-            if max_steps is not None and steps >= max_steps:
-                break
-        if not steps:
-            raise ValueError(
-                f"The dataset gave no full global batch of {self.global_batch_size} examples; use "
-                "more data or a smaller global batch."
-            )
+    def _no_batch_error(self) -> ValueError:
+        return ValueError(
+            f"The dataset gave no full global batch of {self.global_batch_size} examples; use more data or a "
+            "smaller global batch."
+        )
+
+    @staticmethod
+    def _logs(totals: dict[str, float], steps: int) -> dict[str, float]:
+        totals = dict(totals)
         count, regularization = totals.pop("count"), totals.pop("regularization")
         logs = {key: value / count for key, value in totals.items()}
         logs["loss"] += regularization / steps  # like `fit`: each step's loss includes the regularisation
         return logs
 
+    def _train_epoch(self, batches, progress: Progress, last_step: int | None) -> dict[str, float]:
+        """Runs the epoch's remaining steps from `progress`, backing up every `backup_every_steps` (not at its end)."""
+        since_backup = 0
+        for batch in batches:
+            sums = {key: float(value) for key, value in self._train_function(batch).items()}
+            for key, value in sums.items():
+                progress.totals[key] = progress.totals.get(key, 0.0) + value
+            progress.step += 1
+            since_backup += 1
+            due = self.backup_every_steps and since_backup >= self.backup_every_steps and progress.step != last_step
+            if due and math.isfinite(sums["loss"]):
+                self.save(progress)  # never back up a diverged state
+                since_backup = 0
+        if not progress.step:
+            raise self._no_batch_error()
+        return self._logs(progress.totals, progress.step)
+
+    def _evaluate_batches(self, batches) -> dict[str, float]:
+        totals: dict[str, float] = {}
+        steps = 0
+        for batch in batches:
+            for key, value in self._eval_function(batch).items():
+                totals[key] = totals.get(key, 0.0) + float(value)
+            steps += 1
+        if not steps:
+            raise self._no_batch_error()
+        return self._logs(totals, steps)
+
     # ---- public loop -----------------------------------------------------------------------
     def fit(
         self,
-        dataset: tf.data.Dataset | Callable[[int], tf.data.Dataset],
+        dataset: tf.data.Dataset | Callable[..., tf.data.Dataset],
         *,
         epochs: int,
         steps_per_epoch: int | None = None,
@@ -316,13 +458,16 @@ class DistributedTrainer:
         batched: bool = False,
         on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
     ) -> dict[str, list[float]]:
-        """Trains for `epochs`, resuming from `checkpoint_dir` when it holds a checkpoint.
+        """Trains for `epochs`, resuming from the newest backup in `checkpoint_dir` when there is one.
 
         Args:
-            dataset: `tf.data.Dataset` of single `(x, y)` examples, or a
-                function `epoch -> Dataset` (so a per-epoch seeded shuffle
-                replays exactly after a restart).
-            epochs: int. Total epochs, counting those already checkpointed.
+            dataset: `tf.data.Dataset` of single `(x, y)` examples (or `(x,)`
+                for a model with its own loss), or a function `epoch -> Dataset`,
+                or `(epoch, skip_batches) -> Dataset` that itself starts at global
+                batch `skip_batches` (e.g. `keras_vit.data.make_pipeline(skip_batches=...)`,
+                which skips without computing). A resumed epoch must replay
+                exactly: make the shuffle a function of the epoch.
+            epochs: int. Total epochs, counting those already backed up.
             steps_per_epoch: int or None. Cap on steps per epoch. Defaults to None (whole dataset).
             validation_data: example dataset evaluated after each epoch (every
                 example counts once), or None.
@@ -330,14 +475,17 @@ class DistributedTrainer:
             batched: bool. The datasets already yield global batches (see
                 `distribute_global_batches`). Defaults to False.
             on_epoch_end: called as `on_epoch_end(epoch, logs)` on every worker
-                after each epoch's checkpoint (epoch counts from 0). Defaults to None.
+                after each epoch, before its backup (epoch counts from 0). Defaults to None.
 
         Returns:
-            History dict of per-epoch "loss", "accuracy" (and "val_*") of the epochs run now.
+            History dict of per-epoch "loss", "accuracy" (and "val_*") of every
+            epoch, those restored from a backup included.
         """
         check_int(epochs, "epochs", minimum=1)
-        history: dict[str, list[float]] = {}
-        start = self.restore()
+        if steps_per_epoch is not None:
+            check_int(steps_per_epoch, "steps_per_epoch", minimum=1)
+        progress = self.restore()
+        self._check_workers_agree(progress)
         validation = (
             distribute_global_batches(
                 self.strategy, validation_data, self.global_batch_size, batched=batched, pad_remainder=True
@@ -345,33 +493,41 @@ class DistributedTrainer:
             if validation_data is not None
             else None
         )
-        for epoch in range(start, epochs):
-            examples = dataset(epoch) if callable(dataset) else dataset
-            logs = self._run_epoch(
-                distribute_global_batches(self.strategy, examples, self.global_batch_size, batched=batched),
-                self._train_function,
-                steps_per_epoch,
+        skips_itself = callable(dataset) and len(inspect.signature(dataset).parameters) >= 2
+        while progress.epoch < epochs:
+            epoch, skip = progress.epoch, progress.step
+            if skips_itself:
+                examples, skip_here = dataset(epoch, skip), 0
+            else:
+                examples, skip_here = (dataset(epoch) if callable(dataset) else dataset), skip
+            limit = None if steps_per_epoch is None else steps_per_epoch - skip
+            batches = distribute_global_batches(
+                self.strategy,
+                examples,
+                self.global_batch_size,
+                batched=batched,
+                skip_batches=skip_here,
+                max_batches=limit,
             )
+            logs = self._train_epoch(batches, progress, steps_per_epoch)
             if validation is not None:
-                logs.update({f"val_{k}": v for k, v in self._run_epoch(validation, self._eval_function, None).items()})
-            self.epoch.assign(epoch + 1)
-            self.save()
+                logs.update({f"val_{k}": v for k, v in self._evaluate_batches(validation).items()})
             for key, value in logs.items():
-                history.setdefault(key, []).append(value)
+                progress.history.setdefault(key, []).append(value)
             if verbose and is_chief(self.strategy):
                 print(f"epoch {epoch + 1}/{epochs} " + " ".join(f"{k}={v:.4f}" for k, v in logs.items()), flush=True)
             if on_epoch_end is not None:
                 on_epoch_end(epoch, logs)
-        return history
+            progress = Progress(epoch + 1, 0, {}, progress.history)
+            self.save(progress)  # the commit point: a kill before it replays the epoch's end exactly
+        return progress.history
 
     def evaluate(self, dataset: tf.data.Dataset, *, batched: bool = False) -> dict[str, float]:
-        """Mean loss and accuracy over an example dataset; a last partial batch counts too (zero-weight padding)."""
-        return self._run_epoch(
+        """Mean loss (and accuracy) over an example dataset; a last partial batch counts too (zero-weight padding)."""
+        return self._evaluate_batches(
             distribute_global_batches(
                 self.strategy, dataset, self.global_batch_size, batched=batched, pad_remainder=True
-            ),
-            self._eval_function,
-            None,
+            )
         )
 
 

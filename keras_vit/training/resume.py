@@ -51,7 +51,7 @@ STATE_INFO = "state.json"
 DEFAULT_EVERY_STEPS = 200
 
 
-def _report(message: str) -> None:
+def report(message: str) -> None:
     """A line on stderr (shown under absl's CLI too, which hides Python warnings-level logs by default)."""
     print(f"keras_vit: {message}", file=sys.stderr, flush=True)
 
@@ -137,6 +137,38 @@ def read_backup(path: str) -> tuple[dict, dict[str, np.ndarray]]:
 def list_backups(folder: str) -> list[str]:
     """Committed backup folders under `folder`, newest first."""
     return sorted(glob.glob(os.path.join(folder, "step-*")), reverse=True)
+
+
+def newest_readable_backup(folder: str) -> tuple[str, dict, dict[str, np.ndarray]] | None:
+    """(path, info, arrays) of the newest backup that reads; None when there is none.
+
+    An unreadable backup is skipped with a log line naming the one used instead.
+    Raises `BackupError` when there are backups but none can be read.
+    """
+    paths = list_backups(folder)
+    for index, path in enumerate(paths):
+        try:
+            info, arrays = read_backup(path)
+        except BackupError as error:
+            older = paths[index + 1] if index + 1 < len(paths) else None
+            fallback = f"falling back to the previous backup {older}" if older else "there is no older backup"
+            report(f"Backup {path} is unreadable ({error}); {fallback}.")
+            continue
+        return path, info, arrays
+    if paths:
+        raise BackupError(
+            f"No backup under {folder} can be read (tried {', '.join(paths)}). Remove {folder} to train from the start."
+        )
+    return None
+
+
+def prune_backups(folder: str, keep: int) -> None:
+    """Keeps the `keep` newest backups of `folder`; removes the temporary folders of killed writes (not ours)."""
+    for path in list_backups(folder)[keep:]:
+        shutil.rmtree(path, ignore_errors=True)
+    for path in glob.glob(os.path.join(folder, ".tmp-*")):
+        if not path.endswith(f"-{os.getpid()}"):
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def _json_float(value):
@@ -265,24 +297,12 @@ class TrainingBackup(keras.callbacks.Callback):
         Returns `Position()` when there is no backup. Raises `BackupError` when there
         are backups but none can be read.
         """
-        self._selected, self._carried = None, None
-        paths = list_backups(self.backup_dir)
-        for index, path in enumerate(paths):
-            try:
-                info, arrays = read_backup(path)
-            except BackupError as error:
-                older = paths[index + 1] if index + 1 < len(paths) else None
-                fallback = f"falling back to the previous backup {older}" if older else "there is no older backup"
-                _report(f"Backup {path} is unreadable ({error}); {fallback}.")
-                continue
-            self._selected = (path, info, arrays)
-            return Position(info["epoch"], info["step"], info["stopped"])
-        if paths:
-            raise BackupError(
-                f"No backup under {self.backup_dir} can be read (tried {', '.join(paths)}). "
-                f"Remove {self.backup_dir} to train from the start."
-            )
-        return Position()
+        self._carried = None
+        self._selected = newest_readable_backup(self.backup_dir)
+        if self._selected is None:
+            return Position()
+        info = self._selected[1]
+        return Position(info["epoch"], info["step"], info["stopped"])
 
     def set_fit_call(self, step_offset: int, final: bool) -> None:
         """Told by `fit_resumable` before each `fit`: the step its first epoch starts at; whether it is the last."""
@@ -318,11 +338,7 @@ class TrainingBackup(keras.callbacks.Callback):
         }
         self._last_path = write_backup(self.backup_dir, f"step-{epoch:06d}-{step:09d}", info, arrays)
         self._last_saved = info["global_step"]
-        for path in list_backups(self.backup_dir)[self.keep :]:
-            shutil.rmtree(path, ignore_errors=True)
-        for path in glob.glob(os.path.join(self.backup_dir, ".tmp-*")):  # left by a killed write
-            if not path.endswith(f"-{os.getpid()}"):
-                shutil.rmtree(path, ignore_errors=True)
+        prune_backups(self.backup_dir, self.keep)
 
     def _restore(self, path: str, info: dict, arrays: dict[str, np.ndarray]) -> None:
         variables = state_variables(self.model)
@@ -344,7 +360,7 @@ class TrainingBackup(keras.callbacks.Callback):
         ]
         self._restore_callbacks(info["callbacks"], callback_arrays)
         self._last_saved = self._global_step()
-        _report(f"Resuming from backup {path} (epoch {info['epoch'] + 1}, step {info['step']}).")
+        report(f"Resuming from backup {path} (epoch {info['epoch'] + 1}, step {info['step']}).")
 
     def _global_step(self) -> int:
         return int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))

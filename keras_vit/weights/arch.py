@@ -84,6 +84,7 @@ def infer_arch(
                 "name the model (and image_size) instead."
             )
     fc_norm = "fc_norm.weight" in state
+    attention_pool = "attn_pool.latent" in state
     arch = dict(
         image_size=(side * int(ph), side * int(pw)),
         patch_size=(int(ph), int(pw)),
@@ -99,8 +100,10 @@ def infer_arch(
         distillation_token=dist_token,
         num_register_tokens=registers,
         pos_embed_prefix=pos_embed_prefix or prefix == 0,
-        pooling="token" if class_token and not fc_norm else "gap",
+        pooling="map" if attention_pool else "token" if class_token and not fc_norm else "gap",
         fc_norm=fc_norm,
+        pre_norm="norm_pre.weight" in state,  # CLIP
+        patch_bias="patch_embed.proj.bias" in state,
         representation_size=int(state["pre_logits.fc.weight"].shape[0]) if "pre_logits.fc.weight" in state else None,
         num_classes=int(state["head.weight"].shape[0]) if "head.weight" in state else 0,
         layer_norm_epsilon=layer_norm_epsilon,

@@ -6,7 +6,8 @@ also listed in timm's `pretrained_cfg`s), timm's Hugging Face repositories
 (`huggingface.co/timm/<name>`, which ship `model.safetensors`) and
 `google/vit-base-patch16-224` on Hugging Face. No checksums are invented: the
 publishers do not list SHA-256 digests, so `sha256` is empty unless one is
-known; pass your own to `load_pretrained(..., sha256=...)` to pin a file.
+known; pass your own to `load_pretrained(..., sha256=...)` to pin a file. Without one, the
+digest of the first download is recorded and every later use is checked against it.
 """
 
 from __future__ import annotations
@@ -276,21 +277,19 @@ def checkpoint_info(name: str) -> PretrainedCheckpoint:
 def download_checkpoint(name: str, cache_dir: str | None = None) -> str:
     """Downloads a catalogued checkpoint once into the Keras cache (`~/.keras/keras_vit/`) and returns its path.
 
-    Uses `keras.utils.get_file`, which skips the download when the file is
-    already cached and verifies `sha256` when the entry has one.
+    The download is atomic and checked on every call (`checksum.fetch_verified`):
+    against the entry's `sha256` when the publisher gives one, else against the
+    SHA-256 of the first download, recorded beside the file as `<file>.sha256`.
 
     Args:
         name: a name from `list_checkpoints()`.
         cache_dir: optional cache root instead of `$KERAS_VIT_CACHE` or, without
-            it, the Keras home (`~/.keras`).
+            it, the Keras home (`$KERAS_HOME` or `~/.keras`).
     """
-    import keras
+    from keras_vit.weights.checksum import fetch_verified
 
     entry = checkpoint_info(name)
-    cache_dir = cache_dir or os.environ.get("KERAS_VIT_CACHE")
-    if cache_dir:
-        os.makedirs(cache_dir, exist_ok=True)  # get_file falls back to /tmp/.keras for a folder it cannot write
-    path = keras.utils.get_file(
-        fname=entry.file_name, origin=entry.url, file_hash=entry.sha256, cache_subdir="keras_vit", cache_dir=cache_dir
-    )
-    return os.fspath(path)
+    root = cache_dir or os.environ.get("KERAS_VIT_CACHE") or os.environ.get("KERAS_HOME") or "~/.keras"
+    folder = os.path.join(os.path.expanduser(root), "keras_vit")
+    os.makedirs(folder, exist_ok=True)
+    return fetch_verified(entry.url, os.path.join(folder, entry.file_name), entry.sha256)

@@ -83,19 +83,28 @@ def hf_to_timm(state: dict[str, np.ndarray], path: str = "<state>") -> dict[str,
                 continue
         out[key] = value
     for (index, kind), parts in qkv.items():
-        missing = [p for p in ("query", "key", "value") if p not in parts]
-        if missing:
-            raise CheckpointError(
-                f"'{path}': layer {index} has no attention {missing} {kind}; the file is incomplete. Download it again."
-            )
-        shapes = {p: tuple(np.shape(parts[p])) for p in ("query", "key", "value")}
-        if len(set(shapes.values())) != 1 or len(shapes["query"]) != (2 if kind == "weight" else 1):
-            raise CheckpointError(
-                f"'{path}': the attention {kind}s of layer {index} have shapes {shapes}; they must be equal "
-                f"{'(out, in) matrices' if kind == 'weight' else 'vectors'}. The file is corrupt."
-            )
-        out[f"blocks.{index}.attn.qkv.{kind}"] = np.concatenate([parts["query"], parts["key"], parts["value"]])
+        out[f"blocks.{index}.attn.qkv.{kind}"] = fuse_qkv(parts, index, kind, path)
     return out
+
+
+def fuse_qkv(parts: dict[str, np.ndarray], index: int, kind: str, path: str) -> np.ndarray:
+    """timm's fused `qkv` weight or bias (rows q, k, v) from one layer's separate query/key/value tensors.
+
+    Raises:
+        CheckpointError: a part is missing or the shapes differ (naming `path`, the layer and the shapes).
+    """
+    missing = [p for p in ("query", "key", "value") if p not in parts]
+    if missing:
+        raise CheckpointError(
+            f"'{path}': layer {index} has no attention {missing} {kind}; the file is incomplete. Download it again."
+        )
+    shapes = {p: tuple(np.shape(parts[p])) for p in ("query", "key", "value")}
+    if len(set(shapes.values())) != 1 or len(shapes["query"]) != (2 if kind == "weight" else 1):
+        raise CheckpointError(
+            f"'{path}': the attention {kind}s of layer {index} have shapes {shapes}; they must be equal "
+            f"{'(out, in) matrices' if kind == 'weight' else 'vectors'}. The file is corrupt."
+        )
+    return np.concatenate([parts["query"], parts["key"], parts["value"]])
 
 
 def encoder_arch_from_hf_config(config: dict[str, Any]) -> dict[str, Any]:
@@ -128,7 +137,11 @@ def arch_from_hf_config(config: dict[str, Any]) -> dict[str, Any]:
     """
     model_type = config.get("model_type", "vit")
     if model_type not in ("vit", "deit"):
-        raise ValueError(f"Only Hugging Face ViT/DeiT configs are supported. Received: model_type={model_type!r}")
+        raise ValueError(
+            "Only Hugging Face ViT/DeiT configs are supported here; CLIP, SigLIP and DINOv2 vision towers load "
+            "with keras_vit.ViT(**keras_vit.weights.arch_from_hf_config(config), weights=path). "
+            f"Received: model_type={model_type!r}"
+        )
     act = config.get("hidden_act", "gelu")
     if act != "gelu":
         raise ValueError(

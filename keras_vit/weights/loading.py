@@ -16,7 +16,7 @@ import warnings
 import numpy as np
 
 from keras_vit.layers import resample_position_embeddings
-from keras_vit.weights import formats, hf_config, timm_keys
+from keras_vit.weights import formats, hf_config, hf_towers, timm_keys
 from keras_vit.weights.checksum import verify_sha256
 from keras_vit.weights.errors import CheckpointError, listing, shape_str
 from keras_vit.weights.safetensors_io import write_safetensors
@@ -248,7 +248,8 @@ def _load_keras_weights(model, path: str) -> LoadReport:
 def load_pretrained(model, path: str, sha256: str | None = None) -> LoadReport:
     """Loads any supported checkpoint file, or a catalogued checkpoint name, into `model`.
 
-    Detects the format (timm or Hugging Face safetensors, original JAX `.npz`,
+    Detects the format (timm or Hugging Face safetensors, including the CLIP,
+    SigLIP and DINOv2 vision towers of `transformers`, original JAX `.npz`,
     keras_vit `.weights.h5`), maps every key, resamples the position embedding
     to the model's grid, and keeps the model's own classifier when the class
     count differs (with a warning). A Hugging Face checkpoint's `config.json`
@@ -290,6 +291,9 @@ def load_pretrained(model, path: str, sha256: str | None = None) -> LoadReport:
         return load_state_dict(model, mae_state, path=path, format="mae", flavor="mae")
     if formats.detect_format(path) == formats.KERAS_H5:
         return _load_keras_weights(model, path)
+    tower = hf_towers.read_tower(path)  # a CLIP/SigLIP/DINOv2 vision tower from transformers
+    if tower is not None:
+        return _load_tower(model, tower)
     checkpoint = formats.read_checkpoint(path)
     config_path = hf_config.config_beside(path) if checkpoint.flavor == "hf" else None
     if config_path is None:
@@ -300,6 +304,19 @@ def load_pretrained(model, path: str, sha256: str | None = None) -> LoadReport:
     report = load_state_dict(model, checkpoint.state, path=path, format=checkpoint.format, flavor=checkpoint.flavor)
     report.config = config_path
     report.layer_norm_epsilon = hf_config.adopt_layer_norm_epsilon(model, arch["layer_norm_epsilon"], config_path)
+    return report
+
+
+def _load_tower(model, tower: hf_towers.Tower) -> LoadReport:
+    """A Hugging Face vision tower, checked against its config.json (when beside it) like a ViT checkpoint."""
+    hf_towers.check_model(model, tower)
+    resampled = hf_towers.resample_position_table(model, tower)
+    report = load_state_dict(model, tower.state, path=tower.path, format=formats.SAFETENSORS, flavor="hf")
+    report.skipped, report.resampled = report.skipped + tower.skipped, resampled
+    if tower.arch is not None:
+        report.config = tower.config_path
+        epsilon = tower.arch["layer_norm_epsilon"]
+        report.layer_norm_epsilon = hf_config.adopt_layer_norm_epsilon(model, epsilon, tower.config_path)
     return report
 
 

@@ -182,12 +182,21 @@ def checkpoint_arguments(path: str) -> dict[str, Any]:
 
 
 def read_mae_state(path: str) -> dict[str, np.ndarray]:
-    """An MAE safetensors checkpoint (file or folder) in the paper's keys.
+    """An MAE checkpoint (safetensors file or folder, or a keras_vit `.keras` MAE) in the paper's keys.
 
     Raises:
         CheckpointError: the file holds no MAE decoder (a plain ViT or something else).
     """
     file = weights_file(path)
+    if file.endswith(".keras"):
+        if not _saves_an_mae(file):
+            raise CheckpointError(
+                f"'{file}' is not an MAE checkpoint: the .keras archive holds no keras_vit MAE. "
+                "Load a saved ViT with keras.saving.load_model, or its weights with keras_vit.ViT(name, weights=...)."
+            )
+        import keras
+
+        return mae_state_dict(keras.saving.load_model(file, compile=False))
     tensors, _ = read_safetensors(file)
     state = to_mae_keys(tensors)
     if not is_mae_state(state):

@@ -20,8 +20,10 @@ from keras_vit.weights.errors import CheckpointError
 SAME, DENSE, CONV = "same", "dense", "conv"
 CLASSIFIER_PREFIXES = ("head.", "head_dist.", "pre_logits.")
 _BLOCK = re.compile(r"^block_(\d+)$")
-_BRANCH = re.compile(r"^(attns|ffns)_(\d+)$")  # parallel blocks' branches, timm's `attns.0`, `ffns.1`
-_NORM_NAMES = ("norm", "fc_norm", "norm_pre", "norm1", "norm2", "q_norm", "k_norm")
+_BRANCH = re.compile(r"^(attns|ffns)_(\d+)$")  # ParallelThingsBlock's branches, timm's `attns.0`, `ffns.1`...
+_NORM_NAMES = ("norm", "fc_norm", "norm_pre", "norm1", "norm2", "q_norm", "k_norm", "in_norm", "sub_norm")
+# Parameters held by a block or attention layer itself rather than a sublayer: same name in timm.
+_OWN_PARAMETERS = ("mlp_bias", "lambda_q1", "lambda_k1", "lambda_q2", "lambda_k2", "lambda_a", "lambda_b")
 
 
 def timm_key(path: str) -> tuple[str, str]:
@@ -45,7 +47,10 @@ def timm_key(path: str) -> tuple[str, str]:
     if not layers:
         raise CheckpointError(f"Variable {path!r} does not belong to a keras_vit ViT layer.")
     match = _BLOCK.match(layers[0])
-    names = ([f"blocks.{match.group(1)}"] if match else [layers[0]]) + [_BRANCH.sub(r"\1.\2", n) for n in layers[1:]]
+    names = [f"blocks.{match.group(1)}"] if match else [layers[0]]
+    names += [".".join(_BRANCH.match(n).groups()) if _BRANCH.match(n) else n for n in layers[1:]]
+    if var in _OWN_PARAMETERS:
+        return ".".join(names + [var]), SAME
     if var == "kernel":
         return ".".join(names + ["weight"]), DENSE
     if var == "gamma" and layers[-1] in ("ls1", "ls2", "ls"):

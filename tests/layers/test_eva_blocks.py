@@ -5,6 +5,7 @@ key map (block-relative keys), so the map is exercised too.
 """
 
 import functools
+import inspect
 
 import keras
 import numpy as np
@@ -17,6 +18,7 @@ from timm.models.eva import EvaBlock as TimmEvaBlock
 from timm.models.eva import EvaBlockPostNorm as TimmEvaBlockPostNorm
 
 from keras_vit.layers.eva_blocks import EvaAttention, EvaBlock, EvaBlockPostNorm
+from keras_vit.layers.rope import AxialRotaryEmbedding, MixedRotaryEmbedding
 from keras_vit.weights import timm_eva_keys, timm_keys
 
 DIM, HEADS, TOKENS, PREFIX = 64, 4, 10, 1
@@ -146,3 +148,21 @@ def test_bad_arguments_name_the_value():
         EvaAttention(4, num_kv_heads=2)
     with pytest.raises(ValueError, match="mlp_kind"):
         EvaBlock(4, 128, mlp_kind="geglu")
+
+
+@pytest.mark.parametrize(
+    "layer",
+    [
+        EvaAttention(HEADS, num_kv_heads=2, qkv_fused=False),
+        EvaBlock(HEADS, 128, mlp_kind="swiglu_packed", layer_scale_init=0.1),
+        EvaBlockPostNorm(HEADS, 128),
+        AxialRotaryEmbedding(16, grid_type="centered"),
+        MixedRotaryEmbedding(16, depth=2, num_heads=HEADS),
+    ],
+    ids=lambda layer: type(layer).__name__,
+)
+def test_config_keys_are_the_constructor_arguments(layer):
+    params = set(inspect.signature(type(layer).__init__).parameters) - {"self", "kwargs"}
+    base = set(keras.layers.Layer(name="x").get_config())
+    assert set(layer.get_config()) - base == params
+    assert type(layer).from_config(layer.get_config()).get_config() == layer.get_config()

@@ -166,3 +166,13 @@ def test_bad_names_and_arguments_say_what_to_do():
         keras_vit.EVA(**dict(SMALL, rope_rotate_half=True))
     with pytest.raises(ValueError, match=re.escape("Expected images of size (32, 32), received (64, 64)")):
         keras_vit.EVA(**SMALL)(_images(64))
+
+
+def test_export_has_all_three_signatures_and_verifies(tmp_path):
+    import tensorflow as tf
+
+    from keras_vit.export.saved_model import saved_model
+
+    model = keras_vit.EVA("vit_small_patch16_rope_mixed_224", depth=1, image_size=32, num_classes=4)
+    version = saved_model(model, str(tmp_path / "eva"), verify=True)  # verify: reloaded outputs equal the model's
+    assert set(tf.saved_model.load(version).signatures) == {"serving_default", "serve_image_bytes", "features"}

@@ -16,12 +16,15 @@ import keras_vit
 # (name, image size) : one name per sub-family, and every tiny/small name.
 PARITY = [
     ("eva02_tiny_patch14_224", 112),  # EVA-02: packed SwiGLU, separate q/k/v, axial rope with ref grid
+    ("eva02_tiny_patch14_336", 112),
+    ("eva02_small_patch14_224", 112),
     ("eva02_small_patch14_336", 112),
     ("eva02_base_patch14_224", 112),  # EVA-02 B: SwiGLU with inner norm
     ("eva02_base_patch16_clip_224", 112),  # EVA-02 CLIP: attention inner norm, token pool
     ("eva_giant_patch14_224", 56),  # EVA-01: GELU MLP, learned positions only
     ("vit_small_patch16_dinov3", 64),  # DINOv3: centered rope, rotate-half, registers, LayerScale
     ("vit_small_plus_patch16_dinov3", 64),  # DINOv3 S+: aligned SwiGLU
+    ("vit_small_plus_patch16_dinov3_qkvb", 64),
     ("vit_tiny_patch16_dinov3_qkvb", 64),
     ("vit_small_patch16_dinov3_qkvb", 64),
     ("vit_small_patch16_lingbot", 64),

@@ -107,6 +107,11 @@ def test_fit_lowers_the_loss_and_trains_every_trainable_weight():
         (dict(mask_ratio=0.0), "mask_ratio=0.0"),
         (dict(mask_ratio=1.0), "mask_ratio=1.0"),
         (dict(mask_ratio=-0.2), "mask_ratio=-0.2"),
+        (dict(mask_ratio="0.75"), "mask_ratio='0.75'"),
+        (dict(mask_ratio=True), "mask_ratio=True"),
+        (dict(mask_ratio=0.97), "16 patches, mask_ratio=0.97 leaves the encoder no patch"),
+        (dict(patch_size=3), "image_size=(8, 8), patch_size=(3, 3)"),
+        (dict(decoder_heads=0), "decoder_heads=0"),
         (dict(image_size=9), "image_size=(9, 9)"),
         (dict(decoder_dim=36, decoder_heads=8), "decoder_dim=36, decoder_heads=8"),
         (dict(decoder_dim=30, decoder_heads=3), "dim=30"),
@@ -125,6 +130,17 @@ def test_a_vit_checkpoint_is_not_an_mae_checkpoint(tmp_path):
     (tmp_path / "config.json").write_text('{"model_type": "vit", "hidden_size": 64}')
     with pytest.raises(CheckpointError, match=r"model_type='vit'"):
         keras_vit.MAE(NAME, weights=vit_file)
+
+
+def test_a_saved_vit_is_not_an_mae_checkpoint_and_a_saved_mae_loads(tmp_path):
+    keras_vit.create_model("vit_digits_patch2_8").save(str(tmp_path / "vit.keras"))
+    with pytest.raises(CheckpointError, match=r"vit.keras' is not an MAE checkpoint: the .keras archive holds no"):
+        keras_vit.MAE(NAME, weights=str(tmp_path / "vit.keras"))
+    source = keras_vit.create_model(NAME, seed=1)
+    source.save(str(tmp_path / "mae.keras"))
+    loaded = keras_vit.MAE(NAME, weights=str(tmp_path / "mae.keras"))
+    for a, b in zip(source.weights, loaded.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
 
 
 def test_encoder_moves_into_vit_from_a_keras_file(tmp_path):
@@ -182,6 +198,8 @@ def test_plot_mae_reconstruction_writes_the_panels(tmp_path):
 def test_docs_code_blocks_run(tmp_path, monkeypatch):
     """Every Python block of docs/pretraining-mae.md runs as written, offline, in a fresh folder."""
     import pathlib
+
+    import transformers  # noqa: F401  (a block uses it; the import lets tests/conftest.py load torch before TF)
 
     page = pathlib.Path(__file__).resolve().parents[2] / "docs" / "pretraining-mae.md"
     blocks = re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.S)

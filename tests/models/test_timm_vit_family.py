@@ -9,6 +9,7 @@ import timm  # noqa: I001  (torch/timm before TensorFlow; see tests/conftest.py)
 import dataclasses
 import subprocess
 
+import keras
 import numpy as np
 import pytest
 import torch
@@ -18,7 +19,7 @@ from keras_vit.models import registry, variants
 from keras_vit.models.timm_vit_variants import TIMM_VIT_VARIANTS
 from keras_vit.layers.embeddings import resample_patch_kernel
 from keras_vit.models.vit import ViTConfig, missing_layers, vit_param_count
-from tests.parity.vit_parity_utils import TOLERANCE, images, max_diff, randomize_, save_state, timm_forward
+from tests.parity.vit_parity_utils import TOLERANCE, images, max_diff, randomize_, save_state, timm_forward, to_torch
 from tools import timm_vit_variants
 
 HAND_WRITTEN = {
@@ -42,7 +43,19 @@ SUB_FAMILIES = [
     "eva_large_patch14_196",
     "vit_base_patch16_siglip_224",  # MAP head
     "vit_so150m_patch16_reg4_map_256",  # MAP head over patch tokens only (registers dropped)
+    "vit_base_patch16_siglip_gap_224",  # SigLIP 2 style: tanh GELU, average pool
+    "vit_base_patch16_clip_quickgelu_224",  # QuickGELU
+    "aimv2_large_patch14_224",  # RMSNorm, SwiGLU, no biases, norm after the patch embedding
+    "vit_base_patch14_reg1_tipsv2",  # TIPS: one register, LayerScale 1.0
+    "beit3_base_patch16_224",  # norms inside attention and MLP
+    "vit_base_patch16_xp_224",  # parallel scaling block, RMSNorm, qk-norm
+    "vit_pwee_patch16_reg1_gap_256",  # parallel scaling block with LayerScale
+    "vit_dpwee_patch16_reg1_gap_256",  # differential parallel scaling block
+    "vit_dwee_patch16_reg1_gap_256",  # differential attention
+    "vit_base_patch16_rpn_224",  # residual post-norm block
+    "vit_base_patch16_18x2_224",  # parallel things block
 ]
+SLOW_PARITY = ["vit_giant_patch14_dinov2"]  # packed SwiGLU (GluMlp) at width 1536
 SMALL = sorted(n for n in TIMM_VIT_VARIANTS if ("tiny" in n or "small" in n) and n in REGISTERED)
 PARITY_NAMES = sorted(set(SUB_FAMILIES) | set(SMALL))
 
@@ -133,7 +146,7 @@ def _reduced(name: str) -> tuple[int, dict, dict]:
     return size, dict(depth=2, num_classes=7), dict(depth=2, num_classes=7)
 
 
-@pytest.mark.parametrize("name", PARITY_NAMES)
+@pytest.mark.parametrize("name", PARITY_NAMES + [pytest.param(name, marks=pytest.mark.slow) for name in SLOW_PARITY])
 def test_logits_match_timm(name, tmp_path):
     size, timm_overrides, ours_overrides = _reduced(name)
     reference = randomize_(timm.create_model(name, pretrained=False, img_size=size, **timm_overrides), seed=1)
@@ -173,3 +186,121 @@ def test_with_patch_size_matches_timm_flexivit(tmp_path):
     assert ours8.config.patch_size == (8, 8) and ours8.config.grid_size == (8, 8)
     x = images(2, size)
     assert max_diff(ours8(x), timm_forward(reference8, x)[0]) <= TOLERANCE
+
+
+OPTION_SETS = {
+    "clip": dict(pre_norm=True, patch_bias=False, layer_norm_epsilon=1e-5, activation="quick_gelu"),
+    "siglip_map": dict(class_token=False, pooling="map", activation="gelu_tanh", num_register_tokens=2),
+    "aimv2": dict(
+        class_token=False,
+        pooling="avg",
+        fc_norm=False,
+        norm_layer="rms",
+        embed_norm=True,
+        mlp_kind="swiglu",
+        activation="silu",
+        qkv_bias=False,
+        proj_bias=False,
+    ),
+    "parallel": dict(block_kind="parallel_scaling", qk_norm=True, norm_layer="rms", layer_scale_init=1e-5),
+}
+TINY_ARCH = dict(image_size=32, patch_size=8, hidden_dim=32, depth=2, num_heads=4, mlp_dim=64, num_classes=3)
+
+
+@pytest.mark.parametrize("options", sorted(OPTION_SETS))
+def test_new_options_round_trip_through_keras_files_and_resize(options, tmp_path):
+    model = keras_vit.ViT(**TINY_ARCH, **OPTION_SETS[options])
+    for variable in model.weights:  # nothing left at its constant initial value
+        variable.assign(np.random.default_rng(0).normal(size=variable.shape).astype("float32") * 0.1 + 0.5)
+    x = images(2, 32)
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    assert loaded.config == model.config
+    assert max_diff(loaded(x), model(x)) <= 1e-6
+    assert model.count_params() == vit_param_count(model.config)
+    same = model.with_image_size(32)
+    assert max_diff(same(x), model(x)) <= 1e-6
+    bigger = model.with_image_size(48)
+    assert bigger(images(1, 48)).shape == (1, 3)
+
+
+def test_configs_saved_before_the_new_options_load_as_before():
+    """A ViT config written by the previous release (no new fields, pooling "gap") builds the same model."""
+    old = dict(
+        variant=None,
+        name="old",
+        image_size=[32, 32],
+        patch_size=[8, 8],
+        num_channels=3,
+        hidden_dim=32,
+        depth=2,
+        num_heads=4,
+        mlp_dim=64,
+        qkv_bias=True,
+        qk_norm=False,
+        dropout_rate=0.0,
+        attention_dropout_rate=0.0,
+        drop_path_rate=0.0,
+        layer_scale_init=None,
+        class_token=False,
+        distillation_token=False,
+        num_register_tokens=0,
+        position_embedding="learned",
+        pos_embed_prefix=False,
+        pooling="gap",
+        fc_norm=None,
+        representation_size=None,
+        num_classes=3,
+        layer_norm_epsilon=1e-6,
+    )
+    model = keras_vit.ViT.from_config(old)
+    assert model.config.pooling == "gap" and model.config.uses_fc_norm and not model.config.pre_norm
+    names = [layer.name for layer in model.layers]
+    assert "fc_norm" in names and "norm" not in names and "norm_pre" not in names
+    assert model.count_params() == vit_param_count(
+        ViTConfig(**{k: v for k, v in old.items() if k not in ("variant", "name")})
+    )
+
+
+@pytest.mark.parametrize(
+    "name,indices", [("vit_small_patch14_reg4_dinov2", [0, -1]), ("deit_tiny_distilled_patch16_224", 1)]
+)
+def test_nhwc_feature_maps_equal_timm_forward_intermediates(name, indices, tmp_path):
+    """Patch tokens of chosen blocks as (batch, rows, columns, dim) maps, prefix and register tokens removed."""
+    size, timm_overrides, ours_overrides = _reduced(name)
+    reference = randomize_(timm.create_model(name, pretrained=False, img_size=size, **timm_overrides), seed=4)
+    ours = keras_vit.create_model(
+        name, image_size=size, weights=save_state(reference, tmp_path / "m.safetensors"), **ours_overrides
+    )
+    x = images(2, size)
+    with torch.no_grad():
+        expected = reference.forward_intermediates(
+            to_torch(x), indices=indices, output_fmt="NCHW", intermediates_only=True
+        )  # timm's VisionTransformer gives NCHW maps; the same values as NHWC
+    expected = [ref_map.permute(0, 2, 3, 1) for ref_map in expected]
+    features = ours.forward_intermediates(x, indices=indices, output_fmt="NHWC")["features"]
+    assert len(features) == len(expected)
+    for ours_map, ref_map in zip(features, expected, strict=True):
+        assert tuple(ours_map.shape) == (2, 4, 4, ours.config.hidden_dim)
+        assert max_diff(ours_map, ref_map.numpy()) <= TOLERANCE * max(1.0, float(ref_map.abs().max()))
+    with pytest.raises(ValueError, match=r"Received: indices=\[5\]"):
+        ours.forward_intermediates(x, indices=[5])
+
+
+@pytest.mark.parametrize("name", ["vit_base_patch16_clip_224", "vit_base_patch16_siglip_224"])
+def test_architecture_read_from_a_timm_file(name, tmp_path):
+    """`weights.infer_arch` reads CLIP's pre-norm and missing patch bias, SigLIP's attention pool, from the tensors."""
+    from keras_vit.weights import infer_arch
+
+    reference = randomize_(timm.create_model(name, img_size=64, depth=2, num_classes=5), seed=5)
+    state = {k: v.numpy() for k, v in reference.state_dict().items()}
+    arch = infer_arch(state, layer_norm_epsilon=1e-5 if "clip" in name else 1e-6)
+    expected = ViTConfig(**dict(TIMM_VIT_VARIANTS[name]["arch"], image_size=64, depth=2, num_classes=5))
+    for field in ("pre_norm", "patch_bias", "pooling", "class_token", "hidden_dim", "mlp_dim", "depth"):
+        assert arch[field] == getattr(expected, field), field
+    assert vit_param_count(ViTConfig(**arch)) == vit_param_count(expected)
+    ours = keras_vit.ViT(**arch, weights=save_state(reference, tmp_path / "m.safetensors"))
+    x = images(1, 64)
+    expected_logits = timm_forward(reference, x)[0]  # float32 round-off grows with the logits (here up to ~60)
+    assert max_diff(ours(x), expected_logits) <= TOLERANCE * max(1.0, float(np.abs(expected_logits).max()))

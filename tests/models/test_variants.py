@@ -9,7 +9,7 @@ import pytest
 import keras_vit
 from keras_vit.models import registry, variants
 from keras_vit.models.beit import BEiT, BEiTConfig, beit_param_count
-from keras_vit.models.eva import EVA_FAMILIES, eva_config, eva_param_count
+from keras_vit.models.eva import EVA, EVA_FAMILIES, eva_config, eva_param_count
 from keras_vit.models.mae import MAE
 from keras_vit.models.transformer import Transformer, TransformerConfig, transformer_param_count
 from keras_vit.models.vit import DeiT, ViT, ViTConfig, vit_param_count
@@ -18,6 +18,7 @@ PACKAGE_DIR = pathlib.Path(keras_vit.__file__).parent
 VIT_FAMILIES = ("vit", "deit", "deit3", "clip", "siglip", "dinov2", "aimv2", "flexivit", "beit3")
 FAMILY_CLASSES = {"transformer": (Transformer,), "mae": (MAE,), **{family: (ViT, DeiT) for family in VIT_FAMILIES}}
 FAMILY_CLASSES["beit"] = (BEiT,)
+FAMILY_CLASSES.update({family: (EVA,) for family in EVA_FAMILIES})
 
 
 def _count(spec):
