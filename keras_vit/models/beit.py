@@ -244,11 +244,12 @@ class BEiT(keras.Model):
 
         return load_beit_checkpoint(self, path)
 
-    def timm_state_dict(self) -> dict:
-        """The weights under timm's `Beit` keys and layouts (what `keras_vit.weights.save_weights` writes)."""
-        from keras_vit.weights.timm_beit_keys import model_state_dict
+    @property
+    def checkpoint_keys(self):
+        """The key map between this model's variables and timm `Beit` checkpoints (`keras_vit.weights` uses it)."""
+        from keras_vit.weights import timm_beit_keys
 
-        return model_state_dict(self)
+        return timm_beit_keys
 
     # ---- features and attention ------------------------------------------------------------------
     def intermediate_model(self) -> keras.Model:

@@ -356,14 +356,8 @@ def save_weights(model, path: str) -> str:
     path = os.fspath(path)
     if path.endswith(".safetensors"):
         metadata = {"format": "pt", "keys": "timm", "producer": "keras_vit"}
-        own_keys = getattr(
-            model, "timm_state_dict", None
-        )  # a family with its own key map (BEiT; EVA has checkpoint_keys)
-        write_safetensors(
-            path,
-            own_keys() if own_keys else getattr(model, "checkpoint_keys", timm_keys).model_state_dict(model),
-            metadata,
-        )
+        keys = getattr(model, "checkpoint_keys", timm_keys)  # families with their own key map (EVA, BEiT) name it
+        write_safetensors(path, keys.model_state_dict(model), metadata)
         return path
     if path.endswith(".weights.h5"):
         folder = os.path.dirname(os.path.abspath(path))
