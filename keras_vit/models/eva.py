@@ -19,7 +19,6 @@ from keras_vit.layers.eva_blocks import MLP_KINDS, NORMS, EvaBlock, EvaBlockPost
 from keras_vit.layers.normalization import make_norm
 from keras_vit.layers.pooling import AttentionPoolLatent
 from keras_vit.layers.rope import GRID_INDEXING, AxialRotaryEmbedding, MixedRotaryEmbedding
-from keras_vit.models._arch import block_indices, patch_maps
 from keras_vit.models.vit import ViT, _walk_layers
 from keras_vit.validation import check_choice, check_positive_int, check_rate
 
@@ -289,10 +288,6 @@ class EVA(ViT):
         if weights is not None:
             self.load_pretrained(weights)
 
-    def call(self, inputs, training=None, mask=None):
-        check_eva_images(inputs, self.config)
-        return super(ViT, self).call(inputs, training=training, mask=mask)  # the functional graph, not ViT.call
-
     def intermediate_model(self) -> keras.Model:
         """A model on the same layers returning every block's tokens and attention weights.
 
@@ -301,35 +296,8 @@ class EVA(ViT):
         """
         return _EvaIntermediates(self)
 
-    def forward_intermediates(
-        self, images, indices: int | list[int] | None = None, output_fmt: str = "NLC", training: bool = False
-    ) -> dict[str, Any]:
-        """Runs `intermediate_model()` on a batch, keeping the blocks `indices` in `output_fmt`.
-
-        Args:
-            images: a batch the model takes.
-            indices: int, list of ints or None. Blocks to return (negative
-                counts from the end; an int n means the last n blocks); None: all.
-            output_fmt: "NLC" (every token) or "NHWC" (patch tokens only, prefix
-                and register tokens removed, as `(batch, rows, cols, dim)` maps;
-                timm's `output_fmt="NHWC"`).
-
-        Returns:
-            The dict of `intermediate_model()`, "blocks" and "attention" limited to `indices`.
-        """
-        check_choice(output_fmt, "output_fmt", ("NLC", "NHWC"))
-        chosen = block_indices(indices, self.config.depth)
-        if getattr(self, "_intermediates", None) is None:
-            self._intermediates = self.intermediate_model()
+    def _check_input(self, images) -> None:
         check_eva_images(images, self.config)
-        outputs = dict(self._intermediates(images, training=training))
-        outputs["blocks"] = [outputs["blocks"][i] for i in chosen]
-        outputs["attention"] = [outputs["attention"][i] for i in chosen]
-        if output_fmt == "NHWC":
-            (ph, pw), prefix = self.config.patch_size, self.config.num_prefix_tokens
-            grid = (images.shape[1] // ph, images.shape[2] // pw)
-            outputs["blocks"] = [patch_maps(x, prefix, grid) for x in outputs["blocks"]]
-        return outputs
 
     def feature_extractor(self) -> keras.Model:
         """A model on the same layers returning the pooled embedding the head sees (MAP head included)."""
