@@ -138,7 +138,8 @@ def metadata_for_model(
     """Collects a model's serving metadata: zoo spec first, explicit arguments override.
 
     Args:
-        model: a Keras model with a static `(batch, height, width, channels)` input.
+        model: a Keras model with a static `(batch, height, width, channels)` input, or a keras_vit
+            model taking any size (served at its `config.image_size`).
         mean, std, crop_pct, interpolation: preprocessing; taken from the model's
             registered spec when it was built by name, else `mean` and `std` are required.
         pixel_scale: value of a white pixel in the inputs clients send.
@@ -150,9 +151,10 @@ def metadata_for_model(
         A validated `ServingMetadata`.
     """
     shape = tuple(model.input_shape)
-    config = getattr(model, "config", None)
-    if len(shape) == 4 and getattr(config, "dynamic_image_size", False):  # any size in the graph; served at its own
-        shape = (shape[0], *config.image_size, shape[3])
+    config_size = getattr(getattr(model, "config", None), "image_size", None)
+    if len(shape) == 4 and None in shape[1:3] and config_size is not None:
+        # A model taking any image size (dynamic_image_size) is served at the size it was built for.
+        shape = (shape[0], *config_size, shape[3])
     if len(shape) != 4 or None in shape[1:]:
         raise ValueError(
             f"Export needs a model with a static (batch, height, width, channels) image input. "

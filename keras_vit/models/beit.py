@@ -25,7 +25,7 @@ from keras_vit.layers.beit_blocks import (
 )
 from keras_vit.layers.embeddings import to_pair
 from keras_vit.layers.pooling import POOLING_MODES
-from keras_vit.models._arch import check_arch_names, from_variant_config
+from keras_vit.models._arch import block_indices, check_arch_names, from_variant_config
 from keras_vit.models.registry import ModelSpec
 from keras_vit.models.timm_beit_variants import BEIT_VARIANTS
 from keras_vit.models.vit import _walk_layers, check_images
@@ -276,7 +276,7 @@ class BEiT(keras.Model):
             The dict of `intermediate_model()`, "blocks" and "attention" limited to `indices`.
         """
         check_choice(output_fmt, "output_fmt", OUTPUT_FORMATS)
-        chosen = _block_indices(indices, self.config.depth)
+        chosen = block_indices(indices, self.config.depth)
         if getattr(self, "_intermediates", None) is None:
             self._intermediates = self.intermediate_model()
         check_images(images, self.config)
@@ -347,23 +347,6 @@ class _Intermediates(keras.Model):
 
     def call(self, images, training=None):
         return _forward(self.beit_config, self.beit_layers, images, with_attention=True, training=training)
-
-
-def _block_indices(indices, depth: int) -> list[int]:
-    if indices is None:
-        return list(range(depth))
-    if isinstance(indices, int):
-        if not 0 < indices <= depth:
-            raise ValueError(
-                f"An int `indices` takes the last n of {depth} blocks, 1 <= n <= {depth}. Received: indices={indices}"
-            )
-        return list(range(depth - indices, depth))
-    chosen = []
-    for index in indices:
-        if not isinstance(index, int) or not -depth <= index < depth:
-            raise ValueError(f"Block indices must be ints in [-{depth}, {depth}). Received: indices={list(indices)!r}")
-        chosen.append(index % depth)
-    return chosen
 
 
 def _make_layers(c: BEiTConfig, dtype) -> dict[str, keras.layers.Layer]:

@@ -284,10 +284,6 @@ class EVA(ViT):
         if weights is not None:
             self.load_pretrained(weights)
 
-    def call(self, inputs, training=None, mask=None):
-        check_eva_images(inputs, self.config)
-        return super(ViT, self).call(inputs, training=training, mask=mask)  # the functional graph, not ViT.call
-
     def intermediate_model(self) -> keras.Model:
         """A model on the same layers returning every block's tokens and attention weights.
 
@@ -296,36 +292,8 @@ class EVA(ViT):
         """
         return _EvaIntermediates(self)
 
-    def forward_intermediates(
-        self, images, training: bool = False, indices: int | list[int] | None = None, output_fmt: str = "NLC"
-    ) -> dict[str, Any]:
-        """Runs `intermediate_model()` on a batch; see it for the outputs.
-
-        With `output_fmt="NHWC"` the result also holds "maps": the chosen
-        blocks' patch tokens (prefix and register tokens removed) as
-        `(batch, grid_h, grid_w, dim)` maps, as timm's `forward_intermediates`
-        gives them (timm's NCHW transposed). `indices`: the last n blocks for an
-        int, the listed blocks for a list, every block for None.
-        """
-        check_choice(output_fmt, "output_fmt", ("NLC", "NHWC"))
-        if getattr(self, "_intermediates", None) is None:
-            self._intermediates = self.intermediate_model()
+    def _check_input(self, images) -> None:
         check_eva_images(images, self.config)
-        outputs = self._intermediates(images, training=training)
-        if output_fmt == "NHWC":
-            depth, (ph, pw) = self.config.depth, self.config.patch_size
-            chosen = range(depth) if indices is None else indices
-            chosen = range(depth - chosen, depth) if isinstance(chosen, int) else chosen
-            if any(not 0 <= i < depth for i in chosen):
-                raise ValueError(f"Block indices must lie in [0, {depth}). Received: indices={indices!r}")
-            grid = (images.shape[1] // ph, images.shape[2] // pw)
-            prefix = self.config.num_prefix_tokens
-            outputs = dict(
-                outputs,
-                maps=[keras.ops.reshape(outputs["blocks"][i][:, prefix:], (-1, *grid, self.config.hidden_dim))
-                      for i in chosen],
-            )  # fmt: skip
-        return outputs
 
     def feature_extractor(self) -> keras.Model:
         """A model on the same layers returning the pooled embedding the head sees (MAP head included)."""

@@ -16,7 +16,7 @@ import numpy as np
 
 from keras_vit import layers as vit_layers
 from keras_vit.layers.embeddings import DropPrefixTokens, resample_patch_kernel, to_pair
-from keras_vit.models._arch import from_variant_config
+from keras_vit.models._arch import block_indices, from_variant_config, patch_maps
 from keras_vit.validation import check_choice, check_positive_int, check_rate
 
 POSITION_EMBEDDINGS = ("learned", "sincos", "none")
@@ -396,7 +396,7 @@ class ViT(keras.Model):
         return from_variant_config(cls, config)
 
     def call(self, inputs, training=None, mask=None):
-        check_images(inputs, self.config)
+        self._check_input(inputs)
         return super().call(inputs, training=training, mask=mask)
 
     def load_pretrained(self, path: str, sha256: str | None = None):
@@ -422,32 +422,38 @@ class ViT(keras.Model):
         return _Intermediates(self)
 
     def forward_intermediates(
-        self, images, training: bool = False, indices: int | list[int] | None = None, output_fmt: str = "NLC"
+        self, images, indices: int | list[int] | None = None, output_fmt: str = "NLC", training: bool = False
     ) -> dict[str, Any]:
-        """Runs `intermediate_model()` on a batch; see it for the outputs.
+        """Runs `intermediate_model()` on a batch, keeping the blocks `indices` in `output_fmt`.
 
-        With `indices` (as timm's: an int n for the last n blocks, or a list of
-        block indices, negative from the end) the dict also holds "features":
-        those blocks' outputs, as tokens (`output_fmt="NLC"`) or, with
-        `output_fmt="NHWC"`, as `(batch, rows, columns, dim)` maps of the patch
-        tokens (class, distillation and register tokens removed): timm's
-        `forward_intermediates(..., output_fmt="NCHW")` channels-last.
+        Args:
+            images: a batch the model takes.
+            indices: int, list of ints or None. Blocks to return, as timm's: an
+                int n means the last n blocks, a list names blocks (negative
+                counts from the end); None: every block.
+            output_fmt: "NLC" (every token) or "NHWC" (the patch tokens as
+                `(batch, rows, columns, dim)` maps, class, distillation and
+                register tokens removed: timm's `output_fmt="NCHW"` channels-last).
+
+        Returns:
+            The dict of `intermediate_model()`, "blocks" and "attention" limited to `indices`.
         """
+        check_choice(output_fmt, "output_fmt", ("NLC", "NHWC"))
+        chosen = block_indices(indices, self.config.depth)
         if getattr(self, "_intermediates", None) is None:
             self._intermediates = self.intermediate_model()
-        check_images(images, self.config)
-        check_choice(output_fmt, "output_fmt", ("NLC", "NHWC"))
-        outputs = self._intermediates(images, training=training)
-        if indices is None:
-            return outputs
-        chosen = _block_indices(indices, self.config.depth)
-        features = [outputs["blocks"][i] for i in chosen]
+        self._check_input(images)
+        outputs = dict(self._intermediates(images, training=training))
+        outputs["blocks"] = [outputs["blocks"][i] for i in chosen]
+        outputs["attention"] = [outputs["attention"][i] for i in chosen]
         if output_fmt == "NHWC":
-            rows = images.shape[1] // self.config.patch_size[0]
-            columns = images.shape[2] // self.config.patch_size[1]
-            prefix = self.config.num_prefix_tokens
-            features = [keras.ops.reshape(f[:, prefix:], (-1, rows, columns, f.shape[-1])) for f in features]
-        return dict(outputs, features=features)
+            grid = (images.shape[1] // self.config.patch_size[0], images.shape[2] // self.config.patch_size[1])
+            outputs["blocks"] = [patch_maps(x, self.config.num_prefix_tokens, grid) for x in outputs["blocks"]]
+        return outputs
+
+    def _check_input(self, images) -> None:
+        """Clear `ValueError`s for a batch that does not fit (EVA accepts any size when dynamic)."""
+        check_images(images, self.config)
 
     def feature_extractor(self) -> keras.Model:
         """A model on the same layers returning the pooled embedding the head sees."""
@@ -659,21 +665,6 @@ def _check_dynamic_size(shape: tuple, config: ViTConfig) -> None:
                 f"the patch size. Resize or crop the images. Received: image shape {shape}, "
                 f"patch_size={config.patch_size}"
             )
-
-
-def _block_indices(indices: int | list[int], depth: int) -> list[int]:
-    """timm's `indices`: an int n means the last n blocks; a list names blocks, negative from the end."""
-    if isinstance(indices, int) and not isinstance(indices, bool):
-        if not 0 < indices <= depth:
-            raise ValueError(
-                f"`indices` as an int takes the last n of {depth} blocks, 1 <= n <= {depth}. "
-                f"Received: indices={indices}"
-            )
-        return list(range(depth - indices, depth))
-    chosen = [i + depth if isinstance(i, int) and i < 0 else i for i in indices]
-    if not all(isinstance(i, int) and 0 <= i < depth for i in chosen):
-        raise ValueError(f"`indices` must name blocks in [-{depth}, {depth}). Received: indices={indices!r}")
-    return chosen
 
 
 def _features_layer(config: ViTConfig) -> str:

@@ -18,7 +18,7 @@ TOKENS = ("cls", "dist", "mean")
 
 @dataclasses.dataclass(frozen=True)
 class TokenLayout:
-    """Token order and patch geometry of a ViT/DeiT.
+    """Token order and patch geometry of a keras_vit ViT/DeiT, EVA or BEiT.
 
     Attributes:
         grid_size: (rows, columns) of the patch grid.
@@ -27,7 +27,8 @@ class TokenLayout:
         distillation_token: whether a DeiT distillation token follows it.
         num_register_tokens: register tokens after them (never drawn).
         depth: number of encoder blocks.
-        num_heads: attention heads per block.
+        num_heads: attention heads per block, as its attention weights hold them (a parallel block's
+            branches side by side).
     """
 
     grid_size: tuple[int, int]
@@ -40,17 +41,21 @@ class TokenLayout:
 
     @classmethod
     def from_model(cls, model: Any) -> TokenLayout:
-        """Reads the layout from a `keras_vit` ViT/DeiT, or raises a clear `ValueError`."""
+        """Reads the layout from a `keras_vit` ViT/DeiT, EVA or BEiT, or raises a clear `ValueError`.
+
+        Only ViT/DeiT configs have a distillation token; the other families'
+        prefix is a class token (when they have one) and registers.
+        """
         check_vit(model)
         c = model.config
         return cls(
             grid_size=tuple(c.grid_size),
             patch_size=tuple(c.patch_size),
             class_token=bool(c.class_token),
-            distillation_token=bool(c.distillation_token),
-            num_register_tokens=int(c.num_register_tokens),
+            distillation_token=bool(getattr(c, "distillation_token", False)),
+            num_register_tokens=int(getattr(c, "num_register_tokens", 0)),
             depth=int(c.depth),
-            num_heads=int(c.num_heads),
+            num_heads=int(c.num_heads) * _parallel_attentions(c),
         )
 
     @property
@@ -113,6 +118,11 @@ class TokenLayout:
         y = (rows.reshape(-1) + 0.5) * self.patch_size[0]
         x = (cols.reshape(-1) + 0.5) * self.patch_size[1]
         return np.stack([y, x], axis=1).astype(np.float64)
+
+
+def _parallel_attentions(config: Any) -> int:
+    """Attention branches per block: timm's ParallelThingsBlock runs `num_parallel` of them side by side."""
+    return int(config.num_parallel) if getattr(config, "block_kind", None) == "parallel_things" else 1
 
 
 def check_vit(model: Any) -> None:

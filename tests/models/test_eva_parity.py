@@ -89,7 +89,7 @@ def test_nhwc_maps_match_timm_forward_intermediates(indices, tmp_path):
         expected = timm_model.forward_intermediates(
             torch.from_numpy(images.transpose(0, 3, 1, 2)), indices=indices, intermediates_only=True
         )
-    maps = ours.forward_intermediates(images, indices=indices, output_fmt="NHWC")["maps"]
+    maps = ours.forward_intermediates(images, indices=indices, output_fmt="NHWC")["blocks"]
     assert len(maps) == len(expected)
     for got, want in zip(maps, expected):
         assert tuple(got.shape) == (2, 4, 3, 384)

@@ -279,7 +279,7 @@ def test_nhwc_feature_maps_equal_timm_forward_intermediates(name, indices, tmp_p
             to_torch(x), indices=indices, output_fmt="NCHW", intermediates_only=True
         )  # timm's VisionTransformer gives NCHW maps; the same values as NHWC
     expected = [ref_map.permute(0, 2, 3, 1) for ref_map in expected]
-    features = ours.forward_intermediates(x, indices=indices, output_fmt="NHWC")["features"]
+    features = ours.forward_intermediates(x, indices=indices, output_fmt="NHWC")["blocks"]
     assert len(features) == len(expected)
     for ours_map, ref_map in zip(features, expected, strict=True):
         assert tuple(ours_map.shape) == (2, 4, 4, ours.config.hidden_dim)
