@@ -41,3 +41,13 @@ def check_choice(value: T, name: str, choices: Collection[T]) -> T:
     if value not in choices:
         raise ValueError(f"`{name}` must be one of {choices}. Received: {name}={value!r}")
     return value
+
+
+def to_pair(value: int | tuple[int, int] | list[int], name: str) -> tuple[int, int]:
+    """Normalise an int or (h, w) pair, rejecting non-positive sizes."""
+    pair = (value, value) if isinstance(value, int) else tuple(value)
+    if len(pair) != 2 or not all(isinstance(v, int) and v > 0 for v in pair):
+        raise ValueError(
+            f"`{name}` must be a positive int or a pair (height, width) of positive ints. Received: {name}={value!r}"
+        )
+    return pair

@@ -19,11 +19,10 @@ from keras import ops
 
 from keras_vit.layers._fast import attention, dense, flatten_tokens, unflatten_tokens
 from keras_vit.layers._serializable import serializable
-from keras_vit.layers.embeddings import to_pair
 from keras_vit.layers.mlp import Mlp
 from keras_vit.layers.normalization import LayerNorm
 from keras_vit.layers.regularization import DropPath
-from keras_vit.validation import check_positive_int, check_rate
+from keras_vit.validation import check_positive_int, check_rate, to_pair
 
 
 def relative_position_table_size(grid_size) -> int:

@@ -8,17 +8,8 @@ from keras import ops
 
 from keras_vit.layers._fast import patch_projection
 from keras_vit.layers._serializable import serializable
-from keras_vit.validation import check_positive_int
-
-
-def to_pair(value: int | tuple[int, int] | list[int], name: str) -> tuple[int, int]:
-    """Normalise an int or (h, w) pair, rejecting non-positive sizes."""
-    pair = (value, value) if isinstance(value, int) else tuple(value)
-    if len(pair) != 2 or not all(isinstance(v, int) and v > 0 for v in pair):
-        raise ValueError(
-            f"`{name}` must be a positive int or a pair (height, width) of positive ints. Received: {name}={value!r}"
-        )
-    return pair
+from keras_vit.layers.position import bicubic_resize_matrix
+from keras_vit.validation import check_positive_int, to_pair
 
 
 def resample_patch_kernel(kernel: np.ndarray, new_patch_size) -> np.ndarray:
@@ -31,8 +22,6 @@ def resample_patch_kernel(kernel: np.ndarray, new_patch_size) -> np.ndarray:
     outputs when patches and images are resized together. Equals timm's
     `resample_patch_embed` (Keras layout here, PyTorch's there).
     """
-    from keras_vit.layers.position import bicubic_resize_matrix
-
     kernel = np.asarray(kernel)
     if kernel.ndim != 4:
         raise ValueError(

@@ -12,7 +12,7 @@ import keras
 from keras import ops
 
 from keras_vit.layers._serializable import serializable
-from keras_vit.layers.embeddings import to_pair
+from keras_vit.validation import to_pair
 
 
 def check_mask_ratio(mask_ratio: float) -> float:

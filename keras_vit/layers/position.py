@@ -12,7 +12,7 @@ import numpy as np
 from keras import ops
 
 from keras_vit.layers._serializable import serializable
-from keras_vit.layers.embeddings import to_pair
+from keras_vit.validation import to_pair
 
 
 def _cubic(x, a: float, xp=np):

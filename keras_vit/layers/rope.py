@@ -19,8 +19,7 @@ import numpy as np
 from keras import ops
 
 from keras_vit.layers._serializable import serializable
-from keras_vit.layers.embeddings import to_pair
-from keras_vit.validation import check_choice, check_positive_int
+from keras_vit.validation import check_choice, check_positive_int, to_pair
 
 GRID_TYPES = ("index", "centered")
 GRID_INDEXING = ("ij", "xy")

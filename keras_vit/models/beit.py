@@ -23,13 +23,12 @@ from keras_vit.layers.beit_blocks import (
     relative_position_table_size,
     resize_relative_position_table,
 )
-from keras_vit.layers.embeddings import to_pair
 from keras_vit.layers.pooling import POOLING_MODES
 from keras_vit.models._arch import block_indices, check_arch_names, from_variant_config
 from keras_vit.models.registry import ModelSpec
 from keras_vit.models.timm_beit_variants import BEIT_VARIANTS
 from keras_vit.models.vit import _walk_layers, check_images
-from keras_vit.validation import check_choice, check_positive_int, check_rate
+from keras_vit.validation import check_choice, check_positive_int, check_rate, to_pair
 
 BEIT_POSITION_EMBEDDINGS = ("none", "learned")
 OUTPUT_FORMATS = ("NLC", "NHWC")

@@ -15,9 +15,9 @@ import keras
 import numpy as np
 
 from keras_vit import layers as vit_layers
-from keras_vit.layers.embeddings import DropPrefixTokens, resample_patch_kernel, to_pair
+from keras_vit.layers.embeddings import DropPrefixTokens, resample_patch_kernel
 from keras_vit.models._arch import block_indices, from_variant_config, patch_maps
-from keras_vit.validation import check_choice, check_positive_int, check_rate
+from keras_vit.validation import check_choice, check_positive_int, check_rate, to_pair
 
 POSITION_EMBEDDINGS = ("learned", "sincos", "none")
 # "gap" is the name earlier releases gave "avg"; both pool the patch tokens by their mean.
