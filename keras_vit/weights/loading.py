@@ -102,6 +102,37 @@ def _fits(state, targets, key: str) -> bool:
     return tuple(value.shape) == tuple(targets[key][0].shape)
 
 
+def _family_of_state(state: dict) -> str:
+    """The timm model class a state dict's keys point to (by keys only EVA's or BEiT's attention has)."""
+    if any(".attn.relative_position_bias_table" in key or key.startswith("rel_pos_bias.") for key in state):
+        return "BEiT"
+    if any(key.endswith(".attn.q_bias") or ".attn.q_proj." in key or key.startswith("rope.") for key in state):
+        return "EVA"
+    return "ViT"
+
+
+def describe_state(state: dict) -> str:
+    """`an EVA checkpoint: width 192, depth 2, patch 14x14` from a timm-keyed state dict's shapes."""
+    depths = {int(key.split(".")[1]) for key in state if key.startswith("blocks.") and key.split(".")[1].isdigit()}
+    family = _family_of_state(state)
+    text = f"{'an' if family == 'EVA' else 'a'} {family} checkpoint"
+    kernel = state.get("patch_embed.proj.weight")
+    if kernel is not None and np.ndim(kernel) == 4:
+        text += f": width {np.shape(kernel)[0]}, depth {len(depths)}, patch {np.shape(kernel)[2]}x{np.shape(kernel)[3]}"
+    return text
+
+
+def describe_model(model) -> str:
+    """`a ViT: width 384, depth 12, patch 14x14` from a keras_vit model's config."""
+    config = getattr(model, "config", None)
+    name = type(model).__name__
+    if config is None or not hasattr(config, "hidden_dim"):
+        return f"a {name}"
+    patch = "x".join(str(p) for p in config.patch_size)
+    article = "an" if name[0] in "AEIOU" else "a"
+    return f"{article} {name}: width {config.hidden_dim}, depth {config.depth}, patch {patch}"
+
+
 def plan_assignments(
     model, state: dict[str, np.ndarray], report: LoadReport, targets: dict | None = None
 ) -> list[tuple[object, np.ndarray]]:
@@ -131,7 +162,10 @@ def plan_assignments(
             continue
         plan.append((variable, value))
     if missing or unexpected or mismatched:
-        parts = [f"The checkpoint '{report.path}' does not fit model '{model.name}'; nothing was loaded."]
+        parts = [
+            f"The checkpoint '{report.path}' does not fit model '{model.name}'; nothing was loaded.",
+            f"  the model is {describe_model(model)}; the file holds {describe_state(state)}.",
+        ]
         if missing:
             parts.append(
                 listing(

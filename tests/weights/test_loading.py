@@ -219,3 +219,23 @@ def test_loads_into_a_mixed_precision_model(tiny, batch, tmp_path):
     model = keras_vit.ViT(**TINY, dtype="mixed_float16", weights=path)
     assert model.get_layer("block_0").attn.qkv.kernel.dtype == "float32"  # variables stay float32
     np.testing.assert_allclose(model(batch), source(batch), atol=2e-2)
+
+
+def test_a_checkpoint_of_another_family_or_size_names_what_the_model_is_and_what_the_file_holds(tmp_path):
+    small = dict(image_size=28, num_classes=0)
+    eva_file = str(tmp_path / "eva.safetensors")
+    save_weights(keras_vit.create_model("eva02_tiny_patch14_224", depth=1, **small), eva_file)
+    vit_file = str(tmp_path / "vit.safetensors")
+    save_weights(keras_vit.create_model("vit_small_patch14_dinov2", depth=2, **small), vit_file)
+    with pytest.raises(
+        CheckpointError,
+        match=r"the model is a ViT: width 384, depth 2, patch 14x14; the file holds "
+        r"an EVA checkpoint: width 192, depth 1, patch 14x14",
+    ):
+        keras_vit.create_model("vit_small_patch14_dinov2", depth=2, weights=eva_file, **small)
+    with pytest.raises(
+        CheckpointError,
+        match=r"the model is an EVA: width 192, depth 1, .*the file holds "
+        r"a ViT checkpoint: width 384, depth 2",
+    ):
+        keras_vit.create_model("eva02_tiny_patch14_224", depth=1, weights=vit_file, **small)
