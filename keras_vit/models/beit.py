@@ -187,6 +187,12 @@ class BEiT(keras.Model):
 
     Returns:
         Logits `(batch, num_classes)` (float32), or features `(batch, dim)` when `num_classes=0`.
+
+    Examples:
+        >>> model = keras_vit.BEiT("beit_base_patch16_224", num_classes=10)
+        >>> model(np.zeros((2, 224, 224, 3), "float32")).shape
+        TensorShape([2, 10])
+        >>> maps = model.forward_intermediates(images, indices=2, output_fmt="NHWC")["blocks"]
     """
 
     def __init__(

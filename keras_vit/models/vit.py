@@ -321,13 +321,38 @@ class ViT(keras.Model):
         position_embedding: "learned", "sincos" (fixed 2D) or "none". Defaults to "learned".
         pos_embed_prefix: bool. Whether prefix tokens get learned position entries
             (timm's `not no_embed_class`). Defaults to True.
-        pooling: "token" (class token) or "gap" (mean of patch tokens). Defaults to "token".
+        pooling: "token" (class token), "avg" (mean of patch tokens; "gap" is the same),
+            "max", "avgmax" (their mean) or "map" (SigLIP's attention-pooling head).
+            Defaults to "token".
         fc_norm: bool or None. Normalise after pooling instead of before; None
             means True for "gap" (timm). Defaults to None.
         representation_size: int or None. Dense+tanh pre-logits layer of the
             original ViT. Defaults to None.
         num_classes: int. Classes of the head; 0 returns pooled features. Defaults to 1000.
-        layer_norm_epsilon: float. Defaults to 1e-6.
+        layer_norm_epsilon: float. Epsilon of every norm. Defaults to 1e-6.
+        pre_norm: bool. A norm before the blocks (CLIP's `ln_pre`). Defaults to False.
+        final_norm: bool. The norm after the blocks; off in towers read before it. Defaults to True.
+        patch_bias: bool. Bias of the patch projection (CLIP has none). Defaults to True.
+        embed_norm: bool. A norm right after the patch projection (AIMv2). Defaults to False.
+        norm_layer: "layer" (LayerNorm) or "rms" (RMSNorm) for every norm. Defaults to "layer".
+        activation: the MLP's "gelu" (erf), "gelu_tanh", "quick_gelu", "silu" or "relu".
+            Defaults to "gelu".
+        mlp_kind: "mlp", "swiglu" (separate gate and value projections) or
+            "swiglu_packed" (one projection, gate first; `mlp_dim` is its width). Defaults to "mlp".
+        proj_bias: bool. Biases of the attention output and MLP projections. Defaults to True.
+        attn_inner_norm: bool. Norm before the attention's output projection
+            (timm's `scale_attn_norm`). Defaults to False.
+        mlp_inner_norm: bool. Norm before the MLP's second projection
+            (timm's `scale_mlp_norm`). Defaults to False.
+        block_kind: "standard" (pre-norm), "res_post" (norm closing each branch),
+            "parallel_scaling" (attention and MLP from one fused projection),
+            "parallel_things" (`num_parallel` attention and MLP branches summed) or
+            "diff_parallel_scaling". Defaults to "standard".
+        num_parallel: int. Branches of a "parallel_things" block. Defaults to 2.
+        attn_layer: "standard" or "diff" (differential attention, two softmax maps).
+            Defaults to "standard".
+        drop_patch_remainder: bool. Ignore the pixels past the last whole patch,
+            as timm's patch-14 models at 384 px do. Defaults to False.
         dynamic_image_size: bool. Accept any image size (a multiple of the patch
             size) at run time: the input is `(None, None, channels)` and the
             learned position table, made for `image_size`, is resampled in the
