@@ -670,7 +670,7 @@ def check_images(images, config: ViTConfig) -> None:
             f"Expected {config.num_channels} channels (channels-last), received shape {shape}. Convert the "
             f"images (e.g. grey to RGB) or build the model with num_channels={shape[3]}."
         )
-    if config.dynamic_image_size:
+    if getattr(config, "dynamic_image_size", False):  # BEiT and other configs without it are fixed-size
         _check_dynamic_size(shape, config)
     elif None not in shape[1:3] and tuple(shape[1:3]) != config.image_size:
         raise ValueError(

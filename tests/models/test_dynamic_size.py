@@ -173,7 +173,7 @@ def test_nhwc_feature_maps_match_timm_at_a_new_size(tmp_path):
     x = _images(96, 80, seed=2)
     with torch.no_grad():
         expected = reference.forward_intermediates(to_torch(x), indices=[0, 1], intermediates_only=True)
-    maps = ours.forward_intermediates(x, indices=[0, 1], output_fmt="NHWC")["features"]
+    maps = ours.forward_intermediates(x, indices=[0, 1], output_fmt="NHWC")["blocks"]
     for got, want in zip(maps, expected):
         assert tuple(got.shape) == (2, 6, 5, 384)
         assert max_diff(got, want.numpy().transpose(0, 2, 3, 1)) < TOLERANCE
