@@ -17,9 +17,10 @@ the report is the median of those per-round ratios with its quartiles. A
 gives each model's share of the machine's matmul rate round by round;
 `timm:float32` / `timm:bfloat16` puts timm on PyTorch in the same rotation
 (AdamW steps for `--task train`; bfloat16 under `torch.autocast`); with
-`matmul:bfloat16` too, each row is compared with the matmul of its own precision; `products:float32` (predict only) runs the model's own matrix
-products alone, at its shapes: the rate its forward could reach here if
-everything but the matmuls took no time; `lean:float32` (predict only) runs
+`matmul:bfloat16` too, each row is compared with the matmul of its own
+precision; `products:float32` / `products:bfloat16` (predict only) runs the
+model's own matrix products alone, at its shapes: the rate its forward could
+reach here in that precision if everything but the matmuls took no time; `lean:float32` (predict only) runs
 the same forward as keras_vit in the fewest stock TensorFlow ops, with the
 layer norms' affines and the query scale folded into the weights
 (`benchmarks.lean_forward`): what a graph of stock TensorFlow kernels reaches
@@ -135,12 +136,12 @@ def interleave(steps: list, rounds: int, calls: int) -> np.ndarray:
 
 def summarize(names: list[str], seconds: np.ndarray, flops_per_call: list[float]) -> str:
     """Markdown: per variant GFLOP/s, its per-round speed vs the first variant and vs TensorFlow's matmul in
-    the variant's own precision (if in the rotation), and, with a `products:` variant, vs the model's own
-    matrix products alone."""
+    the variant's own precision (if in the rotation), and, with a `products:` variant of the same precision, vs the
+    model's own matrix products alone (its ceiling in that precision)."""
     speedups = seconds[:, :1] / seconds  # > 1: faster than the first variant in the same round
     rates = np.asarray(flops_per_call) / seconds / 1e9  # GFLOP/s, (rounds, variants)
     matmul = {name.split(":")[1]: i for i, name in enumerate(names) if name.startswith("matmul:")}
-    products = [i for i, name in enumerate(names) if name.startswith("products:")]
+    products = {name.split(":")[1]: i for i, name in enumerate(names) if name.startswith("products:")}
     header = (
         "| variant | GFLOP/s (median) | vs first, per-round median (quartiles) | rounds faster | "
         "/ matmul in its precision, per-round median (quartiles) |"
@@ -162,9 +163,15 @@ def summarize(names: list[str], seconds: np.ndarray, flops_per_call: list[float]
             versus, faster = spread(speedups[:, i]), f"{int(np.sum(speedups[:, i] > 1.0))}/{len(speedups)}"
         line = f"| {name} | {np.median(rates[:, i]):.1f} | {versus} | {faster} | {share} |"
         if products:
-            line += f" {spread(rates[:, i] / rates[:, products[0]]) if not name.startswith('matmul') else 'n/a'} |"
+            ceiling = products.get(name.split(":")[1])
+            useful = ceiling is not None and not name.startswith("matmul")
+            line += f" {spread(rates[:, i] / rates[:, ceiling]) if useful else 'n/a'} |"
         lines.append(line)
     return "\n".join(lines)
+
+
+def yes(flag: bool) -> str:
+    return "yes" if flag else "no"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -199,7 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     sized = "".join(f", {key} {value}" for key, value in overrides.items())
     print(
         f"{args.task} {args.model}{sized} batch {args.batch}, {args.rounds} rounds x {args.calls} calls, "
-        f"{info['date']}, {info['cpu']}, load {machine.load_average()[0]:.1f}\n"
+        f"{info['date']}, {info['cpu']} ({info['host_kind']}; AMX-BF16 {yes(info['amx_bf16'])}, "
+        f"AVX512-BF16 {yes(info['avx512_bf16'])}, AVX512-FP16 {yes(info['avx512_fp16'])}), "
+        f"load {machine.load_average()[0]:.1f}\n"
     )
     print(summarize(args.variants, seconds, [flops_per_call for _, flops_per_call in built]))
     return 0

@@ -493,6 +493,16 @@ def test_paired_products_variant_runs_the_model_matmuls_alone():
         paired.build_step("train", ("products", "float32", False), arch, 2)
 
 
+def test_paired_rows_are_compared_with_the_ceilings_of_their_own_precision():
+    names = ["keras_vit:float32:off", "keras_vit:bfloat16:off", "products:float32", "products:bfloat16"]
+    names += ["matmul:float32", "matmul:bfloat16"]
+    seconds = np.array([[4.0, 2.0, 2.0, 1.0, 1.0, 0.25]])  # every variant does 1 GFLOP per call
+    rows = paired.summarize(names, seconds, [1e9] * 6).splitlines()[2:]
+    cells = [[cell.strip() for cell in row.split("|")[1:-1]] for row in rows]
+    assert [c[4][:4] for c in cells] == ["0.25", "0.12", "0.50", "0.25", "1.00", "1.00"]  # / matmul, same precision
+    assert [c[5][:4] for c in cells] == ["0.50", "0.50", "1.00", "1.00", "n/a", "n/a"]  # / own products, same precision
+
+
 @pytest.mark.parametrize("qkv_bias", [True, False])
 def test_lean_forward_gives_the_model_logits_with_its_affines_folded(qkv_bias, rng):
     arch = peers.resolve_arch({**TINY, "depth": 2, "qkv_bias": qkv_bias})

@@ -18,7 +18,7 @@ belongs to no group. Each command keeps all of its own flags; the test only
     `a.png`, `b.jpg`, `photo.jpg`, `cat.jpg` -> real photos (scikit-image's chelsea and coffee)
 - appends the smallest settings to commands that train (absl: a repeated flag's last value wins):
     train / finetune: TINY (depth-1 width-16 model, 2 steps per epoch, 1 epoch, no TensorBoard, quiet)
-    pretrain: TINY and `--batch_size 8` (mae_pretrain's batch is 4096)
+    pretrain: TINY with a tiny decoder too (TINY_MAE), and `--batch_size 8` (mae_pretrain's batch is 4096)
     finetune (vit_finetune is ViT-B/16 at 384, batch 512): also `--set image_size=32 --batch_size 8`
     distill: `--epochs 1`; deit_distill (batch 1024 of 224 px images) also `--batch_size 4`
     serve: `--port 0 --rest_api_port 0` (free ports), then the docs' curl request goes to that port.
@@ -54,18 +54,17 @@ from tests.docs import reader_files
 from tests.docs.pages import DOCS, cli_commands, shell_lines
 
 TINY_ARCH = {"depth": 1, "hidden_dim": 16, "num_heads": 2, "mlp_dim": 32}
-TINY = [
-    "--set",
-    f"model_overrides={TINY_ARCH}",
-    "--set",
-    "steps_per_epoch=2",
-    "--set",
-    "tensorboard=False",
-    "--set",
-    "verbose=0",
-    "--epochs",
-    "1",
-]
+# mae_pretrain's own overrides (75% masking, normalised pixels) with a tiny encoder and decoder
+TINY_MAE = dict(TINY_ARCH, decoder_dim=16, decoder_depth=1, decoder_heads=2, mask_ratio=0.75, norm_pix_loss=True)
+
+
+def tiny(arch: dict) -> list[str]:
+    """The flags that shrink a training command to `arch`, 2 steps of 1 epoch, no TensorBoard, quiet."""
+    settings = [f"model_overrides={arch}", "steps_per_epoch=2", "tensorboard=False", "verbose=0"]
+    return [*(flag for setting in settings for flag in ("--set", setting)), "--epochs", "1"]
+
+
+TINY = tiny(TINY_ARCH)
 PLACEHOLDERS = {
     "~/data": "data",
     "~/photos": "imagenet/train",
@@ -128,7 +127,7 @@ def additions(argv: list[str]) -> list[str]:
     if command == "finetune":
         return [*TINY, "--set", "image_size=32", "--batch_size", "8"]
     if command == "pretrain":  # mae_pretrain's batch is 4096
-        return [*TINY, "--batch_size", "8"]
+        return [*tiny(TINY_MAE), "--batch_size", "8"]
     if command == "distill":
         return ["--epochs", "1", *(["--batch_size", "4"] if "deit_distill" in argv else [])]
     return []

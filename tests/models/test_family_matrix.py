@@ -225,8 +225,8 @@ JAX_SCRIPT = textwrap.dedent(
         x = np.random.default_rng(1).standard_normal((2, size, size, 3)).astype("float32")
         outputs = model.forward_intermediates(x, indices=[0, 1], output_fmt="NHWC")
         parts = [model(x), model.feature_extractor()(x), *outputs["blocks"], outputs["attention"][-1]]
-        np.save(os.path.join(folder, name + "." + os.environ["KERAS_BACKEND"] + ".npy"),
-                np.concatenate([keras.ops.convert_to_numpy(p).ravel() for p in parts]))
+        np.savez(os.path.join(folder, name + "." + os.environ["KERAS_BACKEND"] + ".npz"),
+                 *[keras.ops.convert_to_numpy(p) for p in parts])
     """
 )
 
@@ -246,10 +246,14 @@ def test_every_family_runs_on_jax_with_the_outputs_of_tensorflow(tmp_path):
         assert proc.returncode == 0, proc.stderr[-3000:]
     differ = {}
     for name in NAMES:
-        tf_out, jax_out = (np.load(tmp_path / f"{name}.{b}.npy") for b in ("tensorflow", "jax"))
-        assert tf_out.shape == jax_out.shape, name
-        # float32 sums in another order: 1e-4 absolute, or relative for AIMv2's wide features of magnitude ~4
-        excess = np.abs(jax_out - tf_out) - TOLERANCE * (1 + np.abs(tf_out))
-        if excess.max() > 0:
-            differ[name] = float(np.abs(jax_out - tf_out).max())
+        tf_parts, jax_parts = (np.load(tmp_path / f"{name}.{b}.npz") for b in ("tensorflow", "jax"))
+        for key in tf_parts.files:
+            tf_out, jax_out = tf_parts[key], jax_parts[key]
+            assert tf_out.shape == jax_out.shape, (name, key)
+            # float32 sums in another order differ in proportion to the tensor's scale: 1e-4 of its mean
+            # magnitude (at least 1e-4 absolute). AIMv2-L's block outputs average ~7 with 1024 features.
+            tolerance = TOLERANCE * max(1.0, float(np.abs(tf_out).mean()))
+            error = float(np.abs(jax_out - tf_out).max())
+            if error > tolerance:
+                differ[f"{name}/{key}"] = (error, tolerance)
     assert not differ, differ
