@@ -25,7 +25,7 @@ ROWS = (  # (task, model, batch, what the reader sees)
 COLUMNS = {
     "keras_hub:float32:auto": "keras-hub fp32",
     "keras_vit:float32:off": "keras_vit fp32",
-    "keras_vit:bfloat16:off": "keras_vit mixed bf16",
+    "keras_vit:bfloat16:off": "keras_vit bf16",
     "timm:float32": "timm fp32",
     "timm:bfloat16": "timm bf16",
 }

@@ -127,7 +127,7 @@ def test_soak_mixed_requests_during_version_swaps_keep_memory_flat(vit_export, t
     assert served >= 6 and states[str(served)] == "AVAILABLE"
     ended = [v for v, state in states.items() if state == "END"]
     assert len(ended) >= 5 and set(states.values()) <= {"AVAILABLE", "END", "LOADING"}, states  # loaded, then unloaded
-    # RSS saw-tooths by a loaded version (~25 MiB) as swaps load and unload them, so compare the floors of the
+    # RSS saw-tooths by up to ~100 MiB as swaps load versions and unload them, so compare the floors of the
     # two halves. A leak of one version per swap (as before the registry fix) lifts the floor ~150 MiB here.
     assert len(samples) >= 10, samples  # 2 s apart: several swaps in each half
     half = len(samples) // 2
