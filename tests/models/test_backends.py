@@ -1,8 +1,10 @@
 """The layers and models run on a second Keras backend (JAX on CPU), so they stay backend-agnostic."""
 
-import subprocess
-import sys
 import textwrap
+
+import numpy as np
+
+from tests.backend_runs import outputs_on_tensorflow_and_jax
 
 
 def test_layers_and_vit_run_on_jax_with_same_outputs_as_tensorflow(tmp_path):
@@ -28,30 +30,6 @@ def test_layers_and_vit_run_on_jax_with_same_outputs_as_tensorflow(tmp_path):
         np.save(sys.argv[2], np.concatenate([out.ravel(), attn.ravel()]))
         """
     )
-    (tmp_path / "run.py").write_text(script)
     weights = str(tmp_path / "w.weights.h5")
-    results = {}
-    for backend in ("tensorflow", "jax"):
-        out = str(tmp_path / f"{backend}.npy")
-        env = {
-            "KERAS_BACKEND": backend,
-            "TF_CPP_MIN_LOG_LEVEL": "2",
-            "JAX_PLATFORMS": "cpu",
-            "PATH": "/usr/bin:/bin",
-            "HOME": str(tmp_path),
-        }
-        import os
-
-        env = {**os.environ, **env}
-        proc = subprocess.run(
-            [sys.executable, str(tmp_path / "run.py"), weights, out],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        import numpy as np
-
-        results[backend] = np.load(out)
+    results = outputs_on_tensorflow_and_jax(script, tmp_path, weights, PATH="/usr/bin:/bin", HOME=str(tmp_path))
     np.testing.assert_allclose(results["jax"], results["tensorflow"], atol=1e-4)

@@ -1,8 +1,5 @@
 """BEiT through the rest of keras_vit: visualization, SavedModel export, and the JAX backend."""
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
@@ -10,6 +7,7 @@ import pytest
 
 import keras_vit
 from keras_vit.models.beit import BEiT
+from tests.backend_runs import outputs_on_tensorflow_and_jax
 
 ARCH = dict(image_size=32, patch_size=8, hidden_dim=32, depth=2, num_heads=4, mlp_dim=64, num_classes=3)
 
@@ -68,18 +66,5 @@ def test_runs_on_jax_with_the_outputs_of_tensorflow(tmp_path):
                                              keras.ops.convert_to_numpy(attention).ravel()]))
         """
     )
-    (tmp_path / "run.py").write_text(script)
-    weights, results = str(tmp_path / "w.weights.h5"), {}
-    for backend in ("tensorflow", "jax"):
-        out = str(tmp_path / f"{backend}.npy")
-        env = {**os.environ, "KERAS_BACKEND": backend, "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "2"}
-        proc = subprocess.run(
-            [sys.executable, str(tmp_path / "run.py"), weights, out],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        results[backend] = np.load(out)
+    results = outputs_on_tensorflow_and_jax(script, tmp_path, str(tmp_path / "w.weights.h5"))
     np.testing.assert_allclose(results["jax"], results["tensorflow"], atol=1e-4)

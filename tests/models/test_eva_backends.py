@@ -1,12 +1,11 @@
 """EVA runs on JAX (CPU) with the outputs it has on TensorFlow: rotary tables, grouped heads, MAP head, RMSNorm."""
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
 import pytest
+
+from tests.backend_runs import outputs_on_tensorflow_and_jax
 
 SCRIPT = textwrap.dedent(
     """
@@ -42,18 +41,5 @@ SCRIPT = textwrap.dedent(
 
 @pytest.mark.slow  # about 4 minutes on 2 CPU cores (two interpreters, JAX traces every layer)
 def test_eva_runs_on_jax_with_same_outputs_as_tensorflow(tmp_path):
-    (tmp_path / "run.py").write_text(SCRIPT)
-    results = {}
-    for backend in ("tensorflow", "jax"):
-        out = str(tmp_path / f"{backend}.npy")
-        env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2", "JAX_PLATFORMS": "cpu"}
-        proc = subprocess.run(
-            [sys.executable, str(tmp_path / "run.py"), str(tmp_path / "w"), out],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        results[backend] = np.load(out)
+    results = outputs_on_tensorflow_and_jax(SCRIPT, tmp_path, str(tmp_path / "w"))
     np.testing.assert_allclose(results["jax"], results["tensorflow"], atol=1e-4)
