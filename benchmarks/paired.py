@@ -140,8 +140,9 @@ def summarize(names: list[str], seconds: np.ndarray, flops_per_call: list[float]
     model's own matrix products alone (its ceiling in that precision)."""
     speedups = seconds[:, :1] / seconds  # > 1: faster than the first variant in the same round
     rates = np.asarray(flops_per_call) / seconds / 1e9  # GFLOP/s, (rounds, variants)
-    matmul = {name.split(":")[1]: i for i, name in enumerate(names) if name.startswith("matmul:")}
-    products = {name.split(":")[1]: i for i, name in enumerate(names) if name.startswith("products:")}
+    precisions = [name.split(":")[1] for name in names]
+    matmul = {p: i for i, (name, p) in enumerate(zip(names, precisions)) if name.startswith("matmul:")}
+    products = {p: i for i, (name, p) in enumerate(zip(names, precisions)) if name.startswith("products:")}
     header = (
         "| variant | GFLOP/s (median) | vs first, per-round median (quartiles) | rounds faster | "
         "/ matmul in its precision, per-round median (quartiles) |"
@@ -156,14 +157,14 @@ def summarize(names: list[str], seconds: np.ndarray, flops_per_call: list[float]
         return f"{median:.2f} ({q1:.2f}-{q3:.2f})"
 
     for i, name in enumerate(names):
-        own = matmul.get(name.split(":")[1])
+        own = matmul.get(precisions[i])
         share = spread(rates[:, i] / rates[:, own]) if own is not None else "n/a"
         versus, faster = "n/a", "n/a"  # a matmul and a model, or two matmuls, do not compare by time
         if not name.startswith("matmul") and not names[0].startswith("matmul"):
             versus, faster = spread(speedups[:, i]), f"{int(np.sum(speedups[:, i] > 1.0))}/{len(speedups)}"
         line = f"| {name} | {np.median(rates[:, i]):.1f} | {versus} | {faster} | {share} |"
         if products:
-            ceiling = products.get(name.split(":")[1])
+            ceiling = products.get(precisions[i])
             useful = ceiling is not None and not name.startswith("matmul")
             line += f" {spread(rates[:, i] / rates[:, ceiling]) if useful else 'n/a'} |"
         lines.append(line)

@@ -50,12 +50,13 @@ import pytest
 from absl import flags
 
 from keras_vit import cli
+from keras_vit.recipes.library import MAE_PRETRAIN
 from tests.docs import reader_files
 from tests.docs.pages import DOCS, cli_commands, shell_lines
 
 TINY_ARCH = {"depth": 1, "hidden_dim": 16, "num_heads": 2, "mlp_dim": 32}
 # mae_pretrain's own overrides (75% masking, normalised pixels) with a tiny encoder and decoder
-TINY_MAE = dict(TINY_ARCH, decoder_dim=16, decoder_depth=1, decoder_heads=2, mask_ratio=0.75, norm_pix_loss=True)
+TINY_MAE = dict(MAE_PRETRAIN.model_overrides, **TINY_ARCH, decoder_dim=16, decoder_depth=1, decoder_heads=2)
 
 
 def tiny(arch: dict) -> list[str]:
